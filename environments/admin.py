@@ -1,0 +1,366 @@
+"""Django admin for every model. Raw data for admins; the portal has the friendly pages.
+
+Every admin change is written to the audit log (who, what, before and after, IP).
+Blueprints are edited as YAML and go through the same validation and publication
+as ``load_blueprints``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.forms.models import model_to_dict
+
+from environments import audit, services
+from environments.blueprints import BlueprintInvalid, parse_blueprint
+from environments.models import (
+    ApiToken,
+    AuditEvent,
+    Blueprint,
+    BlueprintVersion,
+    CostEntry,
+    Environment,
+    EnvironmentEvent,
+    HookDelivery,
+    Membership,
+    Quota,
+    RepositoryHook,
+    Team,
+    Webhook,
+    WebhookDelivery,
+)
+
+# Never copied into the append-only audit log: it would keep them forever.
+SECRET_FIELDS = {"secret", "token_hash", "password"}
+
+
+def _snapshot(obj) -> dict | None:
+    if obj is None or obj.pk is None:
+        return None
+    values = model_to_dict(obj)
+    for name in SECRET_FIELDS & set(values):
+        values[name] = "(secret)"
+    return json.loads(json.dumps(values, cls=DjangoJSONEncoder, default=str))
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """For rows that only Ephemera itself writes: admins may look, not touch."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Records each add, change and delete made through the admin."""
+
+    def save_model(self, request, obj, form, change):
+        before = _snapshot(type(obj).objects.filter(pk=obj.pk).first()) if change else None
+        super().save_model(request, obj, form, change)
+        audit.record(
+            actor=request.user,
+            action=f"{obj._meta.model_name}.{'change' if change else 'add'}",
+            target=obj,
+            before=before,
+            after=_snapshot(obj),
+            ip=audit.client_ip(request),
+        )
+
+    def delete_model(self, request, obj):
+        before = _snapshot(obj)
+        audit.record(
+            actor=request.user,
+            action=f"{obj._meta.model_name}.delete",
+            target=obj,
+            before=before,
+            ip=audit.client_ip(request),
+        )
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_model(request, obj)
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 1
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Team)
+class TeamAdmin(AuditedAdmin):
+    list_display = ["name", "slug", "created_at"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [MembershipInline]
+
+
+@admin.register(Quota)
+class QuotaAdmin(AuditedAdmin):
+    list_display = [
+        "__str__",
+        "max_environments",
+        "max_cpu_millicores",
+        "max_memory_bytes",
+        "max_ttl",
+        "monthly_budget",
+    ]
+    autocomplete_fields = ["team", "user"]
+
+
+class BlueprintYamlForm(forms.ModelForm):
+    source = forms.CharField(
+        label="Blueprint YAML",
+        widget=forms.Textarea(attrs={"rows": 30, "cols": 100, "spellcheck": "false"}),
+        help_text="Saving validates the YAML and publishes a new version if the content changed.",
+    )
+
+    class Meta:
+        model = Blueprint
+        fields: list[str] = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and not self.initial.get("source"):
+            latest = self.instance.latest_version()
+            if latest:
+                self.initial["source"] = latest.source
+
+    def clean_source(self):
+        source = self.cleaned_data["source"]
+        try:
+            spec = parse_blueprint(source)
+        except BlueprintInvalid as exc:
+            raise forms.ValidationError([f"{p}: {r}" if p else r for p, r in exc.errors]) from exc
+        if self.instance.pk and spec["name"] != self.instance.name:
+            raise forms.ValidationError(
+                f"name: {spec['name']!r} differs from this blueprint's name "
+                f"{self.instance.name!r}; add a new blueprint instead"
+            )
+        return source
+
+
+@admin.register(Blueprint)
+class BlueprintAdmin(admin.ModelAdmin):
+    form = BlueprintYamlForm
+    list_display = ["name", "title", "purpose", "created_at"]
+    list_filter = ["purpose"]
+    search_fields = ["name", "title"]
+    readonly_fields = ["name", "title", "purpose", "published_versions"]
+
+    @admin.display(description="Versions")
+    def published_versions(self, obj):
+        from django.urls import reverse
+        from django.utils.html import format_html_join
+
+        return format_html_join(
+            ", ",
+            '<a href="{}">v{}</a>{}',
+            (
+                (
+                    reverse("admin:environments_blueprintversion_change", args=[v.pk]),
+                    v.number,
+                    " (deprecated)" if v.deprecated else "",
+                )
+                for v in obj.versions.order_by("-number")
+            ),
+        )
+
+    def save_model(self, request, obj, form, change):
+        version, created = services.publish_blueprint(
+            source=form.cleaned_data["source"], actor=request.user, ip=audit.client_ip(request)
+        )
+        # The admin redirects to ``obj``: make it the blueprint that was published.
+        obj.pk = version.blueprint.pk
+        obj.name = version.blueprint.name
+        if created:
+            messages.success(request, f"Published {version}.")
+        else:
+            messages.info(request, f"No change: {version} already has this content.")
+
+    def save_related(self, request, form, formsets, change):
+        # Versions are read-only here; nothing related to save.
+        pass
+
+    def has_delete_permission(self, request, obj=None):
+        # Versions are referenced by environments; deprecate instead.
+        return False
+
+
+@admin.register(BlueprintVersion)
+class BlueprintVersionAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "published_at", "published_by", "deprecated"]
+    list_filter = ["deprecated", "blueprint"]
+    readonly_fields = [
+        "blueprint",
+        "number",
+        "source",
+        "spec",
+        "digest",
+        "published_by",
+        "published_at",
+        "deprecated",
+        "deprecated_at",
+    ]
+    actions = ["deprecate", "undeprecate"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Deprecate (no new requests)")
+    def deprecate(self, request, queryset):
+        for version in queryset:
+            services.set_blueprint_version_deprecated(
+                version=version, deprecated=True, actor=request.user, ip=audit.client_ip(request)
+            )
+
+    @admin.action(description="Undeprecate")
+    def undeprecate(self, request, queryset):
+        for version in queryset:
+            services.set_blueprint_version_deprecated(
+                version=version, deprecated=False, actor=request.user, ip=audit.client_ip(request)
+            )
+
+
+class EnvironmentEventInline(admin.TabularInline):
+    model = EnvironmentEvent
+    fields = ["created_at", "kind", "state", "message"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Environment)
+class EnvironmentAdmin(admin.ModelAdmin):
+    """Read-only: environments change only through the state machine (the portal)."""
+
+    list_display = ["name", "owner", "team", "blueprint_version", "state", "expires_at"]
+    list_filter = ["state", "purpose", "team"]
+    search_fields = ["name", "owner__email"]
+    list_select_related = ["owner", "team", "blueprint_version__blueprint"]
+    inlines = [EnvironmentEventInline]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in Environment._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(EnvironmentEvent)
+class EnvironmentEventAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "environment", "kind", "message"]
+    list_filter = ["kind"]
+    list_select_related = ["environment"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    """View only: the audit log is append-only."""
+
+    list_display = ["created_at", "actor", "action", "object_type", "object_repr", "ip"]
+    list_filter = ["action", "object_type"]
+    search_fields = ["actor", "action", "object_repr", "object_id"]
+
+
+@admin.register(Webhook)
+class WebhookAdmin(AuditedAdmin):
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
+    list_display = ["team", "url", "active", "created_at"]
+    list_filter = ["active"]
+
+
+class FailedFilter(admin.SimpleListFilter):
+    title = "outcome"
+    parameter_name = "outcome"
+
+    def lookups(self, request, model_admin):
+        return [("failed", "Failed"), ("delivered", "Delivered")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "failed":
+            return queryset.filter(delivered_at__isnull=True, attempts__gt=0)
+        if self.value() == "delivered":
+            return queryset.filter(delivered_at__isnull=False)
+        return queryset
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    """Read-only: admins see which deliveries failed, how often and why."""
+
+    list_display = [
+        "created_at",
+        "webhook",
+        "event",
+        "attempts",
+        "last_status",
+        "last_error",
+        "delivered_at",
+    ]
+    list_filter = [FailedFilter, "event"]
+    list_select_related = ["webhook__team"]
+
+
+@admin.register(RepositoryHook)
+class RepositoryHookAdmin(AuditedAdmin):
+    list_display = ["repository", "blueprint", "team", "owner", "sha_parameter"]
+    autocomplete_fields = ["team", "owner"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens are created by their owners in the portal; admins can only see them."""
+
+    list_display = ["name", "prefix", "user", "team", "scope", "expires_at", "revoked_at"]
+    list_filter = ["scope"]
+    readonly_fields = [
+        "name",
+        "user",
+        "team",
+        "prefix",
+        "scope",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+        "last_used_at",
+    ]
+    exclude = ["token_hash"]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(HookDelivery)
+class HookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["delivery_id", "received_at", "outcome"]
+
+
+@admin.register(CostEntry)
+class CostEntryAdmin(ReadOnlyAdmin):
+    """Read-only: written by the accrual job, summed for budgets and the spend export."""
+
+    list_display = ["period_end", "environment", "team", "owner", "blueprint", "amount"]
+    list_filter = ["team", "blueprint"]
+    list_select_related = ["environment", "team", "owner"]
+    date_hierarchy = "period_end"

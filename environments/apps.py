@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class EnvironmentsConfig(AppConfig):
+    name = "environments"
+    verbose_name = "Ephemera"
+
+    def ready(self) -> None:
+        from environments import signals  # noqa: F401  (connects receivers)

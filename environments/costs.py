@@ -1,0 +1,46 @@
+"""Prices in the configured currency, from the rate card in settings.
+
+Hourly price of an environment = sum over components of
+requests x replicas x rates, plus the blueprint's flat hourly fee.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.conf import settings
+
+GIB = Decimal(1024**3)
+CURRENCY_SYMBOLS = {
+    "USD": "$",
+    "EUR": "€",
+    "GBP": "£",
+    "JPY": "¥",
+    "CHF": "CHF ",
+    "CAD": "C$",
+    "AUD": "A$",
+}
+
+
+def hourly_price(spec: dict) -> Decimal:
+    total = Decimal(spec.get("hourly_fee") or 0)
+    for component in spec["components"]:
+        cpu = Decimal(component["cpu_millicores"]) / 1000
+        gib = Decimal(component["memory_bytes"]) / GIB
+        total += component["replicas"] * (
+            cpu * settings.COST_PER_CPU_HOUR + gib * settings.COST_PER_GIB_HOUR
+        )
+    return total.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
+
+
+def price_for(spec: dict, seconds: int | float) -> Decimal:
+    return (hourly_price(spec) * Decimal(seconds) / 3600).quantize(
+        Decimal("0.01"), rounding=ROUND_HALF_UP
+    )
+
+
+def money(amount: Decimal | int | float | None) -> str:
+    """Format an amount in the configured currency, e.g. €18.24."""
+    amount = Decimal(amount or 0).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    symbol = CURRENCY_SYMBOLS.get(settings.COST_CURRENCY, settings.COST_CURRENCY + " ")
+    return f"{symbol}{amount:,.2f}"

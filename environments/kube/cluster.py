@@ -1,0 +1,540 @@
+"""The only module that talks to the Kubernetes API server.
+
+- One API client per process, from ``settings.KUBECONFIG`` (or in-cluster config).
+- Objects are created and updated with server-side apply, field manager ``ephemera``,
+  so applying the same manifest twice is a no-op (resourceVersion unchanged).
+- Timeouts, connection errors, 429 and 5xx are retried with jittered exponential
+  backoff, honouring Retry-After, until a deadline. A 409 on create means "already
+  exists" and a 404 on delete means "already gone"; anything else raises
+  ``ClusterError`` with the API server's own message.
+- Readiness is a watch on Deployments with a deadline, restarted on 410 Gone.
+- Pod and Event reasons become ``Problem``s in plain words.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from django.conf import settings
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from environments.kube.objects import INSTANCE_LABEL, MANAGED_BY, MANAGER
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "ephemera"
+RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+
+# (apiVersion, kind) -> (path prefix, plural, namespaced)
+RESOURCES: dict[tuple[str, str], tuple[str, str, bool]] = {
+    ("v1", "Namespace"): ("/api/v1", "namespaces", False),
+    ("v1", "ResourceQuota"): ("/api/v1", "resourcequotas", True),
+    ("v1", "LimitRange"): ("/api/v1", "limitranges", True),
+    ("v1", "ServiceAccount"): ("/api/v1", "serviceaccounts", True),
+    ("v1", "Service"): ("/api/v1", "services", True),
+    ("v1", "Secret"): ("/api/v1", "secrets", True),
+    ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments", True),
+    ("networking.k8s.io/v1", "NetworkPolicy"): (
+        "/apis/networking.k8s.io/v1",
+        "networkpolicies",
+        True,
+    ),
+    ("networking.k8s.io/v1", "Ingress"): ("/apis/networking.k8s.io/v1", "ingresses", True),
+    ("rbac.authorization.k8s.io/v1", "Role"): ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): (
+        "/apis/rbac.authorization.k8s.io/v1",
+        "rolebindings",
+        True,
+    ),
+}
+
+
+class ClusterError(Exception):
+    """The API server refused a request; ``str()`` is its own message."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class ClusterUnavailable(ClusterError):
+    """The API server could not be reached (or kept failing) until the deadline."""
+
+
+# Counts API requests in this process; the provisioning benchmark reads it.
+request_count = 0
+
+
+@functools.cache
+def api_client() -> client.ApiClient:
+    """One client per process (KubeSpawner's ``shared_client``)."""
+    if os.path.exists(settings.KUBECONFIG):
+        return config.new_client_from_config(config_file=settings.KUBECONFIG)
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        configuration = client.Configuration()
+        config.load_incluster_config(client_configuration=configuration)
+        return client.ApiClient(configuration)
+    raise ClusterUnavailable(
+        f"No cluster configured: {settings.KUBECONFIG} does not exist. Run `make cluster` "
+        "for the local control plane, or set KUBECONFIG."
+    )
+
+
+def reset_client() -> None:
+    """Forget the cached client (after KUBECONFIG changes, e.g. in tests)."""
+    api_client.cache_clear()
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        body = json.loads(exc.body or "")
+        return body.get("message") or str(exc.reason)
+    except (ValueError, AttributeError):
+        return (exc.body or str(exc.reason) or "unknown error").strip()
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    headers = exc.headers or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def with_retries(
+    call: Callable[[], Any], *, what: str, deadline_seconds: float | None = None
+) -> Any:
+    """Run ``call``; retry timeouts, connection errors, 429 and 5xx until the deadline."""
+    deadline = time.monotonic() + (
+        settings.KUBE_RETRY_SECONDS if deadline_seconds is None else deadline_seconds
+    )
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except ApiException as exc:
+            if exc.status not in RETRYABLE_STATUS:
+                raise ClusterError(f"{what}: {_api_message(exc)}", exc.status) from exc
+            last_error: str = f"{exc.status} {_api_message(exc)}"
+            server_wait = _retry_after(exc)
+        except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
+            last_error = f"{type(exc).__name__}: {exc}"
+            server_wait = None
+        attempt += 1
+        backoff = min(8.0, 0.25 * 2**attempt) * random.uniform(0.5, 1.0)
+        wait = max(backoff, server_wait or 0)
+        if time.monotonic() + wait > deadline:
+            raise ClusterUnavailable(f"{what}: the API server kept failing ({last_error})")
+        log.warning("%s failed (%s); retrying in %.1fs", what, last_error, wait)
+        time.sleep(wait)
+
+
+def _request(
+    method: str,
+    path: str,
+    *,
+    query: list[tuple[str, str]] | None = None,
+    body: Any = None,
+    content_type: str = "application/json",
+    timeout: float = 30,
+) -> Any:
+    """One authenticated request; raises ApiException on non-2xx."""
+    global request_count
+    api = api_client()
+    serialized = api.param_serialize(
+        method=method,
+        resource_path=path,
+        query_params=query or [],
+        header_params={"Content-Type": content_type, "Accept": "application/json"},
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    request_count += 1
+    response = api.call_api(*serialized, _request_timeout=timeout)
+    response.read()
+    if not 200 <= response.status <= 299:
+        raise ApiException(http_resp=response)
+    return json.loads(response.data) if response.data else None
+
+
+def object_path(manifest: dict) -> str:
+    key = (manifest["apiVersion"], manifest["kind"])
+    prefix, plural, namespaced = RESOURCES[key]
+    meta = manifest["metadata"]
+    if namespaced:
+        return f"{prefix}/namespaces/{meta['namespace']}/{plural}/{meta['name']}"
+    return f"{prefix}/{plural}/{meta['name']}"
+
+
+def describe(manifest: dict) -> str:
+    meta = manifest["metadata"]
+    where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{manifest['kind']} {where}{meta['name']}"
+
+
+def apply(manifest: dict) -> dict:
+    """Server-side apply: create or update, a no-op when nothing changed."""
+    return with_retries(
+        lambda: _request(
+            "PATCH",
+            object_path(manifest),
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            body=manifest,
+            content_type="application/apply-patch+yaml",
+        ),
+        what=f"apply {describe(manifest)}",
+    )
+
+
+def get(manifest: dict) -> dict | None:
+    """The live object, or None if it does not exist."""
+    try:
+        return with_retries(
+            lambda: _request("GET", object_path(manifest)), what=f"get {describe(manifest)}"
+        )
+    except ClusterError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def delete(manifest: dict) -> bool:
+    """Delete; returns False if it was already gone (404 is not a failure)."""
+    try:
+        with_retries(
+            lambda: _request(
+                "DELETE", object_path(manifest), body={"propagationPolicy": "Background"}
+            ),
+            what=f"delete {describe(manifest)}",
+        )
+        return True
+    except ClusterError as exc:
+        if exc.status == 404:
+            return False
+        raise
+
+
+def namespace_manifest(name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+def namespace_exists(name: str) -> bool:
+    return get(namespace_manifest(name)) is not None
+
+
+def wait_namespace_gone(name: str, *, timeout: float) -> bool:
+    """Poll until the namespace is gone (the namespace controller empties it first)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    while time.monotonic() < deadline:
+        if not namespace_exists(name):
+            return True
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+    return False
+
+
+@dataclass(frozen=True)
+class ManagedNamespace:
+    name: str
+    environment_id: str
+    created_at: str
+    terminating: bool
+
+
+def list_managed_namespaces() -> list[ManagedNamespace]:
+    """Managed namespaces that belong to this portal instance (``EPHEMERA_INSTANCE``).
+
+    A namespace labelled for another instance is left alone; one with the managed-by
+    label and no instance label counts as ours (made by hand, or by an older portal).
+    """
+    data = with_retries(
+        lambda: _request(
+            "GET", "/api/v1/namespaces", query=[("labelSelector", f"{MANAGED_BY}={MANAGER}")]
+        ),
+        what="list managed namespaces",
+    )
+    return [
+        ManagedNamespace(
+            name=item["metadata"]["name"],
+            environment_id=item["metadata"].get("labels", {}).get("ephemera.io/environment", ""),
+            created_at=item["metadata"].get("creationTimestamp", ""),
+            terminating=bool(item["metadata"].get("deletionTimestamp")),
+        )
+        for item in data.get("items", [])
+        if item["metadata"].get("labels", {}).get(INSTANCE_LABEL, settings.EPHEMERA_INSTANCE)
+        == settings.EPHEMERA_INSTANCE
+    ]
+
+
+def list_deployments(namespace: str) -> dict:
+    return with_retries(
+        lambda: _request("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments"),
+        what=f"list Deployments in {namespace}",
+    )
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong in an environment, in plain words."""
+
+    key: str  # identifies it, so the same problem is recorded once
+    message: str
+    fatal: bool  # provisioning cannot succeed without a change
+
+
+def _component_of(object_name: str, components: list[str]) -> str:
+    for name in sorted(components, key=len, reverse=True):
+        if object_name == name or object_name.startswith(name + "-"):
+            return name
+    return object_name
+
+
+def _explain_event(event: dict, components: list[str]) -> Problem | None:
+    reason = event.get("reason", "")
+    message = (event.get("message") or "").strip()
+    involved = event.get("involvedObject", {})
+    component = _component_of(involved.get("name", ""), components)
+    key = f"event:{event['metadata'].get('uid', '')}"
+    if reason == "FailedScheduling":
+        return Problem(key, f"{component} cannot be scheduled: {message}", True)
+    if reason == "FailedCreate" and "exceeded quota" in message:
+        return Problem(
+            key, f"{component} would exceed the environment's resource quota: {message}", True
+        )
+    if reason == "FailedCreate" and "PodSecurity" in message:
+        return Problem(
+            key, f"{component} was rejected by Pod Security (restricted profile): {message}", True
+        )
+    if reason == "FailedCreate":
+        # Anything else (e.g. the API server briefly unreachable) the controller retries.
+        return Problem(key, f"{component} could not be created yet: {message}", False)
+    if reason in {"Failed", "ErrImagePull", "InspectFailed"} and "image" in message.lower():
+        return Problem(key, f"{component}: the image could not be pulled: {message}", True)
+    if reason == "BackOff" and "restarting failed container" in message:
+        return Problem(key, f"{component} keeps crashing (CrashLoopBackOff): {message}", True)
+    if reason == "BackOff" and "pull" in message.lower():
+        return Problem(key, f"{component}: the image could not be pulled: {message}", True)
+    return None
+
+
+WAITING_REASONS = {
+    "ImagePullBackOff": "the image could not be pulled",
+    "ErrImagePull": "the image could not be pulled",
+    "InvalidImageName": "the image name is invalid",
+    "CrashLoopBackOff": "it keeps crashing (CrashLoopBackOff)",
+    "CreateContainerConfigError": "its configuration is invalid",
+}
+
+
+def problems(namespace: str, components: list[str]) -> list[Problem]:
+    """Current problems from Events and Pod statuses, in plain words."""
+    found: list[Problem] = []
+    events = with_retries(
+        lambda: _request("GET", f"/api/v1/namespaces/{namespace}/events"),
+        what=f"list Events in {namespace}",
+    )
+    for event in events.get("items", []):
+        if event.get("type") == "Warning":
+            problem = _explain_event(event, components)
+            if problem:
+                found.append(problem)
+    pods = with_retries(
+        lambda: _request("GET", f"/api/v1/namespaces/{namespace}/pods"),
+        what=f"list Pods in {namespace}",
+    )
+    for pod in pods.get("items", []):
+        name = pod["metadata"]["name"]
+        for status in pod.get("status", {}).get("containerStatuses", []) or []:
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason in WAITING_REASONS:
+                component = _component_of(name, components)
+                detail = waiting.get("message", "")
+                found.append(
+                    Problem(
+                        f"pod:{name}:{reason}",
+                        f"{component}: {WAITING_REASONS[reason]}. {detail}".strip(),
+                        True,
+                    )
+                )
+    return found
+
+
+def _deployment_ready(deployment: dict) -> bool:
+    spec_replicas = deployment.get("spec", {}).get("replicas", 1)
+    status = deployment.get("status", {})
+    return (
+        status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+        and status.get("availableReplicas", 0) >= spec_replicas
+        and status.get("updatedReplicas", 0) >= spec_replicas
+    )
+
+
+def readiness(deployments: list[dict]) -> dict[str, dict]:
+    """name -> {"ready": bool, "available": n, "replicas": n}."""
+    return {
+        d["metadata"]["name"]: {
+            "ready": _deployment_ready(d),
+            "available": d.get("status", {}).get("availableReplicas", 0),
+            "replicas": d.get("spec", {}).get("replicas", 1),
+        }
+        for d in deployments
+    }
+
+
+def watch_until_ready(
+    namespace: str,
+    expected: list[str],
+    *,
+    deadline: float,
+    on_progress: Callable[[dict[str, dict]], None],
+    on_tick: Callable[[], bool],
+    tick_seconds: int = 3,
+) -> dict[str, dict]:
+    """Watch Deployments until all ``expected`` are available, or until ``deadline``
+    (a ``time.monotonic()`` value). ``on_tick`` runs between watch windows and returns
+    False to stop early (a fatal problem was found). Restarts the watch on 410 Gone.
+    Returns the last readiness map.
+    """
+    state: dict[str, dict] = {}
+    apps = client.AppsV1Api(api_client())
+
+    def listing() -> str:
+        data = list_deployments(namespace)
+        for item in data.get("items", []):
+            state[item["metadata"]["name"]] = item
+        return data["metadata"].get("resourceVersion", "")
+
+    def done() -> bool:
+        ready = readiness(list(state.values()))
+        return all(ready.get(name, {}).get("ready") for name in expected)
+
+    resource_version = listing()
+    on_progress(readiness(list(state.values())))
+    while not done():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        if not on_tick():
+            break
+        stream = watch.Watch()
+        try:
+            events: Iterator[dict] = stream.stream(
+                apps.list_namespaced_deployment,
+                namespace,
+                resource_version=resource_version,
+                timeout_seconds=max(1, min(tick_seconds, int(remaining))),
+                allow_watch_bookmarks=True,
+                _request_timeout=tick_seconds + 10,
+            )
+            for event in events:
+                obj = event["raw_object"]
+                resource_version = obj["metadata"].get("resourceVersion", resource_version)
+                if event["type"] == "ERROR":
+                    if obj.get("code") == 410:
+                        resource_version = with_retries(listing, what="re-list Deployments")
+                    break
+                if event["type"] == "BOOKMARK":
+                    continue
+                name = obj["metadata"]["name"]
+                if event["type"] == "DELETED":
+                    state.pop(name, None)
+                else:
+                    state[name] = obj
+                on_progress(readiness(list(state.values())))
+                if done():
+                    break
+        except ApiException as exc:
+            if exc.status == 410:
+                resource_version = with_retries(listing, what="re-list Deployments")
+            elif exc.status not in RETRYABLE_STATUS:
+                raise ClusterError(f"watch Deployments: {_api_message(exc)}", exc.status) from exc
+            else:
+                time.sleep(1)
+        except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
+            # The API server went away mid-watch: list again (with retries) and go on.
+            log.warning("watch on %s interrupted (%s); re-listing", namespace, exc)
+            resource_version = with_retries(listing, what="re-list Deployments")
+        finally:
+            stream.stop()
+    return readiness(list(state.values()))
+
+
+def resource_versions(namespace: str) -> dict[str, str]:
+    """kind/name -> resourceVersion of every object Ephemera applies in ``namespace``."""
+    result = {}
+    for (_api_version, kind), (prefix, plural, namespaced) in RESOURCES.items():
+        if not namespaced or kind == "Secret":
+            continue
+        data = with_retries(
+            lambda prefix=prefix, plural=plural: _request(
+                "GET",
+                f"{prefix}/namespaces/{namespace}/{plural}",
+                query=[("labelSelector", f"{MANAGED_BY}={MANAGER}")],
+            ),
+            what=f"list {plural}",
+        )
+        for item in data.get("items", []):
+            result[f"{kind}/{item['metadata']['name']}"] = item["metadata"]["resourceVersion"]
+    ns = get(namespace_manifest(namespace))
+    if ns:
+        result[f"Namespace/{namespace}"] = ns["metadata"]["resourceVersion"]
+    return result
+
+
+def issue_token(namespace: str, service_account: str, *, seconds: int) -> str:
+    """A short-lived token for ``service_account`` from the TokenRequest API.
+
+    Bound to the ServiceAccount: it dies with the namespace. Never stored by Ephemera.
+    """
+    data = with_retries(
+        lambda: _request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}/token",
+            body={
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": int(seconds)},
+            },
+        ),
+        what=f"issue a token for {namespace}/{service_account}",
+    )
+    return data["status"]["token"]
+
+
+def kubeconfig(*, namespace: str, token: str, name: str) -> dict:
+    """A kubeconfig for ``token`` against the cluster Ephemera itself talks to."""
+    import base64
+
+    configuration = api_client().configuration
+    cluster_entry: dict = {"server": configuration.host}
+    if configuration.ssl_ca_cert:
+        with open(configuration.ssl_ca_cert, "rb") as ca:
+            cluster_entry["certificate-authority-data"] = base64.b64encode(ca.read()).decode()
+    elif not configuration.verify_ssl:
+        cluster_entry["insecure-skip-tls-verify"] = True
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "ephemera", "cluster": cluster_entry}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": name,
+                "context": {"cluster": "ephemera", "user": name, "namespace": namespace},
+            }
+        ],
+        "current-context": name,
+    }

@@ -1,0 +1,383 @@
+"""Pure builders for an environment's Kubernetes objects (KubeSpawner's objects.py style).
+
+Every function takes plain values and returns a manifest dict. Nothing here calls the
+API server or reads the database, so each builder is tested by comparing dicts.
+``build_manifests`` returns the complete, ordered list that provisioning applies and
+that is recorded on the environment for teardown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "ephemera"
+ENV_LABEL = "ephemera.io/environment"
+INSTANCE_LABEL = "ephemera.io/instance"
+COMPONENT_LABEL = "ephemera.io/component"
+EXPIRES_ANNOTATION = "ephemera.io/expires-at"
+# Pod Security Standards version pinned so a cluster upgrade can't silently tighten it.
+PSS_VERSION = "v1.33"
+SERVICE_ACCOUNT = "ephemera-workload"
+# The identity behind "Download kubeconfig": namespace-scoped, never cluster-wide.
+USER_ACCOUNT = "ephemera-user"
+READ = ["get", "list", "watch"]
+ACCESS_RULES = {
+    # View, logs and port-forward; never Secrets.
+    "view": [
+        {
+            "apiGroups": [""],
+            "resources": [
+                "pods",
+                "pods/log",
+                "services",
+                "endpoints",
+                "configmaps",
+                "events",
+                "persistentvolumeclaims",
+                "resourcequotas",
+                "limitranges",
+            ],
+            "verbs": READ,
+        },
+        {"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["get", "create"]},
+        {"apiGroups": ["apps"], "resources": ["deployments", "replicasets"], "verbs": READ},
+        {
+            "apiGroups": ["networking.k8s.io"],
+            "resources": ["ingresses", "networkpolicies"],
+            "verbs": READ,
+        },
+    ],
+}
+# "edit" (a blueprint may allow it): also restart, scale and exec into its own pods.
+ACCESS_RULES["edit"] = [
+    *ACCESS_RULES["view"],
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]},
+    {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "create"]},
+    {
+        "apiGroups": ["apps"],
+        "resources": ["deployments", "deployments/scale"],
+        "verbs": ["patch", "update"],
+    },
+]
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    """Everything the builders need, as plain values."""
+
+    environment_id: str
+    name: str  # short name; the namespace is eph-<name>
+    owner_id: str
+    team: str
+    blueprint: str
+    expires_at: str  # ISO 8601
+    components: list[dict]  # rendered components (parameters substituted)
+    quota: dict = field(default_factory=dict)
+    base_domain: str = "ephemera.localhost"
+    ingress_namespace: str = "ingress-nginx"
+    ingress_class: str = ""
+    instance: str = "default"  # which portal owns it; the reconciler only touches its own
+    kube_access: str = "view"  # the Role behind the downloadable kubeconfig
+
+    @property
+    def namespace(self) -> str:
+        return f"eph-{self.name}"
+
+
+def labels(spec: EnvironmentSpec) -> dict[str, str]:
+    return {
+        MANAGED_BY: MANAGER,
+        ENV_LABEL: spec.environment_id,
+        "ephemera.io/owner": spec.owner_id,
+        "ephemera.io/team": spec.team,
+        "ephemera.io/blueprint": spec.blueprint,
+    }
+
+
+def _meta(spec: EnvironmentSpec, name: str, extra_labels: dict | None = None) -> dict:
+    return {
+        "name": name,
+        "namespace": spec.namespace,
+        "labels": {**labels(spec), **(extra_labels or {})},
+    }
+
+
+def namespace(spec: EnvironmentSpec) -> dict:
+    pss = {
+        f"pod-security.kubernetes.io/{mode}{suffix}": value
+        for mode in ("enforce", "warn", "audit")
+        for suffix, value in (("", "restricted"), ("-version", PSS_VERSION))
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": spec.namespace,
+            "labels": {**labels(spec), INSTANCE_LABEL: spec.instance, **pss},
+            "annotations": {EXPIRES_ANNOTATION: spec.expires_at},
+        },
+    }
+
+
+def _billed_quota(spec: EnvironmentSpec) -> dict[str, str]:
+    """Exactly what the environment is billed for: its components' requests and pods."""
+    from environments.blueprints import cpu_to_millicores, memory_to_bytes
+
+    cpu = sum(cpu_to_millicores(c["resources"]["cpu"]) * c["replicas"] for c in spec.components)
+    memory = sum(memory_to_bytes(c["resources"]["memory"]) * c["replicas"] for c in spec.components)
+    return {
+        "requests.cpu": f"{cpu}m",
+        "requests.memory": str(memory),
+        "limits.memory": str(memory),
+        "pods": str(sum(c["replicas"] for c in spec.components)),
+    }
+
+
+def resource_quota(spec: EnvironmentSpec) -> dict | None:
+    """The blueprint's quota; with ``kube_access: edit`` exactly the billed resources,
+    so people who may scale cannot run (or be billed for) more than they asked."""
+    if spec.kube_access == "edit":
+        hard = _billed_quota(spec)
+    else:
+        hard = {}
+        if "cpu" in spec.quota:
+            hard["requests.cpu"] = spec.quota["cpu"]
+        if "memory" in spec.quota:
+            hard["requests.memory"] = spec.quota["memory"]
+            hard["limits.memory"] = spec.quota["memory"]
+        if "pods" in spec.quota:
+            hard["pods"] = spec.quota["pods"]
+    if not hard:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": _meta(spec, "ephemera-quota"),
+        "spec": {"hard": hard},
+    }
+
+
+def limit_range(spec: EnvironmentSpec) -> dict:
+    """Defaults for containers that name no resources (the quota needs requests)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "LimitRange",
+        "metadata": _meta(spec, "ephemera-defaults"),
+        "spec": {
+            "limits": [
+                {
+                    "type": "Container",
+                    "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
+                    "default": {"memory": "256Mi"},
+                }
+            ]
+        },
+    }
+
+
+def network_policy(spec: EnvironmentSpec) -> dict:
+    """Default deny for ingress; allow the namespace itself and the ingress controller."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(spec, "ephemera-default-deny"),
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {"podSelector": {}},
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {
+                                    "kubernetes.io/metadata.name": spec.ingress_namespace
+                                }
+                            }
+                        },
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def service_account(spec: EnvironmentSpec) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(spec, SERVICE_ACCOUNT),
+        "automountServiceAccountToken": False,
+    }
+
+
+def user_service_account(spec: EnvironmentSpec) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(spec, USER_ACCOUNT),
+        "automountServiceAccountToken": False,
+    }
+
+
+def user_role(spec: EnvironmentSpec) -> dict:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(spec, USER_ACCOUNT),
+        "rules": ACCESS_RULES[spec.kube_access],
+    }
+
+
+def user_role_binding(spec: EnvironmentSpec) -> dict:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(spec, USER_ACCOUNT),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": USER_ACCOUNT},
+        "subjects": [{"kind": "ServiceAccount", "name": USER_ACCOUNT, "namespace": spec.namespace}],
+    }
+
+
+def _security_context() -> dict:
+    # Satisfies the Pod Security Standards "restricted" profile.
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def deployment(spec: EnvironmentSpec, component: dict) -> dict:
+    selector = {ENV_LABEL: spec.environment_id, COMPONENT_LABEL: component["name"]}
+    container: dict = {
+        "name": component["name"],
+        "image": component["image"],
+        "resources": {
+            "requests": {
+                "cpu": component["resources"]["cpu"],
+                "memory": component["resources"]["memory"],
+            },
+            "limits": {"memory": component["resources"]["memory"]},
+        },
+        "securityContext": _security_context(),
+    }
+    if component.get("port"):
+        container["ports"] = [{"name": "http", "containerPort": component["port"]}]
+    if component.get("env"):
+        container["env"] = [{"name": k, "value": v} for k, v in sorted(component["env"].items())]
+    if component.get("args"):
+        container["args"] = list(component["args"])
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(spec, component["name"], {COMPONENT_LABEL: component["name"]}),
+        "spec": {
+            "replicas": component["replicas"],
+            # With a quota of exactly the billed pods there is no room for a surge pod.
+            **({"strategy": {"type": "Recreate"}} if spec.kube_access == "edit" else {}),
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {
+                    "labels": {**labels(spec), COMPONENT_LABEL: component["name"]},
+                    **(
+                        {"annotations": dict(component["annotations"])}
+                        if component.get("annotations")
+                        else {}
+                    ),
+                },
+                "spec": {
+                    "serviceAccountName": SERVICE_ACCOUNT,
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    # Throwaway environments: no 30 s drain on teardown.
+                    "terminationGracePeriodSeconds": 5,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                },
+            },
+        },
+    }
+
+
+def service(spec: EnvironmentSpec, component: dict) -> dict | None:
+    if not component.get("port"):
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(spec, component["name"], {COMPONENT_LABEL: component["name"]}),
+        "spec": {
+            "selector": {ENV_LABEL: spec.environment_id, COMPONENT_LABEL: component["name"]},
+            "ports": [{"name": "http", "port": component["port"], "targetPort": component["port"]}],
+        },
+    }
+
+
+def host(spec: EnvironmentSpec, component_name: str) -> str:
+    return f"{component_name}-{spec.name}.{spec.base_domain}"
+
+
+def ingress(spec: EnvironmentSpec) -> dict | None:
+    exposed = [c for c in spec.components if c.get("expose")]
+    if not exposed:
+        return None
+    body: dict = {
+        "rules": [
+            {
+                "host": host(spec, c["name"]),
+                "http": {
+                    "paths": [
+                        {
+                            "path": "/",
+                            "pathType": "Prefix",
+                            "backend": {
+                                "service": {"name": c["name"], "port": {"number": c["port"]}}
+                            },
+                        }
+                    ]
+                },
+            }
+            for c in exposed
+        ]
+    }
+    if spec.ingress_class:
+        body["ingressClassName"] = spec.ingress_class
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": _meta(spec, "ephemera"),
+        "spec": body,
+    }
+
+
+def urls(spec: EnvironmentSpec, scheme: str = "http") -> dict[str, str]:
+    """component name -> URL, for exposed components."""
+    return {
+        c["name"]: f"{scheme}://{host(spec, c['name'])}/"
+        for c in spec.components
+        if c.get("expose")
+    }
+
+
+def build_manifests(spec: EnvironmentSpec) -> list[dict]:
+    """All objects, in the order they are applied (namespace first)."""
+    objects: list[dict | None] = [
+        namespace(spec),
+        resource_quota(spec),
+        limit_range(spec),
+        network_policy(spec),
+        service_account(spec),
+        user_service_account(spec),
+        user_role(spec),
+        user_role_binding(spec),
+    ]
+    objects += [service(spec, c) for c in spec.components]
+    objects += [deployment(spec, c) for c in spec.components]
+    objects.append(ingress(spec))
+    return [o for o in objects if o is not None]

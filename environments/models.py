@@ -1,0 +1,579 @@
+"""Ephemera's domain: teams, blueprints, environments, quotas and the audit log.
+
+Models hold small derived facts (time left, hourly price, display state); the
+orchestration lives in services.py and jobs.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from environments.states import LIVE_STATES, SETTLED_STATES, State
+
+
+def _random_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class Team(models.Model):
+    """A group of people who share environments, a quota and a monthly budget."""
+
+    name = models.CharField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=50, unique=True)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="teams", blank=True
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Webhook(models.Model):
+    """A team's outgoing webhook: Slack-compatible JSON, signed with HMAC-SHA256."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=500)
+    # Shared secret for the X-Ephemera-Signature header. Needed in clear to sign.
+    secret = models.CharField(max_length=128, default=_random_secret)
+    events = models.JSONField(default=list, blank=True, help_text="Empty = every event.")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.team}: {self.url}"
+
+
+class WebhookDelivery(models.Model):
+    """One attempt history of one event to one webhook; failures are shown to admins."""
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=30)
+    payload = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.event} -> {self.webhook.url}"
+
+    @property
+    def failed(self) -> bool:
+        return self.delivered_at is None and self.attempts > 0
+
+
+class Membership(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    joined_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "user"], name="membership_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team}"
+
+
+class Purpose(models.TextChoices):
+    DEMO = "demo", "Sales demo"
+    TRAINING = "training", "Training"
+    HOTFIX = "hotfix", "Hotfix test"
+    PREVIEW = "preview", "Preview"
+    BENCHMARK = "benchmark", "Benchmark"
+    E2E = "e2e", "End-to-end test"
+
+
+class ApprovalPolicy(models.TextChoices):
+    AUTO = "auto", "Automatic"
+    REQUIRED = "required", "Approval required"
+    OVER_QUOTA = "over-quota", "Approval when over quota"
+
+
+class Blueprint(models.Model):
+    """A named recipe for an environment. Its content lives in numbered versions."""
+
+    name = models.CharField(max_length=63, unique=True)
+    title = models.CharField(max_length=200)
+    purpose = models.CharField(max_length=20, choices=Purpose.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["purpose", "title"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def latest_version(self) -> BlueprintVersion | None:
+        return self.versions.order_by("-number").first()
+
+    def current_version(self) -> BlueprintVersion | None:
+        """The newest version open to new requests (not deprecated)."""
+        return self.versions.filter(deprecated=False).order_by("-number").first()
+
+
+class BlueprintVersionQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        # Only the deprecation flag may change after publication.
+        if set(kwargs) - {"deprecated", "deprecated_at"}:
+            raise ValueError("blueprint versions are immutable; publish a new version instead")
+        return super().update(**kwargs)
+
+
+class BlueprintVersion(models.Model):
+    """One immutable, published content of a blueprint.
+
+    ``source`` is the YAML as written; ``spec`` is the validated, normalised form
+    that rendering uses; ``digest`` identifies the content so an unchanged file
+    publishes nothing. Only ``deprecated`` may change after publication.
+    """
+
+    blueprint = models.ForeignKey(Blueprint, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    source = models.TextField()
+    spec = models.JSONField()
+    digest = models.CharField(max_length=64)
+    published_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    published_at = models.DateTimeField(default=timezone.now)
+    deprecated = models.BooleanField(default=False)
+    deprecated_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BlueprintVersionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["blueprint__name", "-number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["blueprint", "number"], name="blueprint_version_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.blueprint.name} v{self.number}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            original = type(self).objects.filter(pk=self.pk).values("source", "spec").first()
+            if original and (original["source"] != self.source or original["spec"] != self.spec):
+                raise ValueError("blueprint versions are immutable; publish a new version instead")
+        super().save(*args, **kwargs)
+
+    # Small derived facts for the catalogue.
+    @property
+    def title(self) -> str:
+        return self.spec["title"]
+
+    @property
+    def purpose(self) -> str:
+        return self.spec["purpose"]
+
+    @property
+    def approval(self) -> str:
+        return self.spec["approval"]
+
+    @property
+    def components(self) -> list[dict]:
+        return self.spec["components"]
+
+    @property
+    def default_ttl(self) -> timedelta:
+        return timedelta(seconds=self.spec["ttl"]["default"])
+
+    @property
+    def max_ttl(self) -> timedelta:
+        return timedelta(seconds=self.spec["ttl"]["max"])
+
+    @property
+    def cpu_millicores(self) -> int:
+        return sum(c["cpu_millicores"] * c["replicas"] for c in self.components)
+
+    @property
+    def memory_bytes(self) -> int:
+        return sum(c["memory_bytes"] * c["replicas"] for c in self.components)
+
+    @property
+    def hourly_price(self) -> Decimal:
+        from environments.costs import hourly_price
+
+        return hourly_price(self.spec)
+
+
+_UUID_PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
+
+
+@functools.cache
+def _url_pattern(name: str) -> str:
+    from django.urls import reverse
+
+    return reverse(name, args=[_UUID_PLACEHOLDER])
+
+
+def _environment_url(name: str, pk) -> str:
+    # reverse() once per URL name, not once per table row (the dashboard has 100s).
+    return _url_pattern(name).replace(_UUID_PLACEHOLDER, str(pk))
+
+
+def _short_name() -> str:
+    return secrets.token_hex(4)
+
+
+class EnvironmentQuerySet(models.QuerySet):
+    def live(self):
+        return self.filter(state__in=LIVE_STATES)
+
+    def visible_to(self, user):
+        """Environments ``user`` may see: their own and their teams'; admins see all."""
+        from environments import roles
+
+        if roles.is_admin(user):
+            return self
+        return self.filter(Q(owner=user) | Q(team__memberships__user=user)).distinct()
+
+
+class Environment(models.Model):
+    """One request for an environment, and the namespace that serves it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Short, DNS-safe name: the namespace is "eph-<name>", hosts "<component>-<name>.<domain>".
+    name = models.CharField(max_length=8, unique=True, default=_short_name, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="environments"
+    )
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="environments")
+    blueprint_version = models.ForeignKey(
+        BlueprintVersion, on_delete=models.PROTECT, related_name="environments"
+    )
+    parameters = models.JSONField(default=dict, blank=True)
+    purpose = models.CharField(max_length=20, choices=Purpose.choices)
+    reason = models.TextField(blank=True, help_text="Why this environment exists or was extended.")
+
+    state = models.CharField(max_length=20, choices=State.choices, default=State.REQUESTED)
+    state_changed_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    ttl = models.DurationField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    approved_at = models.DateTimeField(null=True, blank=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    extension_count = models.PositiveSmallIntegerField(default=0)
+    expiry_warned_at = models.DateTimeField(null=True, blank=True)
+
+    # What was applied to the cluster: teardown and restore use this, never the blueprint.
+    manifests = models.JSONField(default=list, blank=True)
+    urls = models.JSONField(default=dict, blank=True)
+    component_status = models.JSONField(default=dict, blank=True)
+    last_error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    provision_started_at = models.DateTimeField(null=True, blank=True)
+    # Held by the provision job while it works; an expired lease means its worker died.
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    # Cost: price fixed at request time; accrual adds whole minutes as they pass.
+    hourly_price = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal(0))
+    accrued_cost = models.DecimalField(max_digits=14, decimal_places=4, default=Decimal(0))
+    accrued_until = models.DateTimeField(null=True, blank=True)
+    cpu_millicores = models.PositiveIntegerField(default=0)
+    memory_bytes = models.PositiveBigIntegerField(default=0)
+    # Set for environments driven from outside, e.g. "github:acme/shop#42": one live
+    # environment per key, so a replayed or repeated event cannot create a second.
+    external_key = models.CharField(max_length=200, blank=True, db_index=True)
+
+    objects = EnvironmentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["external_key"],
+                condition=~Q(external_key="")
+                & Q(
+                    state__in=[
+                        "requested",
+                        "pending_approval",
+                        "approved",
+                        "provisioning",
+                        "ready",
+                        "failed",
+                    ]
+                ),
+                name="environment_one_live_per_external_key",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["state", "expires_at"]),
+            models.Index(fields=["owner", "-created_at"]),
+            models.Index(fields=["team", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.namespace} ({self.blueprint_version})"
+
+    def get_absolute_url(self) -> str:
+        return _environment_url("environment_detail", self.pk)
+
+    @property
+    def namespace(self) -> str:
+        return f"eph-{self.name}"
+
+    @property
+    def delete_url(self) -> str:
+        return _environment_url("environment_delete", self.pk)
+
+    @property
+    def is_live(self) -> bool:
+        return self.state in LIVE_STATES
+
+    @property
+    def is_settled(self) -> bool:
+        return self.state in SETTLED_STATES
+
+    @property
+    def poll_seconds(self) -> int | None:
+        """How often a page showing this environment asks for news; None: not at all."""
+        if self.is_settled:
+            return None
+        return 10 if self.state == State.PENDING_APPROVAL else 2
+
+    @property
+    def time_left(self) -> timedelta | None:
+        if self.expires_at is None or not self.is_live:
+            return None
+        return max(self.expires_at - timezone.now(), timedelta(0))
+
+    @property
+    def projected_cost(self) -> Decimal:
+        """Cost at expiry if nobody deletes or extends it."""
+        if not self.is_live:
+            return self.accrued_cost
+        if self.expires_at is None:  # not approved yet: the whole requested time
+            return (self.hourly_price * Decimal(self.ttl.total_seconds()) / 3600).quantize(
+                Decimal("0.01")
+            )
+        start = self.accrued_until or self.ready_at or timezone.now()
+        remaining_hours = Decimal(max((self.expires_at - start).total_seconds(), 0)) / 3600
+        return (self.accrued_cost + remaining_hours * self.hourly_price).quantize(Decimal("0.01"))
+
+
+class EnvironmentEvent(models.Model):
+    """One line of an environment's timeline, in words a user can read."""
+
+    class Kind(models.TextChoices):
+        STATE = "state", "State change"
+        KUBE = "kube", "Cluster"
+        ERROR = "error", "Error"
+        INFO = "info", "Information"
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    state = models.CharField(max_length=20, choices=State.choices, blank=True)
+    message = models.TextField()
+    # Identifies a Kubernetes event so the same one is recorded once.
+    source_key = models.CharField(max_length=200, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment", "source_key"],
+                condition=~Q(source_key=""),
+                name="environment_event_source_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.message}"
+
+
+class CostEntry(models.Model):
+    """Cost accrued by one environment over one period; the accrual job writes these.
+
+    Month-to-date spend and the CSV export sum them. A period is recorded once: the
+    accrual job moves ``Environment.accrued_until`` with a guarded UPDATE first.
+    """
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="costs")
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="+")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    blueprint = models.CharField(max_length=63)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField(db_index=True)
+    amount = models.DecimalField(max_digits=14, decimal_places=4)
+
+    class Meta:
+        ordering = ["period_end"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment", "period_start"], name="cost_entry_period_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.environment_id} {self.period_start:%Y-%m-%d %H:%M} {self.amount}"
+
+
+class Quota(models.Model):
+    """Limits for one team or one user (exactly one of the two). Blank = no limit."""
+
+    team = models.OneToOneField(
+        Team, null=True, blank=True, on_delete=models.CASCADE, related_name="quota"
+    )
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="quota",
+    )
+    max_environments = models.PositiveIntegerField(null=True, blank=True)
+    max_cpu_millicores = models.PositiveIntegerField(null=True, blank=True)
+    max_memory_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    max_ttl = models.DurationField(null=True, blank=True)
+    monthly_budget = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(team__isnull=False) & Q(user__isnull=True))
+                | (Q(team__isnull=True) & Q(user__isnull=False)),
+                name="quota_team_xor_user",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Quota for {self.team or self.user}"
+
+
+class AuditEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise PermissionError("the audit log is append-only")
+
+    def delete(self):
+        raise PermissionError("the audit log is append-only")
+
+
+class AuditEvent(models.Model):
+    """Who did what to which object, when and from where. Append-only.
+
+    The model refuses updates and deletes, and a database trigger (migration 0002)
+    refuses them too, so not even raw SQL can rewrite history.
+    """
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # No foreign key: the log outlives users and objects, and must never be rewritten
+    # by an ON DELETE cascade.
+    actor_id = models.BigIntegerField(null=True, blank=True)
+    actor = models.CharField(max_length=254, blank=True, help_text="Email or name at the time.")
+    action = models.CharField(max_length=50, db_index=True)
+    object_type = models.CharField(max_length=50)
+    object_id = models.CharField(max_length=64)
+    object_repr = models.CharField(max_length=200, blank=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.object_repr}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise PermissionError("the audit log is append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("the audit log is append-only")
+
+
+class ApiToken(models.Model):
+    """A personal or team service token for the API. Only its SHA-256 hash is stored."""
+
+    class Scope(models.TextChoices):
+        READ = "read", "Read only"
+        WRITE = "write", "Read and write"
+
+    name = models.CharField(max_length=100)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    # A team token acts for the team: it sees and changes the team's environments.
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    prefix = models.CharField(max_length=12, db_index=True)
+    token_hash = models.CharField(max_length=64, unique=True)
+    scope = models.CharField(max_length=10, choices=Scope.choices, default=Scope.READ)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None and self.expires_at > timezone.now()
+
+
+class RepositoryHook(models.Model):
+    """Maps a Git repository's pull requests to preview environments."""
+
+    repository = models.CharField(max_length=200, unique=True, help_text="owner/name")
+    secret = models.CharField(max_length=128, help_text="The webhook's shared secret.")
+    blueprint = models.ForeignKey(Blueprint, on_delete=models.PROTECT, related_name="+")
+    sha_parameter = models.CharField(max_length=63, default="head_sha")
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="+")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.repository
+
+
+class HookDelivery(models.Model):
+    """A delivery id seen from a Git host, so a replay is a no-op."""
+
+    delivery_id = models.CharField(max_length=100, unique=True)
+    received_at = models.DateTimeField(default=timezone.now)
+    outcome = models.CharField(max_length=200, blank=True)
+
+    def __str__(self) -> str:
+        return self.delivery_id

@@ -1,0 +1,1 @@
+"""The ephemera command line (standard library only)."""

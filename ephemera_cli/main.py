@@ -1,0 +1,357 @@
+"""``ephemera``: the command line for the Ephemera API. Standard library only.
+
+    ephemera login --url https://ephemera.example.com --token eph_...
+    ephemera blueprints
+    ephemera up pr-preview --param head_sha=abc1234 --ttl 2h --wait
+    ephemera ls [--team]
+    ephemera status ENV
+    ephemera extend ENV 1h [--reason ...]
+    ephemera down ENV
+
+ENV is an environment's id or its short name. EPHEMERA_URL and EPHEMERA_TOKEN
+override the saved configuration (~/.config/ephemera/config.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from environments import durations
+
+SETTLED = {"ready", "failed", "deleted", "rejected", "pending_approval"}
+TIMEOUT = 30
+
+
+class CliError(Exception):
+    """Something to tell the user, then exit 1."""
+
+
+def parse_duration(text: str) -> int:
+    """'1d12h', '2h', '30m' -> seconds (the portal's own rules)."""
+    try:
+        return durations.parse_duration(text)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def format_duration(seconds: int | None) -> str:
+    return "-" if seconds is None else durations.format_duration(seconds)
+
+
+# --- Configuration ----------------------------------------------------------------------
+
+
+def config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "ephemera" / "config.json"
+
+
+def load_config() -> dict[str, str]:
+    config: dict[str, str] = {}
+    path = config_path()
+    if path.exists():
+        try:
+            config = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CliError(f"cannot read {path}: {exc}") from None
+    if os.environ.get("EPHEMERA_URL"):
+        config["url"] = os.environ["EPHEMERA_URL"]
+    if os.environ.get("EPHEMERA_TOKEN"):
+        config["token"] = os.environ["EPHEMERA_TOKEN"]
+    if not config.get("url") or not config.get("token"):
+        raise CliError(
+            "not logged in: run 'ephemera login --url URL --token TOKEN' "
+            "or set EPHEMERA_URL and EPHEMERA_TOKEN"
+        )
+    return config
+
+
+def save_config(url: str, token: str) -> Path:
+    path = config_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Created 0600 from the start, so the token is never readable by others.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        json.dump({"url": url, "token": token}, file)
+    os.chmod(path, 0o600)
+    return path
+
+
+# --- HTTP -------------------------------------------------------------------------------
+
+
+class Client:
+    def __init__(self, url: str, token: str):
+        self.base = url.rstrip("/") + "/api/v1"
+        self.token = token
+
+    def call(self, method: str, path: str, body: dict | None = None, query=None) -> Any:
+        url = self.base + path
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        if not url.startswith(("http://", "https://")):
+            raise CliError(f"the portal URL must start with http:// or https://, not {url!r}")
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(  # noqa: S310 (scheme checked above)
+            url,
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "Accept": "application/json",
+                "Content-Type": "application/json",
+                "User-Agent": "ephemera-cli/1",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:  # noqa: S310
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raise CliError(_explain(exc)) from None
+        except urllib.error.URLError as exc:
+            raise CliError(f"cannot reach {self.base}: {exc.reason}") from None
+        except (TimeoutError, ValueError) as exc:
+            raise CliError(f"bad answer from {self.base}: {exc}") from None
+
+    def environment(self, ref: str) -> dict:
+        return self.call("GET", f"/environments/{urllib.parse.quote(ref, safe='')}")
+
+
+def _explain(exc: urllib.error.HTTPError) -> str:
+    try:
+        body = json.loads(exc.read() or b"{}")
+    except ValueError:
+        body = {}
+    detail = body.get("detail") if isinstance(body, dict) else None
+    message = f"{detail or exc.reason} (HTTP {exc.code})"
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(errors, dict):
+        message += "".join(f"\n  {name}: {reason}" for name, reason in errors.items())
+    return message
+
+
+# --- Commands ---------------------------------------------------------------------------
+
+
+def show_environment(env: dict) -> None:
+    rows = [
+        ("Environment", f"{env['name']} ({env['id']})"),
+        ("Blueprint", f"{env['blueprint']} v{env['blueprint_version']}"),
+        ("State", env["state"]),
+        ("Team", env["team"]),
+        ("Owner", env["owner"]),
+        ("Namespace", env["namespace"]),
+        ("Expires", env["expires_at"] or "-"),
+        ("Time left", format_duration(env["time_left_seconds"])),
+        (
+            "Cost",
+            f"{env['accrued_cost']} so far, {env['projected_cost']} projected "
+            f"({env['hourly_price']}/h, {env['currency']})",
+        ),
+    ]
+    if env["parameters"]:
+        rows.append(("Parameters", " ".join(f"{k}={v}" for k, v in env["parameters"].items())))
+    for name, url in env["urls"].items():
+        rows.append((f"URL {name}", url))
+    if env["last_error"]:
+        rows.append(("Last error", env["last_error"]))
+    for label, value in rows:
+        print(f"{label + ':':<13}{value}")
+
+
+def cmd_login(args, _client) -> int:
+    url = args.url.rstrip("/")
+    # Check the token before saving it, so a typo shows up now, not later.
+    Client(url, args.token).call("GET", "/blueprints")
+    path = save_config(url, args.token)
+    print(f"Logged in to {url}; saved to {path}")
+    return 0
+
+
+def cmd_blueprints(_args, client: Client) -> int:
+    rows = client.call("GET", "/blueprints")
+    for row in rows:
+        params = ", ".join(p["name"] for p in row["parameters"]) or "-"
+        print(
+            f"{row['name']:<20} {row['title']:<32} {row['hourly_price']}/h  "
+            f"ttl {format_duration(row['ttl_default_seconds'])}"
+            f" (max {format_duration(row['ttl_max_seconds'])})  params: {params}"
+        )
+    if not rows:
+        print("No blueprints are open to requests.")
+    return 0
+
+
+def cmd_up(args, client: Client) -> int:
+    parameters = {}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise CliError(f"--param {item!r}: write it as name=value")
+        parameters[name] = value
+    body: dict[str, Any] = {"blueprint": args.blueprint, "parameters": parameters}
+    if args.ttl:
+        body["ttl_seconds"] = parse_duration(args.ttl)
+    if args.team:
+        body["team"] = args.team
+    if args.reason:
+        body["reason"] = args.reason
+    env = client.call("POST", "/environments", body)
+    print(f"Requested {env['name']} ({env['id']}): {env['state']}")
+    if not args.wait:
+        return 0
+    return wait_until_settled(client, env, timeout=args.timeout)
+
+
+def wait_until_settled(client: Client, env: dict, *, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    state = env["state"]
+    while env["state"] not in SETTLED:
+        if time.monotonic() > deadline:
+            raise CliError(f"{env['name']} is still {env['state']} after {timeout:.0f}s")
+        time.sleep(1)
+        env = client.environment(env["id"])
+        if env["state"] != state:
+            state = env["state"]
+            print(f"{env['name']}: {state}", flush=True)
+    if env["state"] == "ready":
+        for name, url in env["urls"].items():
+            print(f"{name}: {url}")
+        return 0
+    if env["state"] == "pending_approval":
+        print(f"{env['name']} is waiting for an approver.")
+        return 0
+    print(
+        f"{env['name']} {env['state']}: {env['last_error'] or 'no reason given'}", file=sys.stderr
+    )
+    return 1
+
+
+def cmd_ls(args, client: Client) -> int:
+    rows = client.call("GET", "/environments", query={"scope": "team" if args.team else "mine"})
+    if not rows:
+        print("No environments.")
+        return 0
+    print(f"{'NAME':<10}{'BLUEPRINT':<18}{'STATE':<18}{'TIME LEFT':<11}{'TEAM':<14}URL")
+    for env in rows:
+        url = next(iter(env["urls"].values()), "")
+        print(
+            f"{env['name']:<10}{env['blueprint']:<18}{env['state']:<18}"
+            f"{format_duration(env['time_left_seconds']):<11}{env['team']:<14}{url}"
+        )
+    return 0
+
+
+def cmd_status(args, client: Client) -> int:
+    show_environment(client.environment(args.env))
+    return 0
+
+
+def cmd_extend(args, client: Client) -> int:
+    env = client.environment(args.env)
+    seconds = parse_duration(args.duration)
+    env = client.call(
+        "POST", f"/environments/{env['id']}/extend", {"seconds": seconds, "reason": args.reason}
+    )
+    print(f"Extended {env['name']}; it now expires at {env['expires_at']}.")
+    return 0
+
+
+def cmd_down(args, client: Client) -> int:
+    env = client.environment(args.env)
+    env = client.call("DELETE", f"/environments/{env['id']}")
+    print(f"{env['name']}: {env['state']}")
+    return 0
+
+
+def cmd_kubeconfig(args, client: Client) -> int:
+    """Write a namespace-scoped kubeconfig (mode 600); its token expires with the env."""
+    env = client.environment(args.env)
+    answer = client.call("POST", f"/environments/{env['id']}/kubeconfig")
+    path = Path(args.output or f"{answer['namespace']}.kubeconfig")
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(answer["kubeconfig"])
+    print(f"wrote {path} (valid until {answer['expires_at']})")
+    print(f"  KUBECONFIG={path} kubectl get pods")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ephemera", description="Short-lived Kubernetes environments from the command line."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    login = commands.add_parser("login", help="save the portal URL and an API token")
+    login.add_argument("--url", required=True, help="the portal, e.g. https://ephemera.example.com")
+    login.add_argument("--token", required=True, help="an API token (eph_...) from /tokens/")
+    login.set_defaults(handler=cmd_login, needs_client=False)
+
+    commands.add_parser("blueprints", help="list blueprints").set_defaults(handler=cmd_blueprints)
+
+    up = commands.add_parser("up", help="request an environment")
+    up.add_argument("blueprint")
+    up.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    up.add_argument("--ttl", help="how long it lives, e.g. 30m, 2h, 1d")
+    up.add_argument("--team", help="team slug, if you are in several teams")
+    up.add_argument("--reason", default="")
+    up.add_argument("--wait", action="store_true", help="wait until it is ready or failed")
+    up.add_argument("--timeout", type=float, default=900, help="seconds to wait (default 900)")
+    up.set_defaults(handler=cmd_up)
+
+    ls = commands.add_parser("ls", help="list your environments")
+    ls.add_argument("--team", action="store_true", help="your teams' environments")
+    ls.set_defaults(handler=cmd_ls)
+
+    status = commands.add_parser("status", help="show one environment")
+    status.add_argument("env", metavar="ENV", help="id or short name")
+    status.set_defaults(handler=cmd_status)
+
+    extend = commands.add_parser("extend", help="push an environment's expiry back")
+    extend.add_argument("env", metavar="ENV")
+    extend.add_argument("duration", help="e.g. 30m, 1h, 1d")
+    extend.add_argument("--reason", default="")
+    extend.set_defaults(handler=cmd_extend)
+
+    down = commands.add_parser("down", help="tear an environment down")
+    down.add_argument("env", metavar="ENV")
+    down.set_defaults(handler=cmd_down)
+
+    kubeconfig = commands.add_parser(
+        "kubeconfig", help="download a kubeconfig for one environment's namespace"
+    )
+    kubeconfig.add_argument("env", help="environment id or short name")
+    kubeconfig.add_argument(
+        "-o", "--output", help="file to write (default: <namespace>.kubeconfig)"
+    )
+    kubeconfig.set_defaults(handler=cmd_kubeconfig)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        client = None
+        if getattr(args, "needs_client", True):
+            config = load_config()
+            client = Client(config["url"], config["token"])
+        return args.handler(args, client)
+    except CliError as exc:
+        print(f"ephemera: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

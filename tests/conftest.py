@@ -1,0 +1,179 @@
+"""Shared fixtures: three kinds of user (owner, teammate, outsider), a team, blueprints.
+
+Tests run on real PostgreSQL and Redis (embedded unless DATABASE_URL / REDIS_URL
+are set) and, where marked, the real local Kubernetes control plane.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group
+
+from environments.models import Membership, Team
+from environments.services import publish_blueprint
+
+pytest_plugins = ["tests.kubecluster", "tests.browser"]
+
+ROOT = Path(__file__).resolve().parent.parent
+BLUEPRINTS = ROOT / "deploy" / "blueprints"
+OUTPUT = Path(__file__).resolve().parent / "output"
+
+
+def database_url() -> str:
+    """The URL of the database the tests use, for subprocesses (workers, manage.py)."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    host = db["HOST"] or "localhost"
+    if host.startswith("/"):
+        return f"postgresql://{db['USER']}@/{db['NAME']}?host={host}"
+    return f"postgresql://{db['USER']}:{db['PASSWORD']}@{host}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    # The cache is the real Redis (rate limits, cached dashboard rows): start clean.
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fast_hasher(settings):
+    # Fast settings are fine; fake backends are not (STYLE.md rule 16).
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def output_dir() -> Path:
+    OUTPUT.mkdir(exist_ok=True)
+    return OUTPUT
+
+
+def make_user(email: str, *, roles: tuple[str, ...] = (), password: str = "pw-for-tests-1"):
+    from allauth.account.models import EmailAddress
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user(username=email, email=email, password=password)
+    EmailAddress.objects.create(user=user, email=email, primary=True, verified=True)
+    for role in roles:
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
+    return user
+
+
+@pytest.fixture
+def team(db):
+    return Team.objects.create(name="Sales", slug="sales")
+
+
+@pytest.fixture
+def other_team(db):
+    return Team.objects.create(name="Research", slug="research")
+
+
+@pytest.fixture
+def owner(team):
+    user = make_user("owner@example.com")
+    Membership.objects.create(team=team, user=user)
+    return user
+
+
+@pytest.fixture
+def teammate(team):
+    user = make_user("teammate@example.com")
+    Membership.objects.create(team=team, user=user)
+    return user
+
+
+@pytest.fixture
+def outsider(other_team):
+    user = make_user("outsider@example.com")
+    Membership.objects.create(team=other_team, user=user)
+    return user
+
+
+@pytest.fixture
+def approver(team):
+    user = make_user("approver@example.com", roles=("approver",))
+    Membership.objects.create(team=team, user=user)
+    return user
+
+
+@pytest.fixture
+def portal_admin(db):
+    return make_user("admin@example.com", roles=("admin",))
+
+
+def load_sample(name: str):
+    version, _ = publish_blueprint(source=(BLUEPRINTS / f"{name}.yaml").read_text())
+    return version
+
+
+@pytest.fixture
+def sample_blueprints(db):
+    return {path.stem: load_sample(path.stem) for path in sorted(BLUEPRINTS.glob("*.yaml"))}
+
+
+def start_worker(
+    kube_config: str, log_path: Path, *, queues=("provision", "teardown", "default"), **env
+):
+    """A real RQ worker process on the test database, Redis and cluster.
+
+    Its own session, so ``stop_worker`` (or a test's kill -9) reaches its work horse too.
+    """
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    environ = dict(os.environ)
+    environ.update(
+        DATABASE_URL=database_url(),
+        REDIS_URL=settings.REDIS_URL,
+        KUBECONFIG=kube_config,
+        DEBUG="true",
+        **env,
+    )
+    log = log_path.open("w")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "manage.py", "rqworker", *queues],
+            cwd=ROOT,
+            env=environ,
+            start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    finally:
+        log.close()  # the child has its own copy
+
+
+def stop_worker(process) -> None:
+    import os
+    import signal
+    import subprocess
+
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")

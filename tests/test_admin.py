@@ -1,0 +1,68 @@
+"""The Django admin: blueprints are edited as YAML with the same validation."""
+
+from __future__ import annotations
+
+from environments.models import AuditEvent, BlueprintVersion
+from tests.test_blueprints import GOOD
+
+
+def superuser_client(client, django_user_model):
+    admin = django_user_model.objects.create_superuser("root@example.com", "root@example.com", "pw")
+    client.force_login(admin)
+    return client
+
+
+def test_it_publishes_a_blueprint_from_yaml(client, django_user_model):
+    superuser_client(client, django_user_model)
+    response = client.post("/admin/environments/blueprint/add/", {"source": GOOD})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    version = BlueprintVersion.objects.get()
+    assert version.blueprint.name == "shop"
+    assert AuditEvent.objects.filter(action="blueprint.publish").count() == 1
+
+
+def test_it_shows_validation_errors_and_writes_nothing(client, django_user_model):
+    superuser_client(client, django_user_model)
+    bad = GOOD.replace("cpu: 250m", "cpu: 2 cores")
+    response = client.post("/admin/environments/blueprint/add/", {"source": bad})
+    assert response.status_code == 200
+    assert (
+        "components[0].resources.cpu: &#x27;2 cores&#x27; is not a valid Kubernetes quantity"
+        in (response.content.decode())
+    )
+    assert BlueprintVersion.objects.count() == 0
+
+
+def test_it_publishes_a_new_version_when_edited(client, django_user_model):
+    superuser_client(client, django_user_model)
+    client.post("/admin/environments/blueprint/add/", {"source": GOOD})
+    blueprint = BlueprintVersion.objects.get().blueprint
+    url = f"/admin/environments/blueprint/{blueprint.pk}/change/"
+    page = client.get(url)
+    assert "registry.example.com/shop" in page.content.decode()
+    client.post(url, {"source": GOOD.replace("port: 8080", "port: 9090")})
+    assert list(blueprint.versions.order_by("number").values_list("number", flat=True)) == [1, 2]
+
+
+def test_it_refuses_to_change_the_audit_log(client, django_user_model):
+    superuser_client(client, django_user_model)
+    client.post("/admin/environments/blueprint/add/", {"source": GOOD})
+    entry = AuditEvent.objects.first()
+    response = client.post(f"/admin/environments/auditevent/{entry.pk}/change/", {"action": "x"})
+    assert response.status_code == 403
+    response = client.post(f"/admin/environments/auditevent/{entry.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 403
+    assert AuditEvent.objects.get(pk=entry.pk).action == "blueprint.publish"
+
+
+def test_it_has_an_admin_page_for_every_model(client, django_user_model):
+    from django.apps import apps
+    from django.contrib import admin
+
+    superuser_client(client, django_user_model)
+    for model in apps.get_app_config("environments").get_models():
+        if model._meta.model_name == "membership":
+            continue  # edited inline on its team
+        assert admin.site.is_registered(model), model
+        url = f"/admin/environments/{model._meta.model_name}/"
+        assert client.get(url).status_code == 200, url

@@ -1,0 +1,168 @@
+"""The portal in a real browser (headless Debian Chromium), with screenshots.
+
+Flows that need the cluster and a worker (watching an environment become ready)
+live with the provisioning tests; these need only the database.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from environments.models import Environment
+from environments.states import State
+from tests.browser import sign_in
+from tests.factories import make_environment
+
+# Playwright's sync API runs an event loop in this thread; Django's ORM calls from the
+# test body are still synchronous and safe.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+]
+
+
+def test_it_requests_an_environment_from_the_catalogue(
+    live_server, new_page, owner, sample_blueprints, output_dir
+):
+    page = new_page()
+    sign_in(page, live_server, owner.email)
+    page.goto(f"{live_server.url}/")
+    assert page.get_by_role("heading", name="Catalogue").is_visible()
+    page.screenshot(path=output_dir / "catalogue.png", full_page=True)
+
+    page.get_by_role("link", name="Request Webshop sales demo").click()
+    page.wait_for_url(re.compile(r"/blueprints/shop-demo/request/$"))
+    # Changing the TTL refreshes the estimate through htmx.
+    page.get_by_label("Time to live").select_option(label="8h")
+    page.locator("#estimate", has_text="for 8h").wait_for()
+    page.get_by_label("Customer name").fill("Bad Name!")
+    page.get_by_role("button", name="Request environment").click()
+    assert page.locator(".field-error", has_text="does not match the pattern").is_visible()
+    page.screenshot(path=output_dir / "request-form-error.png", full_page=True)
+
+    page.get_by_label("Customer name").fill("globex")
+    page.get_by_label("Reason").fill("Globex demo on Friday")
+    page.screenshot(path=output_dir / "request-form.png", full_page=True)
+    # Every control has a label a screen reader can announce.
+    unlabelled = page.evaluate(
+        """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+              .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                            && !(el.tagName === 'BUTTON' && el.textContent.trim()))
+              .map(el => el.outerHTML)"""
+    )
+    assert unlabelled == []
+    page.get_by_role("button", name="Request environment").click()
+    page.wait_for_url(re.compile(r"/environments/[0-9a-f-]{36}/$"))
+    environment = Environment.objects.get(owner=owner)
+    assert environment.parameters["customer"] == "globex"
+    assert page.get_by_text(environment.namespace).first.is_visible()
+    assert page.locator("#messages").get_by_text("Requested").is_visible()
+    page.screenshot(path=output_dir / "detail-requested.png", full_page=True)
+
+
+def test_it_shows_a_dashboard_with_environments_in_several_states(
+    live_server, new_page, owner, team, sample_blueprints, output_dir
+):
+    shop = sample_blueprints["shop-demo"]
+    ready = make_environment(
+        owner=owner,
+        team=team,
+        version=shop,
+        state=State.READY,
+        urls={"web": "http://web-demo1.ephemera.test", "api": "http://api-demo1.ephemera.test"},
+        component_status={
+            c["name"]: {"ready": True, "available": 1, "replicas": 1} for c in shop.components
+        },
+        parameters={"customer": "acme", "theme": "light"},
+        manifests=[{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "eph-x"}}],
+    )
+    make_environment(
+        owner=owner,
+        team=team,
+        version=sample_blueprints["training-lab"],
+        state=State.PROVISIONING,
+        component_status={},
+    )
+    make_environment(
+        owner=owner,
+        team=team,
+        version=sample_blueprints["benchmark"],
+        state=State.PENDING_APPROVAL,
+        expires_at=None,
+    )
+    make_environment(
+        owner=owner,
+        team=team,
+        version=sample_blueprints["hotfix"],
+        state=State.FAILED,
+        last_error="The image registry.example.com/hotfix:bad could not be pulled.",
+    )
+    page = new_page()
+    sign_in(page, live_server, owner.email)
+    page.goto(f"{live_server.url}/environments/")
+    rows = page.locator("#env-rows tr")
+    assert rows.count() == 4
+    # The countdown is driven by portal.js from data-expires.
+    countdown = page.locator(f"#env-{ready.pk} .countdown")
+    first = countdown.inner_text()
+    assert re.fullmatch(r"3h 59m \d\ds", first)
+    page.wait_for_timeout(1200)
+    assert countdown.inner_text() != first
+    page.screenshot(path=output_dir / "dashboard.png", full_page=True)
+
+    phone = new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+    sign_in(phone, live_server, owner.email)
+    phone.goto(f"{live_server.url}/environments/")
+    phone.screenshot(path=output_dir / "dashboard-phone.png", full_page=True)
+
+    page.goto(f"{live_server.url}/environments/{ready.pk}/")
+    assert page.get_by_text("demo-acme").is_visible()
+    page.get_by_text("Rendered manifests").click()
+    page.screenshot(path=output_dir / "detail-ready.png", full_page=True)
+
+
+def test_it_lets_an_approver_approve_a_pending_request(
+    live_server, new_page, owner, approver, sample_blueprints, output_dir
+):
+    requester = new_page()
+    sign_in(requester, live_server, owner.email)
+    requester.goto(f"{live_server.url}/blueprints/benchmark/request/")
+    requester.get_by_label("Reason").fill("Load test for release 7")
+    requester.get_by_role("button", name="Request environment").click()
+    requester.wait_for_url(re.compile(r"/environments/[0-9a-f-]{36}/$"))
+    assert requester.locator("#env-status .badge", has_text="Pending approval").is_visible()
+    environment = Environment.objects.get(owner=owner)
+
+    page = new_page()
+    sign_in(page, live_server, approver.email)
+    page.goto(f"{live_server.url}/approvals/")
+    assert page.get_by_text("Load test for release 7").is_visible()
+    page.screenshot(path=output_dir / "approvals.png", full_page=True)
+    page.get_by_role("button", name=f"Approve {environment.namespace}").click()
+    assert page.locator("#messages").get_by_text("Approved").is_visible()
+    assert page.get_by_text("No requests are waiting").is_visible()
+
+    # The requester's page shows the decision without a reload (it polls while pending).
+    requester.locator("#env-status .badge", has_text="Approved").wait_for(timeout=20_000)
+    environment.refresh_from_db()
+    assert environment.state == State.APPROVED
+
+
+def test_it_shows_outsiders_the_404_page(
+    live_server, new_page, owner, team, outsider, sample_blueprints, output_dir
+):
+    environment = make_environment(
+        owner=owner, team=team, version=sample_blueprints["shop-demo"], state=State.READY
+    )
+    page = new_page()
+    sign_in(page, live_server, outsider.email)
+    response = page.goto(f"{live_server.url}/environments/{environment.pk}/")
+    assert response.status == 404
+    assert page.get_by_role("heading", name="Not found").is_visible()
+    page.screenshot(path=output_dir / "not-found.png", full_page=True)

@@ -1,0 +1,166 @@
+"""The ephemera CLI end to end: a live server, a real RQ worker process, the cluster."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import django_rq
+import pytest
+
+from environments import tokens
+from environments.kube import cluster
+from environments.models import Environment
+from environments.states import State
+from tests.conftest import ROOT, start_worker, stop_worker, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def on_cluster(settings, kube_config):
+    settings.KUBECONFIG = kube_config
+    cluster.reset_client()
+    for name in ("default", "provision", "teardown"):
+        django_rq.get_queue(name).empty()
+    yield
+    cluster.reset_client()
+
+
+@pytest.fixture
+def cli(live_server, owner, tmp_path):
+    _, plaintext = tokens.create_token(user=owner, name="cli", scope="write", days=1)
+    environ = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "EPHEMERA_URL": live_server.url,
+        "EPHEMERA_TOKEN": plaintext,
+    }
+
+    def run(*args: str, timeout: float = 120, **extra) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", "ephemera_cli.main", *args],
+            cwd=ROOT,
+            env={**environ, **extra},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert "Traceback" not in result.stderr, result.stderr
+        return result
+
+    run.token = plaintext
+    return run
+
+
+@pytest.fixture
+def worker(kube_config, tmp_path):
+    process = start_worker(kube_config, tmp_path / "worker.log")
+    yield process
+    stop_worker(process)
+
+
+def test_it_brings_an_environment_up_lists_extends_and_tears_it_down(
+    cli, worker, sample_blueprints, tmp_path
+):
+    listed = cli("blueprints")
+    assert listed.returncode == 0, listed.stderr
+    assert "pr-preview" in listed.stdout
+
+    up = cli("up", "pr-preview", "--param", "head_sha=abc1234", "--ttl", "2h", "--wait")
+    assert up.returncode == 0, up.stdout + up.stderr
+    environment = Environment.objects.get()
+    assert environment.state == State.READY
+    assert environment.parameters["head_sha"] == "abc1234"
+    assert int(environment.ttl.total_seconds()) == 7200
+    assert f"Requested {environment.name}" in up.stdout
+    assert f"{environment.name}: ready" in up.stdout
+    assert environment.urls["app"] in up.stdout
+
+    ls = cli("ls")
+    assert ls.returncode == 0
+    assert environment.name in ls.stdout and "ready" in ls.stdout
+
+    status = cli("status", environment.name)
+    assert status.returncode == 0
+    assert str(environment.pk) in status.stdout and "head_sha=abc1234" in status.stdout
+
+    extend = cli("extend", environment.name, "1h")
+    assert extend.returncode == 0, extend.stderr
+    environment.refresh_from_db()
+    assert int(environment.ttl.total_seconds()) == 3 * 3600
+
+    kubeconfig_path = tmp_path / "env.kubeconfig"
+    kc = cli("kubeconfig", environment.name, "-o", str(kubeconfig_path))
+    assert kc.returncode == 0, kc.stderr
+    assert kubeconfig_path.stat().st_mode & 0o777 == 0o600
+    from kubernetes import client as kube_client
+    from kubernetes import config as kube_config_loader
+
+    api = kube_config_loader.new_client_from_config(config_file=str(kubeconfig_path))
+    pods = kube_client.CoreV1Api(api).list_namespaced_pod(environment.namespace).items
+    assert len(pods) == 1
+
+    down = cli("down", str(environment.pk))
+    assert down.returncode == 0, down.stderr
+    assert "tearing_down" in down.stdout
+    wait_for(lambda: Environment.objects.get(pk=environment.pk).state == State.DELETED)
+    assert not cluster.namespace_exists(environment.namespace)
+
+
+def test_it_explains_api_errors_and_exits_1(cli, sample_blueprints):
+    result = cli("up", "no-such-blueprint")
+    assert result.returncode == 1
+    assert result.stderr.startswith("ephemera: ")
+    assert "HTTP 404" in result.stderr
+
+    result = cli("up", "pr-preview", "--param", "head_sha=NOT-HEX")
+    assert result.returncode == 1
+    assert "head_sha" in result.stderr
+
+    result = cli("up", "pr-preview", "--ttl", "soon")
+    assert result.returncode == 1
+    assert "not a duration" in result.stderr
+
+    result = cli("status", "deadbeef")
+    assert result.returncode == 1
+    assert "HTTP 404" in result.stderr
+
+    result = cli("ls", EPHEMERA_TOKEN="eph_00000000_wrong")
+    assert result.returncode == 1
+    assert "invalid, expired or revoked" in result.stderr
+    assert not Environment.objects.exists()
+
+
+def test_it_saves_the_login_readable_only_by_you(cli, live_server, tmp_path):
+    result = cli("login", "--url", live_server.url, "--token", cli.token, EPHEMERA_URL="")
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / ".config" / "ephemera" / "config.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # The saved login is used when no environment variables are set.
+    assert cli("ls", EPHEMERA_URL="", EPHEMERA_TOKEN="").returncode == 0
+
+    result = cli("login", "--url", live_server.url, "--token", "eph_00000000_bad")
+    assert result.returncode == 1
+
+
+def test_it_exits_1_with_the_reason_when_the_environment_fails(cli, worker, sample_blueprints):
+    from environments import services
+
+    source = (ROOT / "deploy" / "blueprints" / "pr-preview.yaml").read_text()
+    services.publish_blueprint(
+        source=source.replace("name: pr-preview", "name: too-big")
+        .replace("cpu: 100m", "cpu: '5000'")
+        .replace('quota: {cpu: 500m, memory: 512Mi, pods: "2"}', "")
+    )
+    up = cli("up", "too-big", "--wait", timeout=300)
+    assert up.returncode == 1, up.stdout + up.stderr
+    environment = Environment.objects.get()
+    assert environment.state == State.FAILED
+    assert f"{environment.name}: failed" in up.stdout
+    assert "cannot be scheduled" in up.stderr
+
+    assert cli("down", environment.name).returncode == 0
+    wait_for(lambda: Environment.objects.get(pk=environment.pk).state == State.DELETED)

@@ -1,0 +1,127 @@
+"""The admin pages inside the portal: spend CSV, audit search and CSV, quotas, blueprints."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from environments import jobs
+from environments.models import AuditEvent, BlueprintVersion, Quota
+from tests.factories import make_environment
+from tests.test_blueprints import GOOD
+
+PAGES = [
+    "/admin-portal/spend/",
+    "/admin-portal/audit/",
+    "/admin-portal/quotas/",
+    "/admin-portal/blueprints/",
+    "/admin-portal/quotas/team/sales/",
+]
+
+
+@pytest.mark.parametrize("url", PAGES)
+def test_it_refuses_the_admin_pages_to_others(client, owner, url):
+    client.force_login(owner)
+    assert client.get(url).status_code == 403
+
+
+@pytest.mark.parametrize("url", PAGES)
+def test_it_shows_the_admin_pages_to_admins(client, portal_admin, team, url):
+    client.force_login(portal_admin)
+    assert client.get(url).status_code == 200
+
+
+def test_it_exports_spend_per_team_user_and_blueprint(
+    client, portal_admin, owner, team, sample_blueprints
+):
+    environment = make_environment(owner=owner, team=team, version=sample_blueprints["shop-demo"])
+    start = timezone.now() - timedelta(hours=2)
+    environment.accrued_until = start
+    environment.save(update_fields=["accrued_until"])
+    jobs.accrue(environment.pk, now=start + timedelta(hours=1))
+    client.force_login(portal_admin)
+    month = start.strftime("%Y-%m")
+    response = client.get(f"/admin-portal/spend/?month={month}&format=csv")
+    assert response["Content-Type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert rows[0] == ["month", "team", "user", "blueprint", "amount"]
+    assert rows[1][:4] == [month, "Sales", "owner@example.com", "shop-demo"]
+    assert Decimal(rows[1][4]) == environment.hourly_price
+
+
+def test_it_searches_and_exports_the_audit_log(client, portal_admin):
+    AuditEvent.objects.create(
+        actor="alice@example.com",
+        action="environment.extend",
+        object_type="environment",
+        object_id="1",
+    )
+    AuditEvent.objects.create(
+        actor="bob@example.com", action="quota.change", object_type="quota", object_id="2"
+    )
+    client.force_login(portal_admin)
+    page = client.get("/admin-portal/audit/?q=alice").content.decode()
+    assert "alice@example.com" in page and "bob@example.com" not in page
+    response = client.get("/admin-portal/audit/?action=quota.change&format=csv")
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert [r[1] for r in rows[1:]] == ["bob@example.com"]
+
+
+def test_it_changes_a_quota_and_audits_it(client, portal_admin, team):
+    client.force_login(portal_admin)
+    response = client.post(
+        "/admin-portal/quotas/team/sales/",
+        {
+            "max_environments": "3",
+            "max_cpu": "2",
+            "max_memory_gib": "4",
+            "max_ttl": "8h",
+            "monthly_budget": "150",
+        },
+    )
+    assert response.status_code == 302
+    quota = Quota.objects.get(team=team)
+    assert quota.max_cpu_millicores == 2000
+    assert quota.max_memory_bytes == 4 * 1024**3
+    assert quota.max_ttl == timedelta(hours=8)
+    entry = AuditEvent.objects.get(action="quota.change")
+    assert entry.after["monthly_budget"] == "150.00"
+    assert entry.ip == "127.0.0.1"
+
+    bad = client.post("/admin-portal/quotas/team/sales/", {"max_ttl": "forever"})
+    assert bad.status_code == 400
+    assert "is not a duration" in bad.content.decode()
+
+
+def test_it_publishes_and_deprecates_blueprint_versions(client, portal_admin):
+    client.force_login(portal_admin)
+    bad = client.post(
+        "/admin-portal/blueprints/", {"source": GOOD.replace("cpu: 250m", "cpu: lots")}
+    )
+    assert bad.status_code == 400
+    assert "components[0].resources.cpu" in bad.content.decode()
+    assert client.post("/admin-portal/blueprints/", {"source": GOOD}).status_code == 302
+    version = BlueprintVersion.objects.get()
+    client.post(f"/admin-portal/blueprints/{version.pk}/deprecate/", {"deprecated": "1"})
+    version.refresh_from_db()
+    assert version.deprecated
+    assert AuditEvent.objects.filter(action="blueprint.deprecate").exists()
+
+
+def test_it_answers_bad_admin_input_with_messages_not_errors(client, portal_admin, team, owner):
+    client.force_login(portal_admin)
+    assert client.get("/admin-portal/spend/?month=9999-12").status_code == 200
+    response = client.post(
+        "/admin-portal/quotas/team/sales/",
+        {"max_environments": "99999999999999", "max_ttl": "9999999999d", "monthly_budget": "1e20"},
+    )
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "At most a year" in page or "not a duration" in page
+    assert client.get(f"/admin-portal/quotas/user/{owner.pk}/").status_code == 200
+    assert client.get("/admin-portal/quotas/user/nobody@example.com/").status_code == 404

@@ -1,0 +1,74 @@
+"""The downloadable kubeconfig: namespace-scoped, short-lived, never stored."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from environments import services
+from environments.models import AuditEvent, Environment
+from environments.states import State
+from tests.test_provisioning import on_cluster, request, run_worker  # noqa: F401 (fixture)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
+
+
+def api_for(kubeconfig_text: str) -> client.ApiClient:
+    return config.new_client_from_config_dict(yaml.safe_load(kubeconfig_text))
+
+
+def test_it_gives_a_namespace_scoped_token_that_dies_with_the_environment(
+    owner, teammate, outsider, sample_blueprints, kube_namespace
+):
+    environment = request(owner, sample_blueprints["pr-preview"])
+    run_worker()
+    environment.refresh_from_db()
+    assert environment.state == State.READY
+
+    text = services.kubeconfig_for(environment=environment, user=teammate)
+    assert environment.namespace in text
+    core = client.CoreV1Api(api_for(text))
+    pods = core.list_namespaced_pod(environment.namespace).items
+    assert [p.metadata.labels["ephemera.io/component"] for p in pods] == ["app"]
+    # Not another namespace, not Secrets, not the cluster.
+    for forbidden in (
+        lambda: core.list_namespaced_pod(kube_namespace),
+        lambda: core.list_namespaced_secret(environment.namespace),
+        lambda: core.list_namespace(),
+    ):
+        with pytest.raises(ApiException) as excinfo:
+            forbidden()
+        assert excinfo.value.status == 403
+
+    # The token is not kept anywhere; the audit entry says it was issued, not what.
+    token = yaml.safe_load(text)["users"][0]["user"]["token"]
+    entry = AuditEvent.objects.get(action="environment.kubeconfig")
+    assert token not in str(entry.after) and token not in str(Environment.objects.get().__dict__)
+
+    with pytest.raises(services.PermissionDenied):
+        services.kubeconfig_for(environment=environment, user=outsider)
+
+    # When the environment ends (expiry or deletion), the token stops working: at once
+    # it may do nothing (403: its RoleBinding is gone), and as soon as the API server's
+    # ServiceAccount cache catches up it is not even accepted (401).
+    services.delete_environment(environment=environment, user=owner)
+    run_worker()
+    deadline = time.monotonic() + 30
+    while True:
+        with pytest.raises(ApiException) as excinfo:
+            core.list_namespaced_pod(environment.namespace)
+        assert excinfo.value.status in (401, 403)
+        if excinfo.value.status == 401 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert excinfo.value.status == 401
+
+
+def test_it_refuses_a_kubeconfig_before_the_environment_is_ready(owner, sample_blueprints):
+    environment = request(owner, sample_blueprints["pr-preview"])
+    with pytest.raises(services.ServiceError, match="once the environment is ready"):
+        services.kubeconfig_for(environment=environment, user=owner)

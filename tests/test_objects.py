@@ -1,0 +1,151 @@
+"""The pure manifest builders, compared to dicts (KubeSpawner's test_objects style)."""
+
+from __future__ import annotations
+
+from environments.kube import objects
+
+SPEC = objects.EnvironmentSpec(
+    environment_id="0b3e8c3e-0000-4000-8000-000000000001",
+    name="a1b2c3d4",
+    owner_id="7",
+    team="sales",
+    blueprint="shop",
+    expires_at="2026-11-23T18:00:00+00:00",
+    components=[
+        {
+            "name": "web",
+            "image": "nginxinc/nginx-unprivileged:1.27",
+            "port": 8080,
+            "replicas": 2,
+            "resources": {"cpu": "250m", "memory": "256Mi"},
+            "env": {"B": "2", "A": "1"},
+            "args": [],
+            "annotations": {},
+            "expose": True,
+        },
+        {
+            "name": "worker",
+            "image": "busybox:1.36",
+            "port": None,
+            "replicas": 1,
+            "resources": {"cpu": "100m", "memory": "64Mi"},
+            "env": {},
+            "args": ["sleep", "3600"],
+            "annotations": {"example.com/x": "y"},
+            "expose": False,
+        },
+    ],
+    quota={"cpu": "1", "memory": "1Gi", "pods": "5"},
+    base_domain="env.example.com",
+    ingress_namespace="ingress",
+)
+LABELS = {
+    "app.kubernetes.io/managed-by": "ephemera",
+    "ephemera.io/environment": SPEC.environment_id,
+    "ephemera.io/owner": "7",
+    "ephemera.io/team": "sales",
+    "ephemera.io/blueprint": "shop",
+}
+
+
+def test_it_builds_the_namespace_with_pss_restricted():
+    assert objects.namespace(SPEC) == {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": "eph-a1b2c3d4",
+            "labels": {
+                **LABELS,
+                "ephemera.io/instance": "default",
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "v1.33",
+                "pod-security.kubernetes.io/warn": "restricted",
+                "pod-security.kubernetes.io/warn-version": "v1.33",
+                "pod-security.kubernetes.io/audit": "restricted",
+                "pod-security.kubernetes.io/audit-version": "v1.33",
+            },
+            "annotations": {"ephemera.io/expires-at": "2026-11-23T18:00:00+00:00"},
+        },
+    }
+
+
+def test_it_builds_a_restricted_deployment():
+    deployment = objects.deployment(SPEC, SPEC.components[0])
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert deployment["spec"]["replicas"] == 2
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert container["env"] == [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]
+    assert container["resources"] == {
+        "requests": {"cpu": "250m", "memory": "256Mi"},
+        "limits": {"memory": "256Mi"},
+    }
+    worker = objects.deployment(SPEC, SPEC.components[1])
+    assert worker["spec"]["template"]["metadata"]["annotations"] == {"example.com/x": "y"}
+    assert worker["spec"]["template"]["spec"]["containers"][0]["args"] == ["sleep", "3600"]
+
+
+def test_it_builds_quota_network_policy_and_ingress():
+    assert objects.resource_quota(SPEC)["spec"] == {
+        "hard": {
+            "requests.cpu": "1",
+            "requests.memory": "1Gi",
+            "limits.memory": "1Gi",
+            "pods": "5",
+        }
+    }
+    policy = objects.network_policy(SPEC)["spec"]
+    assert policy["policyTypes"] == ["Ingress"]
+    assert policy["ingress"][0]["from"][1] == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}
+    }
+    ingress = objects.ingress(SPEC)
+    assert [rule["host"] for rule in ingress["spec"]["rules"]] == ["web-a1b2c3d4.env.example.com"]
+    assert objects.urls(SPEC) == {"web": "http://web-a1b2c3d4.env.example.com/"}
+
+
+def test_it_orders_the_manifests_namespace_first():
+    kinds = [m["kind"] for m in objects.build_manifests(SPEC)]
+    assert kinds == [
+        "Namespace",
+        "ResourceQuota",
+        "LimitRange",
+        "NetworkPolicy",
+        "ServiceAccount",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "Deployment",
+        "Deployment",
+        "Ingress",
+    ]
+    assert objects.service(SPEC, SPEC.components[1]) is None
+
+
+def test_it_caps_an_edit_environment_at_exactly_what_is_billed():
+    import dataclasses
+
+    spec = dataclasses.replace(SPEC, kube_access="edit", quota={})
+    # web: 2 x (250m, 256Mi); worker: 1 x (100m, 64Mi)
+    assert objects.resource_quota(spec)["spec"]["hard"] == {
+        "requests.cpu": "600m",
+        "requests.memory": str((2 * 256 + 64) * 1024**2),
+        "limits.memory": str((2 * 256 + 64) * 1024**2),
+        "pods": "3",
+    }
+    assert objects.deployment(spec, spec.components[0])["spec"]["strategy"] == {"type": "Recreate"}
+    assert "strategy" not in objects.deployment(SPEC, SPEC.components[0])["spec"]
+    rules = objects.user_role(spec)["rules"]
+    assert any("pods/exec" in r["resources"] for r in rules)
+    assert not any("secrets" in r["resources"] for r in objects.user_role(SPEC)["rules"])

@@ -1,0 +1,375 @@
+"""Provisioning, teardown and reconciliation against the real local control plane.
+
+Jobs run in a real RQ worker (burst mode, or a separate worker process for the
+kill -9 test). Nothing of the Kubernetes client is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from datetime import timedelta
+
+import django_rq
+import psutil
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from environments import jobs, services
+from environments.kube import cluster
+from environments.kube.objects import MANAGED_BY
+from environments.models import Environment
+from environments.states import State
+from tests.conftest import ROOT, start_worker, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
+
+THREE_COMPONENTS = "shop-demo"
+
+
+@pytest.fixture(autouse=True)
+def on_cluster(settings, kube_config):
+    settings.KUBECONFIG = kube_config
+    cluster.reset_client()
+    for name in ("default", "provision", "teardown"):
+        django_rq.get_queue(name).empty()
+    yield
+    cluster.reset_client()
+
+
+def run_worker() -> None:
+    """A real RQ worker, burst mode: runs every queued job, then returns."""
+    worker = django_rq.get_worker("provision", "teardown", "default")
+    worker.work(burst=True)
+
+
+def slow_blueprint(sample_blueprints, delay: str):
+    """shop-demo whose web pods become ready ``delay`` after they start (a kwok stage
+    delay), so a test can act reliably in the middle of provisioning."""
+    source = sample_blueprints[THREE_COMPONENTS].source.replace(
+        "    expose: true\n  - name: api",
+        f'    expose: true\n    annotations: {{pod-ready.stage.kwok.x-k8s.io/delay: "{delay}"}}\n'
+        "  - name: api",
+    )
+    assert "annotations" in source
+    version, _ = services.publish_blueprint(source=source)
+    return version
+
+
+def restart_cluster(launcher, attempts: int = 3) -> None:
+    """Bring the control plane back after a test stopped part of it."""
+    for attempt in range(attempts):
+        try:
+            launcher.ensure_running()
+            return
+        except launcher.ClusterError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(3)
+
+
+def provision_in_thread(environment) -> tuple[threading.Thread, dict]:
+    """Run the provision job (real code, in process) while the test acts on the side."""
+    django_rq.get_queue("provision").empty()  # the job runs here, not in a worker
+    outcome: dict[str, str] = {}
+
+    def provision():
+        try:
+            outcome["result"] = jobs.provision(str(environment.pk))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=provision)
+    thread.start()
+    return thread, outcome
+
+
+def request(owner, version, **kwargs) -> Environment:
+    return services.request_environment(user=owner, version=version, **kwargs)
+
+
+def test_it_provisions_a_three_component_blueprint_and_is_idempotent(
+    owner, sample_blueprints, kube_client
+):
+    version = sample_blueprints[THREE_COMPONENTS]
+    assert len(version.components) == 3
+    environment = request(owner, version)
+    assert environment.state == State.APPROVED
+    run_worker()
+
+    environment.refresh_from_db()
+    assert environment.state == State.READY, environment.last_error
+    assert environment.urls == {
+        "web": f"https://web-{environment.name}.{settings.BASE_DOMAIN}/",
+        "api": f"https://api-{environment.name}.{settings.BASE_DOMAIN}/",
+    }
+    # Every recorded object exists, with the Ephemera labels.
+    kinds = sorted(m["kind"] for m in environment.manifests)
+    assert kinds == sorted(
+        ["Namespace", "ResourceQuota", "LimitRange", "NetworkPolicy"]
+        + ["ServiceAccount"] * 2
+        + ["Role", "RoleBinding"]
+        + ["Service"] * 3
+        + ["Deployment"] * 3
+        + ["Ingress"]
+    )
+    for manifest in environment.manifests:
+        live = cluster.get(manifest)
+        assert live is not None, manifest["metadata"]
+        labels = live["metadata"]["labels"]
+        assert labels[MANAGED_BY] == "ephemera"
+        assert labels["ephemera.io/environment"] == str(environment.pk)
+        assert labels["ephemera.io/team"] == environment.team.slug
+        assert labels["ephemera.io/blueprint"] == "shop-demo"
+    namespace = cluster.get(cluster.namespace_manifest(environment.namespace))
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert "ephemera.io/expires-at" in namespace["metadata"]["annotations"]
+
+    # Running provision again changes nothing on the cluster.
+    before = cluster.resource_versions(environment.namespace)
+    assert len(before) == len(environment.manifests)
+    Environment.objects.filter(pk=environment.pk).update(state=State.PROVISIONING, lease_until=None)
+    assert jobs.provision(str(environment.pk)) == "ready"
+    assert cluster.resource_versions(environment.namespace) == before
+
+
+def test_it_tears_down_completely_and_twice_is_fine(owner, sample_blueprints):
+    environment = request(owner, sample_blueprints["pr-preview"])
+    run_worker()
+    environment.refresh_from_db()
+    assert environment.state == State.READY
+
+    assert services.delete_environment(environment=environment, user=owner) is True
+    assert services.delete_environment(environment=environment, user=owner) is False
+    run_worker()
+    environment.refresh_from_db()
+    assert environment.state == State.DELETED
+    assert not cluster.namespace_exists(environment.namespace)
+    assert jobs.teardown(str(environment.pk)) == "already deleted"
+
+
+def test_it_tears_down_from_the_recorded_manifests(owner, sample_blueprints):
+    environment = request(owner, sample_blueprints["pr-preview"])
+    run_worker()
+    environment.refresh_from_db()
+    recorded = environment.manifests
+    # A new blueprint version does not change what teardown deletes.
+    services.publish_blueprint(
+        source=environment.blueprint_version.source.replace("port: 9898", "port: 9999")
+    )
+    services.delete_environment(environment=environment, user=owner)
+    run_worker()
+    environment.refresh_from_db()
+    assert environment.state == State.DELETED
+    assert environment.manifests == recorded
+
+
+def test_it_fails_with_a_readable_reason_when_a_component_cannot_be_scheduled(
+    owner, sample_blueprints
+):
+    source = (ROOT / "deploy" / "blueprints" / "pr-preview.yaml").read_text()
+    source = (
+        source.replace("name: pr-preview", "name: too-big")
+        .replace("cpu: 100m", "cpu: '5000'")
+        .replace('quota: {cpu: 500m, memory: 512Mi, pods: "2"}', "")
+    )
+    version, _ = services.publish_blueprint(source=source)
+    environment = request(owner, version)
+    run_worker()
+    environment.refresh_from_db()
+    assert environment.state == State.FAILED
+    assert "app cannot be scheduled" in environment.last_error
+    assert "Insufficient cpu" in environment.last_error
+    messages = list(environment.events.values_list("message", flat=True))
+    assert any("cannot be scheduled" in m for m in messages)
+
+    # The owner can retry; it fails the same way, cleanly.
+    services.retry_environment(environment=environment, user=owner)
+    run_worker()
+    environment.refresh_from_db()
+    assert environment.state == State.FAILED
+    assert environment.attempts == 2
+
+
+def test_it_deletes_orphans_but_never_unlabelled_namespaces(settings, kube_client):
+    from kubernetes import client
+
+    settings.ORPHAN_GRACE_SECONDS = 0
+    core = client.CoreV1Api(kube_client)
+    suffix = str(int(time.time() * 1000))[-8:]
+    orphan = f"eph-orphan-{suffix}"
+    plain = f"plain-{suffix}"
+    core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(name=orphan, labels={MANAGED_BY: "ephemera"})
+        )
+    )
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=plain)))
+    try:
+        counts = jobs.reconcile()
+        assert counts["orphans"] >= 1
+        assert cluster.wait_namespace_gone(orphan, timeout=60)
+        assert cluster.namespace_exists(plain)
+    finally:
+        cluster.delete(cluster.namespace_manifest(plain))
+
+
+def test_it_fails_a_ready_environment_whose_namespace_vanished(owner, sample_blueprints):
+    environment = request(owner, sample_blueprints["pr-preview"])
+    run_worker()
+    environment.refresh_from_db()
+    assert environment.state == State.READY
+    cluster.delete(cluster.namespace_manifest(environment.namespace))
+    assert cluster.wait_namespace_gone(environment.namespace, timeout=60)
+
+    jobs.reconcile()
+    environment.refresh_from_db()
+    assert environment.state == State.FAILED
+    assert environment.events.filter(message__contains="disappeared").exists()
+
+
+def test_it_reaps_an_expired_environment_within_one_cycle(owner, sample_blueprints):
+    environment = request(owner, sample_blueprints["pr-preview"])
+    run_worker()
+    Environment.objects.filter(pk=environment.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert jobs.reap_expired() == 1
+    run_worker()
+    environment.refresh_from_db()
+    assert environment.state == State.DELETED
+    assert not cluster.namespace_exists(environment.namespace)
+    assert environment.events.filter(message="Expired.").exists()
+
+
+def test_it_finishes_after_the_worker_is_killed_mid_provisioning(
+    owner, sample_blueprints, kube_config, tmp_path
+):
+    environment = request(owner, slow_blueprint(sample_blueprints, "4s"))
+    worker = start_worker(
+        kube_config, tmp_path / "worker.log", queues=("provision",), PROVISION_LEASE_SECONDS="5"
+    )
+    try:
+        # Kill it once it has started applying objects, before it is ready.
+        wait_for(
+            lambda: (
+                Environment.objects.get(pk=environment.pk).state == State.PROVISIONING
+                and cluster.namespace_exists(environment.namespace)
+            ),
+            timeout=60,
+            interval=0.05,
+        )
+        # kill -9 the worker and its work horse (RQ forks one per job, in its own
+        # session), as when the machine or the pod running them dies.
+        for process in [*psutil.Process(worker.pid).children(recursive=True)]:
+            process.send_signal(signal.SIGKILL)
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+    environment.refresh_from_db()
+    assert environment.state == State.PROVISIONING
+
+    # Once the dead worker's lease runs out, the reconciler starts the job again.
+    wait_for(lambda: Environment.objects.get(pk=environment.pk).lease_until < timezone.now(), 15)
+    assert jobs.reconcile()["restarted"] == 1
+    run_worker()
+    environment.refresh_from_db()
+    assert environment.state == State.READY, environment.last_error
+    deployments = cluster.list_deployments(environment.namespace)["items"]
+    assert sorted(d["metadata"]["name"] for d in deployments) == ["api", "cache", "web"]
+    # No duplicates: one ReplicaSet per Deployment, the replicas asked for.
+    from kubernetes import client
+
+    apps = client.AppsV1Api(cluster.api_client())
+    replica_sets = apps.list_namespaced_replica_set(environment.namespace).items
+    assert sorted(rs.metadata.owner_references[0].name for rs in replica_sets) == [
+        "api",
+        "cache",
+        "web",
+    ]
+    assert environment.attempts == 2
+    assert environment.events.filter(state=State.READY).count() == 1
+
+
+def test_it_records_pod_problems_as_plain_words(owner, sample_blueprints):
+    problem = cluster._explain_event(
+        {
+            "metadata": {"uid": "1"},
+            "reason": "FailedCreate",
+            "message": 'pods "web-1" is forbidden: exceeded quota: ephemera-quota',
+            "involvedObject": {"name": "web-5d8f7"},
+        },
+        ["web", "api"],
+    )
+    assert problem.message.startswith("web would exceed the environment's resource quota")
+    problem = cluster._explain_event(
+        {
+            "metadata": {"uid": "2"},
+            "reason": "FailedCreate",
+            "message": 'pods "x" is forbidden: violates PodSecurity "restricted:v1.33"',
+            "involvedObject": {"name": "api-77"},
+        },
+        ["web", "api"],
+    )
+    assert problem.message.startswith("api was rejected by Pod Security")
+
+
+def test_it_rides_out_the_api_server_stopping_for_20_seconds(owner, sample_blueprints):
+    from tests.kubecluster import load_launcher
+
+    launcher = load_launcher()
+    environment = request(owner, slow_blueprint(sample_blueprints, "3s"))
+    thread, outcome = provision_in_thread(environment)
+    try:
+        wait_for(lambda: cluster.namespace_exists(environment.namespace), timeout=30, interval=0.05)
+        assert launcher.component_pid("kube-apiserver")
+        # The launcher's own stop: SIGTERM, SIGKILL if it lingers, until it is gone.
+        launcher._stop_components(["kube-apiserver"], timeout=5)
+        assert launcher.component_pid("kube-apiserver") is None
+        assert not launcher.apiserver_ready()
+        time.sleep(20)
+    finally:
+        restart_cluster(launcher)
+    thread.join(timeout=180)
+    assert not thread.is_alive()
+    environment.refresh_from_db()
+    # It retried through the outage and finished (the alternative, a clean failure
+    # after its deadline, would say so in last_error).
+    assert outcome["result"] == "ready", environment.last_error
+    assert environment.state == State.READY
+
+
+def test_it_applies_new_parameters_that_arrive_mid_provisioning(owner, sample_blueprints):
+    environment = request(owner, slow_blueprint(sample_blueprints, "3s"))
+    thread, outcome = provision_in_thread(environment)
+    wait_for(
+        lambda: (
+            Environment.objects.get(pk=environment.pk).state == State.PROVISIONING
+            and Environment.objects.get(pk=environment.pk).manifests
+        ),
+        timeout=30,
+        interval=0.05,
+    )
+    services.update_environment(
+        environment=environment, user=owner, parameters={"customer": "globex"}
+    )
+    thread.join(timeout=120)
+    environment.refresh_from_db()
+    assert outcome["result"] == "ready"
+    assert environment.parameters["customer"] == "globex"
+    web = next(
+        m
+        for m in environment.manifests
+        if m["kind"] == "Deployment" and m["metadata"]["name"] == "web"
+    )
+    live = cluster.get(web)
+    env_vars = {
+        e["name"]: e["value"] for e in live["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env_vars["CUSTOMER"] == "globex"
