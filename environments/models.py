@@ -13,10 +13,12 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from environments.egress import refused_url
 from environments.states import LIVE_STATES, SETTLED_STATES, State
 
 
@@ -54,6 +56,11 @@ class Webhook(models.Model):
 
     def __str__(self) -> str:
         return f"{self.team}: {self.url}"
+
+    def clean(self) -> None:
+        refused = refused_url(self.url)
+        if refused:
+            raise ValidationError({"url": f"Webhooks cannot go to this URL: {refused}."})
 
 
 class WebhookDelivery(models.Model):

@@ -27,6 +27,7 @@ from django.db.models import Q
 from django.utils import timezone
 from rq import Retry
 
+from environments import egress
 from environments.costs import money
 from environments.models import Environment, Webhook, WebhookDelivery
 
@@ -141,18 +142,6 @@ def webhook_payload(event: str, environment: Environment, subject: str) -> dict:
     }
 
 
-class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
-    """A webhook goes where its admin pointed it: a redirect is a failed delivery."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        raise urllib.error.HTTPError(
-            req.full_url, code, f"redirect to {newurl} refused", headers, fp
-        )
-
-
-_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects)
-
-
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
@@ -166,8 +155,12 @@ def send_webhook(delivery_id: int) -> str:
     if delivery is None or delivery.delivered_at is not None:
         return "nothing to do"
     body = json.dumps(delivery.payload, sort_keys=True).encode()
-    if not delivery.webhook.url.startswith(("https://", "http://")):
-        raise WebhookFailed(f"{delivery.webhook.url}: only http(s) URLs are allowed")
+    refused = egress.refused_url(delivery.webhook.url)
+    if refused:
+        WebhookDelivery.objects.filter(pk=delivery_id).update(
+            attempts=delivery.attempts + 1, last_error=f"refused: {refused}"
+        )
+        raise WebhookFailed(f"{delivery.webhook.url}: {refused}")
     request = urllib.request.Request(  # noqa: S310 (scheme checked above)
         delivery.webhook.url,
         data=body,
@@ -182,7 +175,7 @@ def send_webhook(delivery_id: int) -> str:
     )
     status, error = None, ""
     try:
-        with _NO_REDIRECTS.open(request, timeout=10) as response:
+        with egress.opener.open(request, timeout=10) as response:
             status = response.status
     except urllib.error.HTTPError as exc:
         status, error = exc.code, f"HTTP {exc.code} {exc.reason}"

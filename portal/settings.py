@@ -7,6 +7,7 @@ every variable with its default.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from decimal import Decimal, InvalidOperation
@@ -352,6 +353,19 @@ APPROVAL_REMINDER_MINUTES = env_int("APPROVAL_REMINDER_MINUTES", 60, minimum=1)
 MAX_EXTENSIONS = env_int("MAX_EXTENSIONS", 3, minimum=0)
 # A request nobody decided on is rejected after this many days (it holds quota meanwhile).
 PENDING_APPROVAL_DAYS = env_int("PENDING_APPROVAL_DAYS", 7, minimum=1)
+
+# --- Outgoing webhooks ------------------------------------------------------------------
+# Webhooks may not reach loopback, private, link-local or other internal addresses (the
+# portal must not become a way into the cluster network or a cloud metadata service),
+# except networks listed here, for example a Slack relay inside the VPC: 10.20.0.0/16.
+WEBHOOK_ALLOWED_NETWORKS = []
+for _cidr in env_list("WEBHOOK_ALLOWED_NETWORKS"):
+    try:
+        WEBHOOK_ALLOWED_NETWORKS.append(ipaddress.ip_network(_cidr, strict=False))
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"WEBHOOK_ALLOWED_NETWORKS: {_cidr!r} is not a network (for example 10.0.0.0/8)"
+        ) from exc
 
 # --- Logging: secrets never appear here (tokens, passwords are not logged) -------------
 LOGGING = {

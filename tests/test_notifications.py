@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -11,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from django.core import mail
 
-from environments import notifications, services
+from environments import egress, notifications, services
 from environments.models import Webhook, WebhookDelivery
 from tests.test_blueprints import GOOD
 
@@ -47,7 +48,9 @@ class Receiver:
 
 
 @pytest.fixture
-def receiver():
+def receiver(settings):
+    # The receivers listen on loopback, which webhooks may only reach when allowed.
+    settings.WEBHOOK_ALLOWED_NETWORKS = [ipaddress.ip_network("127.0.0.0/8")]
     made = []
 
     def make(status=200):
@@ -142,3 +145,83 @@ def test_it_does_not_follow_a_webhook_redirect(environment, team, receiver):
     delivery.refresh_from_db()
     assert delivery.last_status == 302
     assert "redirect" in delivery.last_error
+
+
+# --- Webhooks reach the internet, not the portal's own network (SSRF) -------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "refused"),
+    [
+        ("127.0.0.1", True),
+        ("10.1.2.3", True),
+        ("172.16.0.9", True),
+        ("192.168.1.1", True),
+        ("169.254.169.254", True),  # cloud metadata
+        ("100.64.0.1", True),  # carrier-grade NAT
+        ("0.0.0.0", True),
+        ("224.0.0.1", True),
+        ("::1", True),
+        ("fd00::1", True),
+        ("fe80::1%eth0", True),
+        ("::ffff:10.0.0.1", True),
+        ("8.8.8.8", False),
+        ("2606:4700:4700::1111", False),
+    ],
+)
+def test_it_refuses_internal_addresses_for_webhooks(address, refused):
+    assert (egress.refused_address(address) is not None) is refused
+
+
+def test_it_allows_internal_networks_an_operator_lists(settings):
+    settings.WEBHOOK_ALLOWED_NETWORKS = [ipaddress.ip_network("10.20.0.0/16")]
+    assert egress.refused_address("10.20.3.4") is None
+    assert "10.21.0.1 is an internal address" in egress.refused_address("10.21.0.1")
+
+
+def test_it_refuses_a_webhook_to_an_internal_address_before_sending(
+    environment, team, receiver, settings
+):
+    server = receiver(200)
+    settings.WEBHOOK_ALLOWED_NETWORKS = []
+    Webhook.objects.create(team=team, url=server.url)
+    notifications.deliver(notifications.READY, str(environment.pk))
+    delivery = WebhookDelivery.objects.get()
+    with pytest.raises(notifications.WebhookFailed, match="127.0.0.1 is an internal address"):
+        notifications.send_webhook(delivery.pk)
+    delivery.refresh_from_db()
+    assert delivery.failed and delivery.attempts == 1
+    assert "internal address" in delivery.last_error
+    assert server.requests == []
+
+
+def test_it_checks_the_address_it_actually_connected_to(receiver, settings):
+    # A DNS name passes the URL check; the connection itself is checked after lookup,
+    # so a name that resolves to an internal address is refused with nothing sent.
+    server = receiver(200)
+    settings.WEBHOOK_ALLOWED_NETWORKS = []
+    with pytest.raises(OSError, match="refused: 127.0.0.1 is an internal address"):
+        egress.opener.open(server.url, data=b"{}", timeout=5)
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://localhost:8000/admin/",
+        "http://[::1]/x",
+        "ftp://hooks.example.com/x",
+    ],
+)
+def test_it_refuses_an_internal_webhook_url_in_the_admin(client, team, django_user_model, url):
+    admin = django_user_model.objects.create_superuser("root@example.com", "root@example.com", "pw")
+    client.force_login(admin)
+    response = client.post(
+        "/admin/environments/webhook/add/",
+        {"team": team.pk, "url": url, "secret": "s", "events": "[]", "active": "on"},
+    )
+    assert response.status_code == 200  # the form again, with the error
+    body = response.content.decode()
+    assert "Webhooks cannot go to this URL" in body or "Enter a valid URL" in body
+    assert not Webhook.objects.exists()
