@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
 from ninja import Field, NinjaAPI, Path, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
@@ -202,6 +202,8 @@ class ExtendIn(Schema):
 
 class EnvironmentListQuery(Schema):
     scope: Literal["mine", "team"] = "mine"
+    limit: int = Field(100, ge=1, le=500, description="Page size (at most 500).")
+    offset: int = Field(0, ge=0, le=1_000_000, description="Rows to skip, newest first.")
 
 
 def _money(amount) -> str:
@@ -303,14 +305,32 @@ def list_blueprints(request):
     response={200: list[EnvironmentOut], **READ_ERRORS},
     tags=["environments"],
     summary="Your environments (scope=mine) or your teams' (scope=team)",
+    description=(
+        "Newest first, one page at a time (`limit`, `offset`). `X-Total-Count` gives the "
+        'number of rows, and a `Link: <...>; rel="next"` header points at the next page.'
+    ),
 )
-def list_environments(request, filters: Query[EnvironmentListQuery]):
+def list_environments(request, response: HttpResponse, filters: Query[EnvironmentListQuery]):
     token = _token(request)
     # The API shows parameters, which the dashboard's selector defers: load them here.
-    rows = selectors.environments_for(user=token.user, scope=filters.scope).defer(None)
+    rows = (
+        selectors.environments_for(user=token.user, scope=filters.scope)
+        .defer(None)
+        .order_by("-created_at", "-pk")  # stable pages
+    )
     if token.team_id is not None:
         rows = rows.filter(team_id=token.team_id)
-    return [environment_out(e) for e in rows[:500]]
+    total = rows.count()
+    end = filters.offset + filters.limit
+    response["X-Total-Count"] = str(total)
+    if end < total:
+        query = request.GET.copy()
+        query["offset"] = str(end)
+        query["limit"] = str(filters.limit)
+        response["Link"] = (
+            f'<{request.build_absolute_uri(request.path)}?{query.urlencode()}>; rel="next"'
+        )
+    return [environment_out(e) for e in rows[filters.offset : end]]
 
 
 @api.post(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 
@@ -96,35 +97,45 @@ def environment_spec(environment: Environment) -> EnvironmentSpec:
     )
 
 
-def _claim(environment_id) -> bool:
-    """Take the provisioning lease: approved -> provisioning, or an expired lease."""
+class LeaseLost(Exception):
+    """This job's provisioning lease was taken over (or the environment left provisioning)."""
+
+
+def _claim(environment_id) -> uuid.UUID | None:
+    """Take the provisioning lease: approved -> provisioning, or an expired lease.
+
+    Returns this job's lease token, or None if another job holds a live lease.
+    """
     now = timezone.now()
     lease = now + timedelta(seconds=settings.PROVISION_LEASE_SECONDS)
+    token = uuid.uuid4()
     if transition(
         environment_id,
         from_states=State.APPROVED,
         to_state=State.PROVISIONING,
         message="Provisioning started.",
         lease_until=lease,
+        lease_owner=token,
         provision_started_at=now,
         attempts=F("attempts") + 1,
     ):
-        return True
-    return bool(
+        return token
+    taken = (
         Environment.objects.filter(pk=environment_id, state=State.PROVISIONING)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(lease_until=lease, attempts=F("attempts") + 1, updated_at=now)
+        .update(lease_until=lease, lease_owner=token, attempts=F("attempts") + 1, updated_at=now)
     )
+    return token if taken else None
 
 
-def _renew_lease(environment_id) -> bool:
-    """Renew; False if the environment left provisioning (deleted meanwhile)."""
+def _renew_lease(environment_id, token: uuid.UUID) -> None:
+    """Renew this job's lease, or raise LeaseLost: deleted meanwhile, or taken over."""
     now = timezone.now()
-    return bool(
-        Environment.objects.filter(pk=environment_id, state=State.PROVISIONING).update(
-            lease_until=now + timedelta(seconds=settings.PROVISION_LEASE_SECONDS)
-        )
-    )
+    renewed = Environment.objects.filter(
+        pk=environment_id, state=State.PROVISIONING, lease_owner=token
+    ).update(lease_until=now + timedelta(seconds=settings.PROVISION_LEASE_SECONDS))
+    if not renewed:
+        raise LeaseLost
 
 
 def record_problem(environment_id, problem: cluster.Problem) -> None:
@@ -144,6 +155,7 @@ def _fail(environment_id, message: str) -> None:
         message=f"Provisioning failed: {message}",
         last_error=message,
         lease_until=None,
+        lease_owner=None,
         accrued_until=None,  # failed environments are not billed
     ):
         from environments import notifications
@@ -151,7 +163,9 @@ def _fail(environment_id, message: str) -> None:
         notifications.send_later(notifications.FAILED, environment_id)
 
 
-def _apply_and_watch(environment: Environment, deadline: float, fatal: list) -> tuple | None:
+def _apply_and_watch(
+    environment: Environment, token: uuid.UUID, deadline: float, fatal: list
+) -> tuple | None:
     """Render (once) and apply the manifests, then watch until ready or a fatal problem.
 
     Returns None when the parameters changed while rendering (an update raced us).
@@ -176,16 +190,15 @@ def _apply_and_watch(environment: Environment, deadline: float, fatal: list) -> 
         if not written:
             return None
     for manifest in manifests:
+        _renew_lease(environment_id, token)  # never apply on a lease another job holds
         cluster.apply(manifest)
-        _renew_lease(environment_id)
     components = [m["metadata"]["name"] for m in manifests if m["kind"] == "Deployment"]
 
     def on_progress(ready: dict) -> None:
         Environment.objects.filter(pk=environment_id).update(component_status=ready)
 
     def on_tick() -> bool:
-        if not _renew_lease(environment_id):
-            return False  # deleted or failed meanwhile
+        _renew_lease(environment_id, token)  # LeaseLost ends the watch and the job
         for problem in cluster.problems(environment.namespace, components):
             record_problem(environment_id, problem)
             if problem.fatal:
@@ -213,7 +226,8 @@ def provision(environment_id: str) -> str:
         return "no such environment"
     if environment.state not in {State.APPROVED, State.PROVISIONING}:
         return f"nothing to do: {environment.state}"
-    if not _claim(environment_id):
+    token = _claim(environment_id)
+    if token is None:
         return "another worker holds the lease"
     environment.refresh_from_db()
 
@@ -228,7 +242,7 @@ def provision(environment_id: str) -> str:
         # recorded manifests, and the next round renders and applies the new ones.
         components, ready = [], {}
         while time.monotonic() < deadline:
-            result = _apply_and_watch(environment, deadline, fatal)
+            result = _apply_and_watch(environment, token, deadline, fatal)
             if result is not None:
                 components, ready = result
                 updated = Environment.objects.filter(pk=environment_id, manifests=[]).exists()
@@ -236,6 +250,8 @@ def provision(environment_id: str) -> str:
                     break
             if not Environment.objects.filter(pk=environment_id, state=State.PROVISIONING).exists():
                 break  # deleted meanwhile
+    except LeaseLost:
+        return "stopped: the environment left provisioning, or another job took it over"
     except cluster.ClusterError as exc:
         _fail(environment_id, str(exc))
         return "failed"
@@ -255,6 +271,7 @@ def provision(environment_id: str) -> str:
             # After an update, billing resumes where it paused (the pods kept running).
             accrued_until=Coalesce(F("accrued_until"), Value(now)),
             lease_until=None,
+            lease_owner=None,
             component_status=ready,
         ):
             from environments import notifications
@@ -311,6 +328,7 @@ def teardown(environment_id: str) -> str:
         message="Deleted: the namespace and everything in it is gone.",
         deleted_at=timezone.now(),
         lease_until=None,
+        lease_owner=None,
     )
     return "deleted"
 

@@ -299,7 +299,9 @@ class Environment(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     provision_started_at = models.DateTimeField(null=True, blank=True)
     # Held by the provision job while it works; an expired lease means its worker died.
+    # The owner token makes renewal exclusive: a job whose lease was taken over stops.
     lease_until = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.UUIDField(null=True, blank=True, editable=False)
 
     # Cost: price fixed at request time; accrual adds whole minutes as they pass.
     hourly_price = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal(0))

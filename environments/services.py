@@ -492,6 +492,7 @@ def retry_environment(*, environment: Environment, user, ip: str | None = None) 
         actor=user,
         last_error="",
         lease_until=None,
+        lease_owner=None,
         provision_started_at=None,
     ):
         raise ServiceError("Only a failed environment can be retried.")
@@ -540,7 +541,13 @@ def update_environment(
         return environment  # nothing changed: a repeated event is a no-op
     before = {"parameters": environment.parameters}
     now = timezone.now()
-    common = {"parameters": resolved, "manifests": [], "lease_until": None, "last_error": ""}
+    common = {
+        "parameters": resolved,
+        "manifests": [],
+        "lease_until": None,
+        "lease_owner": None,
+        "last_error": "",
+    }
     if environment.state == State.READY:
         jobs.accrue(environment.pk)  # bill up to the update; resumes when ready again
         moved = transition(

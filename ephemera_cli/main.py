@@ -29,6 +29,7 @@ from environments import durations
 
 SETTLED = {"ready", "failed", "deleted", "rejected", "pending_approval"}
 TIMEOUT = 30
+PAGE = 500  # rows per API page (the most the API gives)
 
 
 class CliError(Exception):
@@ -237,7 +238,14 @@ def wait_until_settled(client: Client, env: dict, *, timeout: float) -> int:
 
 
 def cmd_ls(args, client: Client) -> int:
-    rows = client.call("GET", "/environments", query={"scope": "team" if args.team else "mine"})
+    rows, scope = [], "team" if args.team else "mine"
+    while True:  # every page: the API answers at most PAGE rows at a time
+        page = client.call(
+            "GET", "/environments", query={"scope": scope, "limit": PAGE, "offset": len(rows)}
+        )
+        rows += page
+        if len(page) < PAGE:
+            break
     if not rows:
         print("No environments.")
         return 0

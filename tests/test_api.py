@@ -96,6 +96,27 @@ def test_it_creates_gets_lists_extends_and_deletes(api, owner, sample_blueprints
     assert api.delete(f"/environments/{created['id']}").status_code == 202
 
 
+def test_it_pages_the_environment_list(api, owner, team, sample_blueprints):
+    made = [
+        make_environment(owner=owner, team=team, version=sample_blueprints["pr-preview"])
+        for _ in range(5)
+    ]
+    first = api.get("/environments", limit=2)
+    assert first.status_code == 200
+    assert first["X-Total-Count"] == "5"
+    assert 'rel="next"' in first["Link"] and "offset=2" in first["Link"]
+    seen = [e["id"] for e in first.json()]
+    for offset in (2, 4):
+        page = api.get("/environments", limit=2, offset=offset)
+        seen += [e["id"] for e in page.json()]
+    assert "Link" not in page  # the last page
+    # Every environment once, newest first.
+    newest_first = sorted(made, key=lambda e: (e.created_at, e.pk), reverse=True)
+    assert seen == [str(e.pk) for e in newest_first]
+    assert api.get("/environments", limit=501).status_code == 422
+    assert api.get("/environments", offset=-1).status_code == 422
+
+
 def test_it_answers_404_for_another_teams_environment(api, outsider, other_team, sample_blueprints):
     theirs = make_environment(
         owner=outsider, team=other_team, version=sample_blueprints["pr-preview"]

@@ -297,6 +297,33 @@ def test_it_finishes_after_the_worker_is_killed_mid_provisioning(
     assert environment.events.filter(state=State.READY).count() == 1
 
 
+def test_a_job_whose_lease_was_taken_over_stops_and_leaves_the_work_to_the_new_one(
+    owner, sample_blueprints
+):
+    # A job that only looked dead (a long GC pause, a partitioned worker) must not fight
+    # the job that took its lease over, nor fail the environment under it.
+    environment = request(owner, slow_blueprint(sample_blueprints, "6s"))
+    thread, outcome = provision_in_thread(environment)
+    wait_for(lambda: Environment.objects.get(pk=environment.pk).manifests, 30, interval=0.05)
+    first_token = Environment.objects.get(pk=environment.pk).lease_owner
+    assert first_token is not None
+    for _ in range(5):  # the first job may renew between our two statements: try again
+        Environment.objects.filter(pk=environment.pk).update(
+            lease_until=timezone.now() - timedelta(seconds=1)
+        )
+        second = jobs.provision(str(environment.pk))
+        if second != "another worker holds the lease":
+            break
+    assert second == "ready"
+    thread.join(timeout=60)
+    assert outcome["result"].startswith("stopped"), outcome
+    environment.refresh_from_db()
+    assert environment.state == State.READY, environment.last_error
+    assert environment.lease_owner is None
+    assert environment.attempts == 2
+    assert not environment.events.filter(state=State.FAILED).exists()
+
+
 def test_it_records_pod_problems_as_plain_words(owner, sample_blueprints):
     problem = cluster._explain_event(
         {
