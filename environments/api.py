@@ -8,22 +8,55 @@ tests/test_schemathesis.py checks the API against it.
 
 from __future__ import annotations
 
+import math
+import threading
+import time
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import Field, NinjaAPI, Path, Query, Schema, Status
-from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 from ninja.security import HttpBearer
+from ninja.throttling import BaseThrottle
 from pydantic import field_validator
 
 from environments import audit, github, selectors, services, tokens
 from environments.blueprints import ParametersInvalid
 from environments.models import ApiToken, Environment, Membership, Team
+
+
+class TokenRateThrottle(BaseThrottle):
+    """At most ``settings.API_RATE_LIMIT`` calls per window for each API token.
+
+    A fixed window counted with Redis INCR, so the limit is exact across web workers and
+    threads (ninja's own throttles keep a history list per instance and are not). Calls
+    that are not token-authenticated (the GitHub hook) are checked by signature instead.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def allow_request(self, request: HttpRequest) -> bool:
+        token = getattr(request, "auth", None)
+        if not isinstance(token, ApiToken):
+            return True
+        limit, window = settings.API_RATE_LIMIT
+        now = time.time()
+        slot = int(now // window)
+        key = f"api-rate:{token.pk}:{window}:{slot}"
+        cache.add(key, 0, timeout=window + 5)
+        self._local.wait = (slot + 1) * window - now
+        return cache.incr(key) <= limit
+
+    def wait(self) -> float | None:
+        return getattr(self._local, "wait", None)
+
 
 api = NinjaAPI(
     title="Ephemera API",
@@ -31,6 +64,7 @@ api = NinjaAPI(
     urls_namespace="api",
     docs_url="/docs",
     description="Self-service short-lived Kubernetes environments. See docs/api.md.",
+    throttle=TokenRateThrottle(),
 )
 
 MAX_SECONDS = 366 * 86400
@@ -82,8 +116,8 @@ class Error(Schema):
 
 
 # 400: a body that is not JSON at all.
-ERRORS = {400: Error, 401: Error, 403: Error, 404: Error, 409: Error, 422: Error}
-READ_ERRORS = {401: Error, 404: Error, 422: Error}
+ERRORS = {400: Error, 401: Error, 403: Error, 404: Error, 409: Error, 422: Error, 429: Error}
+READ_ERRORS = {401: Error, 404: Error, 422: Error, 429: Error}
 
 
 def _error(request, status: int, detail: str, errors=None):
@@ -91,6 +125,18 @@ def _error(request, status: int, detail: str, errors=None):
     if errors is not None:
         body["errors"] = errors
     return api.create_response(request, body, status=status)
+
+
+@api.exception_handler(Throttled)
+def _throttled(request, exc: Throttled):
+    limit, window = settings.API_RATE_LIMIT
+    wait = math.ceil(exc.wait or 1)
+    return _error(
+        request,
+        429,
+        f"Too many requests: this token may make {limit} calls per {window} s. "
+        f"Try again in {wait} s.",
+    )
 
 
 @api.exception_handler(services.ServiceError)
@@ -269,7 +315,7 @@ def _environment(token: ApiToken, ref: str) -> Environment:
 @api.get(
     "/blueprints",
     auth=bearer,
-    response={200: list[BlueprintOut], 401: Error},
+    response={200: list[BlueprintOut], 401: Error, 429: Error},
     tags=["blueprints"],
     summary="Blueprints open to new requests",
 )

@@ -354,6 +354,20 @@ MAX_EXTENSIONS = env_int("MAX_EXTENSIONS", 3, minimum=0)
 # A request nobody decided on is rejected after this many days (it holds quota meanwhile).
 PENDING_APPROVAL_DAYS = env_int("PENDING_APPROVAL_DAYS", 7, minimum=1)
 
+# --- API ----------------------------------------------------------------------------------
+# Calls per API token per window, e.g. 600/m (default), 20/s, 10000/h; over it: 429.
+_RATE_UNITS = {"s": 1, "m": 60, "h": 3600}
+_rate = env("API_RATE_LIMIT", "600/m")
+try:
+    _calls, _unit = _rate.split("/")
+    API_RATE_LIMIT = (int(_calls), _RATE_UNITS[_unit.strip()[:1]])
+    if API_RATE_LIMIT[0] < 1:
+        raise ValueError
+except (ValueError, KeyError) as exc:
+    raise ImproperlyConfigured(
+        f"API_RATE_LIMIT: expected calls per s, m or h like 600/m, got {_rate!r}"
+    ) from exc
+
 # --- Outgoing webhooks ------------------------------------------------------------------
 # Webhooks may not reach loopback, private, link-local or other internal addresses (the
 # portal must not become a way into the cluster network or a cloud metadata service),

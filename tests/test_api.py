@@ -117,6 +117,19 @@ def test_it_pages_the_environment_list(api, owner, team, sample_blueprints):
     assert api.get("/environments", offset=-1).status_code == 422
 
 
+def test_it_limits_the_call_rate_per_token(api, owner, settings):
+    settings.API_RATE_LIMIT = (3, 60)
+    for _ in range(3):
+        assert api.get("/environments").status_code == 200
+    refused = api.get("/environments")
+    assert refused.status_code == 429
+    assert refused.json()["detail"].startswith("Too many requests: this token may make 3 calls")
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    # The limit is per token: another token of the same user still works.
+    other = tokens.create_token(user=owner, name="other", scope="read", days=1)[1]
+    assert api.as_(other).get("/environments").status_code == 200
+
+
 def test_it_answers_404_for_another_teams_environment(api, outsider, other_team, sample_blueprints):
     theirs = make_environment(
         owner=outsider, team=other_team, version=sample_blueprints["pr-preview"]

@@ -58,6 +58,7 @@ def test_it_passes_check_deploy_with_production_values():
         ("REDIS_URL", "memcached://x", "REDIS_URL: must be a redis://"),
         ("BASE_DOMAIN", "Bad_Domain", "BASE_DOMAIN: 'Bad_Domain' is not a valid DNS name"),
         ("ALLOWED_HOSTS", "", "ALLOWED_HOSTS: required when DEBUG is off"),
+        ("API_RATE_LIMIT", "lots", "API_RATE_LIMIT: expected calls per s, m or h"),
         ("WEBHOOK_ALLOWED_NETWORKS", "10.0.0.0/8,intranet", "WEBHOOK_ALLOWED_NETWORKS: 'intranet'"),
     ],
 )
