@@ -390,17 +390,33 @@ def _read_pid(name: str) -> int | None:
 
 
 def _alive(pid: int, name: str | None = None) -> bool:
-    """True if pid runs (not a zombie) and, when name is given, is that binary."""
+    """True if pid runs (not a zombie) and, when name is given, is that binary.
+
+    The binary is read from /proc/<pid>/exe, which is stable for the life of the
+    process; /proc/<pid>/cmdline (the fallback) can read empty for an instant.
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
             return False
-        if name is None:
-            return True
-        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
-        return Path(argv0).name == name
     except (OSError, IndexError):
         return False
+    if name is None:
+        return True
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+        return Path(exe).name == name
+    except OSError:
+        pass
+    for _ in range(3):
+        try:
+            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
+        except OSError:
+            return False
+        if argv0:
+            return Path(argv0).name == name
+        time.sleep(0.05)
+    return False
 
 
 def component_pid(name: str) -> int | None:
@@ -418,8 +434,38 @@ def _port_in_use(port: int) -> bool:
     return False
 
 
+def _orphans(name: str) -> list[int]:
+    """Our own binary serving this state dir, with no pid file pointing at it (left
+    behind by a launcher that was killed mid-start)."""
+    found = []
+    binary = str(bin_dir() / name)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            exe = os.readlink(entry / "exe").removesuffix(" (deleted)")
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if exe == binary and str(state_dir()) in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
 def _spawn(name: str) -> int:
     busy = [p for p in _ports(name) if _port_in_use(p)]
+    if busy:
+        for sig, seconds in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            for pid in _orphans(name):
+                _say(f"stopping a left-over {name} (pid {pid}) that holds port(s) {busy}")
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + seconds
+            while busy and _orphans(name) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            busy = [p for p in _ports(name) if _port_in_use(p)]
+            if not busy:
+                break
     if busy:
         raise ClusterError(
             f"cannot start {name}: port(s) {busy} on {HOST} already in use by another process "
@@ -563,9 +609,12 @@ def node_ready() -> bool:
 
 def _wait(what: str, check, timeout: float, names: list[str]) -> None:
     deadline = time.monotonic() + timeout
+    misses = dict.fromkeys(names, 0)
     while not check():
         for n in names:
-            if not component_pid(n):
+            # Gone on three polls in a row, not one: a single odd /proc read is no exit.
+            misses[n] = 0 if component_pid(n) else misses[n] + 1
+            if misses[n] >= 3:
                 raise ClusterError(
                     f"{n} exited while waiting for {what}; see {log_file(n)}:\n"
                     + _tail(log_file(n))
