@@ -162,6 +162,11 @@ def stop_worker(process) -> None:
     try:
         process.wait(timeout=15)
     except subprocess.TimeoutExpired:
+        # RQ's work horse runs in its own process group: kill it by pid, too.
+        import psutil
+
+        for child in psutil.Process(process.pid).children(recursive=True):
+            child.kill()
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
 

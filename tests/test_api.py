@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from types import SimpleNamespace
 
 import pytest
 
@@ -117,7 +118,9 @@ def test_it_pages_the_environment_list(api, owner, team, sample_blueprints):
     assert api.get("/environments", offset=-1).status_code == 422
 
 
-def test_it_limits_the_call_rate_per_token(api, owner, settings):
+def test_it_limits_the_call_rate_per_token(api, owner, settings, monkeypatch):
+    # The window is fixed: hold the clock mid-window so no boundary falls between calls.
+    monkeypatch.setattr("environments.api.time", SimpleNamespace(time=lambda: 1_800_000_030.0))
     settings.API_RATE_LIMIT = (3, 60)
     for _ in range(3):
         assert api.get("/environments").status_code == 200

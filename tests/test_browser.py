@@ -10,6 +10,7 @@ import os
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from environments.models import Environment
 from environments.states import State
@@ -33,7 +34,7 @@ def test_it_requests_an_environment_from_the_catalogue(
     page = new_page()
     sign_in(page, live_server, owner.email)
     page.goto(f"{live_server.url}/")
-    assert page.get_by_role("heading", name="Catalogue").is_visible()
+    expect(page.get_by_role("heading", name="Catalogue")).to_be_visible()
     page.screenshot(path=output_dir / "catalogue.png", full_page=True)
 
     page.get_by_role("link", name="Request Webshop sales demo").click()
@@ -43,7 +44,7 @@ def test_it_requests_an_environment_from_the_catalogue(
     page.locator("#estimate", has_text="for 8h").wait_for()
     page.get_by_label("Customer name").fill("Bad Name!")
     page.get_by_role("button", name="Request environment").click()
-    assert page.locator(".field-error", has_text="does not match the pattern").is_visible()
+    expect(page.locator(".field-error", has_text="does not match the pattern")).to_be_visible()
     page.screenshot(path=output_dir / "request-form-error.png", full_page=True)
 
     page.get_by_label("Customer name").fill("globex")
@@ -61,8 +62,8 @@ def test_it_requests_an_environment_from_the_catalogue(
     page.wait_for_url(re.compile(r"/environments/[0-9a-f-]{36}/$"))
     environment = Environment.objects.get(owner=owner)
     assert environment.parameters["customer"] == "globex"
-    assert page.get_by_text(environment.namespace).first.is_visible()
-    assert page.locator("#messages").get_by_text("Requested").is_visible()
+    expect(page.get_by_text(environment.namespace).first).to_be_visible()
+    expect(page.locator("#messages").get_by_text("Requested")).to_be_visible()
     page.screenshot(path=output_dir / "detail-requested.png", full_page=True)
 
 
@@ -122,7 +123,7 @@ def test_it_shows_a_dashboard_with_environments_in_several_states(
     phone.screenshot(path=output_dir / "dashboard-phone.png", full_page=True)
 
     page.goto(f"{live_server.url}/environments/{ready.pk}/")
-    assert page.get_by_text("demo-acme").is_visible()
+    expect(page.get_by_text("demo-acme")).to_be_visible()
     page.get_by_text("Rendered manifests").click()
     page.screenshot(path=output_dir / "detail-ready.png", full_page=True)
 
@@ -136,20 +137,20 @@ def test_it_lets_an_approver_approve_a_pending_request(
     requester.get_by_label("Reason").fill("Load test for release 7")
     requester.get_by_role("button", name="Request environment").click()
     requester.wait_for_url(re.compile(r"/environments/[0-9a-f-]{36}/$"))
-    assert requester.locator("#env-status .badge", has_text="Pending approval").is_visible()
+    expect(requester.locator("#env-status .badge", has_text="Pending approval")).to_be_visible()
     environment = Environment.objects.get(owner=owner)
 
     page = new_page()
     sign_in(page, live_server, approver.email)
     page.goto(f"{live_server.url}/approvals/")
-    assert page.get_by_text("Load test for release 7").is_visible()
+    expect(page.get_by_text("Load test for release 7")).to_be_visible()
     page.screenshot(path=output_dir / "approvals.png", full_page=True)
     page.get_by_role("button", name=f"Approve {environment.namespace}").click()
-    assert page.locator("#messages").get_by_text("Approved").is_visible()
-    assert page.get_by_text("No requests are waiting").is_visible()
+    expect(page.locator("#messages").get_by_text("Approved")).to_be_visible()
+    expect(page.get_by_text("No requests are waiting")).to_be_visible()
 
     # The requester's page shows the decision without a reload (it polls while pending).
-    requester.locator("#env-status .badge", has_text="Approved").wait_for(timeout=20_000)
+    requester.locator("#env-status .badge", has_text="Approved").wait_for(timeout=35_000)
     environment.refresh_from_db()
     assert environment.state == State.APPROVED
 
@@ -164,5 +165,5 @@ def test_it_shows_outsiders_the_404_page(
     sign_in(page, live_server, outsider.email)
     response = page.goto(f"{live_server.url}/environments/{environment.pk}/")
     assert response.status == 404
-    assert page.get_by_role("heading", name="Not found").is_visible()
+    expect(page.get_by_role("heading", name="Not found")).to_be_visible()
     page.screenshot(path=output_dir / "not-found.png", full_page=True)

@@ -43,9 +43,11 @@ def test_it_exports_spend_per_team_user_and_blueprint(
     start = timezone.now() - timedelta(hours=2)
     environment.accrued_until = start
     environment.save(update_fields=["accrued_until"])
-    jobs.accrue(environment.pk, now=start + timedelta(hours=1))
+    period_end = start + timedelta(hours=1)
+    jobs.accrue(environment.pk, now=period_end)
     client.force_login(portal_admin)
-    month = start.strftime("%Y-%m")
+    # The report files cost under the month its period ended in (local time).
+    month = timezone.localtime(period_end).strftime("%Y-%m")
     response = client.get(f"/admin-portal/spend/?month={month}&format=csv")
     assert response["Content-Type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(response.content.decode())))

@@ -130,6 +130,17 @@ def test_it_pod_security_restricted(kube_client, kube_namespace):
             }
         },
     )
+
+    # Pod Security admission reads namespace labels from an informer cache: wait until it
+    # has seen the new labels (a dry run creates nothing), then check the real refusal.
+    def refused():
+        try:
+            core.create_namespaced_pod(kube_namespace, pod("bad", privileged=True), dry_run="All")
+        except ApiException as e:
+            return e.status == 403
+        return False
+
+    wait_for("Pod Security to see the namespace labels", refused)
     with pytest.raises(ApiException) as err:
         core.create_namespaced_pod(kube_namespace, pod("bad", privileged=True))
     assert err.value.status == 403, err.value.body

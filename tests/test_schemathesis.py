@@ -51,6 +51,9 @@ def test_it_serves_the_document_under_test(live_server):
 @settings(
     max_examples=20,
     deadline=None,
+    # The same examples on every run, so CI is red only for a real regression. To explore
+    # further, run locally with derandomize off and more max_examples.
+    derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 def test_it_conforms_to_its_openapi_document(case, live_server, write_token):

@@ -181,7 +181,10 @@ def _bulk_environments(count: int, *, owner, team, version) -> None:
         for f in Environment._meta.concrete_fields
         if f.attname not in {"id", "name"}
     }
-    Environment.objects.bulk_create([Environment(**fields) for _ in range(count - 1)])
+    base = Environment.objects.count()  # unique names without random collisions
+    Environment.objects.bulk_create(
+        [Environment(**fields, name=f"z{base + i:07d}") for i in range(count - 1)]
+    )
 
 
 @pytest.mark.parametrize("url_name", ["my_environments", "environment_rows", "team_environments"])
