@@ -19,6 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from environments.egress import refused_url
+from environments.fields import EncryptedSecretField
 from environments.states import LIVE_STATES, SETTLED_STATES, State
 
 
@@ -48,8 +49,9 @@ class Webhook(models.Model):
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="webhooks")
     url = models.URLField(max_length=500)
-    # Shared secret for the X-Ephemera-Signature header. Needed in clear to sign.
-    secret = models.CharField(max_length=128, default=_random_secret)
+    # Shared secret for the X-Ephemera-Signature header: needed in clear to sign, so it is
+    # encrypted at rest rather than hashed.
+    secret = EncryptedSecretField(default=_random_secret)
     events = models.JSONField(default=list, blank=True, help_text="Empty = every event.")
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -566,7 +568,8 @@ class RepositoryHook(models.Model):
     """Maps a Git repository's pull requests to preview environments."""
 
     repository = models.CharField(max_length=200, unique=True, help_text="owner/name")
-    secret = models.CharField(max_length=128, help_text="The webhook's shared secret.")
+    # Needed in clear to verify signatures: encrypted at rest.
+    secret = EncryptedSecretField(help_text="The webhook's shared secret.")
     blueprint = models.ForeignKey(Blueprint, on_delete=models.PROTECT, related_name="+")
     sha_parameter = models.CharField(max_length=63, default="head_sha")
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="+")

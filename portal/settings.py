@@ -91,6 +91,9 @@ if not SECRET_KEY:
     SECRET_KEY = key_file.read_text().strip()
 elif len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
     raise ImproperlyConfigured("SECRET_KEY: must be at least 50 characters of random text")
+# Previous keys, comma-separated, while rotating SECRET_KEY: sessions, signed values and
+# the encrypted webhook secrets written under them still read.
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost" if DEBUG else "")
 if not ALLOWED_HOSTS:

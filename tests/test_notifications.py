@@ -11,6 +11,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from django.core import mail
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
+from django.db.models import Value
 
 from environments import egress, notifications, services
 from environments.models import Webhook, WebhookDelivery
@@ -225,3 +228,36 @@ def test_it_refuses_an_internal_webhook_url_in_the_admin(client, team, django_us
     body = response.content.decode()
     assert "Webhooks cannot go to this URL" in body or "Enter a valid URL" in body
     assert not Webhook.objects.exists()
+
+
+# --- Secrets the portal must read back are encrypted at rest ----------------------------
+
+
+def _stored_secret(webhook) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT secret FROM environments_webhook WHERE id = %s", [webhook.pk])
+        return cursor.fetchone()[0]
+
+
+def test_it_encrypts_webhook_secrets_at_rest(team):
+    webhook = Webhook.objects.create(team=team, url="https://hooks.example.com/x", secret="s3cret")
+    stored = _stored_secret(webhook)
+    assert stored.startswith("fernet:")
+    assert "s3cret" not in stored
+    assert Webhook.objects.get(pk=webhook.pk).secret == "s3cret"
+
+
+def test_it_reads_a_secret_stored_before_encryption(team):
+    webhook = Webhook.objects.create(team=team, url="https://hooks.example.com/x")
+    Webhook.objects.filter(pk=webhook.pk).update(secret=Value("legacy-plain"))
+    assert Webhook.objects.get(pk=webhook.pk).secret == "legacy-plain"
+
+
+def test_it_reads_secrets_across_a_secret_key_rotation(team, settings):
+    webhook = Webhook.objects.create(team=team, url="https://hooks.example.com/x", secret="s3cret")
+    old = settings.SECRET_KEY
+    settings.SECRET_KEY = "n" * 20 + "ew-key-with-enough-different-characters-0123456789"
+    with pytest.raises(ImproperlyConfigured, match="SECRET_KEY_FALLBACKS"):
+        Webhook.objects.get(pk=webhook.pk)
+    settings.SECRET_KEY_FALLBACKS = [old]
+    assert Webhook.objects.get(pk=webhook.pk).secret == "s3cret"
