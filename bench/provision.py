@@ -3,7 +3,7 @@
   - approval -> ready, p50 and p95, for 1 environment and for 20 concurrent ones
     served by 2 real RQ worker processes;
   - Kubernetes API requests per environment (one provision run, in process);
-  - teardown time (delete -> deleted).
+  - teardown time (delete -> deleted): one, 20 deleted one by one, 20 expiring together.
 
 Runs against the cluster in KUBECONFIG or the local control plane, on the embedded
 (or configured) PostgreSQL, with Redis database 14 and cluster instance label
@@ -36,6 +36,7 @@ import django_rq  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
 from environments import jobs, services  # noqa: E402
 from environments.kube import cluster  # noqa: E402
@@ -98,7 +99,9 @@ def approval_to_ready(ids) -> list[float]:
     ]
 
 
-def run_batch(user, version, count: int) -> tuple[list[float], float]:
+def run_batch(user, version, count: int, *, reap: bool = False) -> tuple[list[float], float]:
+    """Provision ``count`` at once; then delete them all (or let them expire and run the
+    reaper once, as the scheduler would); return the latencies and the teardown time."""
     ids = [services.request_environment(user=user, version=version).pk for _ in range(count)]
     wait_states(ids, [State.READY, State.FAILED])
     failed = Environment.objects.filter(pk__in=ids, state=State.FAILED).count()
@@ -106,8 +109,12 @@ def run_batch(user, version, count: int) -> tuple[list[float], float]:
         print(f"  warning: {failed} environment(s) failed")
     latencies = approval_to_ready(ids)
     started = time.monotonic()
-    for environment in Environment.objects.filter(pk__in=ids):
-        services.delete_environment(environment=environment, user=user)
+    if reap:
+        Environment.objects.filter(pk__in=ids).update(expires_at=timezone.now())
+        jobs.reap_expired()
+    else:
+        for environment in Environment.objects.filter(pk__in=ids):
+            services.delete_environment(environment=environment, user=user)
     wait_states(ids, [State.DELETED])
     return latencies, time.monotonic() - started
 
@@ -157,7 +164,11 @@ def main() -> None:
             f"ready: p50 {percentile(latencies, 50):.2f}s  p95 {percentile(latencies, 95):.2f}s  "
             f"max {max(latencies):.2f}s"
         )
-        print(f"teardown of {args.concurrent}: {teardown_seconds:.2f}s")
+        print(f"teardown of {args.concurrent}, deleted one by one: {teardown_seconds:.2f}s")
+        _, reap_seconds = run_batch(user, version, args.concurrent, reap=True)
+        print(
+            f"teardown of {args.concurrent} expiring together (one reaper run): {reap_seconds:.2f}s"
+        )
     finally:
         for worker in workers:
             worker.terminate()

@@ -296,6 +296,30 @@ def provision(environment_id: str) -> str:
 # --- teardown -------------------------------------------------------------------------
 
 
+def _namespaces_of(environment: Environment) -> list[dict]:
+    # Teardown uses what was applied, not the blueprint's current version.
+    return [m for m in environment.manifests if m["kind"] == "Namespace"] or [
+        cluster.namespace_manifest(environment.namespace)
+    ]
+
+
+def start_deleting(environment_ids) -> None:
+    """Issue the namespace deletes for many environments at once, without waiting.
+
+    Kubernetes' namespace controller waits 5 s before it empties a deleted namespace, and
+    each teardown job holds a worker until its namespace is gone. Deleting a batch's
+    namespaces up front lets those waits overlap: the teardown jobs that follow mostly
+    find their namespace already gone. Best effort: the jobs delete again anyway.
+    """
+    rows = Environment.objects.filter(pk__in=list(environment_ids), state=State.TEARING_DOWN)
+    for environment in rows.only("pk", "name", "manifests"):
+        for manifest in _namespaces_of(environment):
+            try:
+                cluster.delete(manifest)
+            except cluster.ClusterError as exc:
+                log.warning("early delete of %s failed: %s", manifest["metadata"]["name"], exc)
+
+
 def teardown(environment_id: str) -> str:
     """Delete the namespace recorded at provisioning and wait until it is gone."""
     environment = Environment.objects.filter(pk=environment_id).first()
@@ -305,10 +329,7 @@ def teardown(environment_id: str) -> str:
         return "already deleted"
     if environment.state != State.TEARING_DOWN:
         return f"nothing to do: {environment.state}"
-    # Teardown uses what was applied, not the blueprint's current version.
-    namespaces = [m for m in environment.manifests if m["kind"] == "Namespace"] or [
-        cluster.namespace_manifest(environment.namespace)
-    ]
+    namespaces = _namespaces_of(environment)
     for manifest in namespaces:
         cluster.delete(manifest)
     for manifest in namespaces:
@@ -411,12 +432,15 @@ def reap_expired() -> int:
     expired = Environment.objects.filter(
         state__in=services.DELETABLE, expires_at__lte=timezone.now()
     ).values_list("pk", flat=True)
+    reaped = []
     for environment_id in expired:
         environment = Environment.objects.get(pk=environment_id)
         if services.delete_environment(environment=environment, message="Expired."):
             notifications.send_later(notifications.EXPIRED, environment_id)
-            count += 1
-    return count
+            reaped.append(environment_id)
+    if len(reaped) > 1:  # a class or a batch ending together: overlap the waits
+        start_deleting(reaped)
+    return count + len(reaped)
 
 
 def warn_expiring() -> int:

@@ -259,6 +259,25 @@ def test_it_reaps_an_expired_environment_within_one_cycle(owner, sample_blueprin
     assert environment.events.filter(message="Expired.").exists()
 
 
+def test_it_starts_deleting_a_whole_batch_of_expired_environments_at_once(owner, sample_blueprints):
+    environments = [request(owner, sample_blueprints["pr-preview"]) for _ in range(3)]
+    run_worker()
+    Environment.objects.filter(pk__in=[e.pk for e in environments]).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    django_rq.get_queue("teardown").empty()  # no teardown job runs before we look
+    assert jobs.reap_expired() == 3
+
+    # Every namespace is already on its way out, so the namespace controller's waits
+    # overlap instead of queueing behind one worker each.
+    for environment in environments:
+        live = cluster.get(cluster.namespace_manifest(environment.namespace))
+        assert live is None or live["metadata"].get("deletionTimestamp"), live["metadata"]
+    for environment in environments:
+        assert jobs.teardown(str(environment.pk)) == "deleted"
+        assert not cluster.namespace_exists(environment.namespace)
+
+
 def test_it_finishes_after_the_worker_is_killed_mid_provisioning(
     owner, sample_blueprints, kube_config, tmp_path
 ):
