@@ -27,6 +27,8 @@ def main() -> int:
     os.environ.setdefault("DEBUG", "true")
     host = os.environ.get("EPHEMERA_HOST", "127.0.0.1")
     port = os.environ.get("EPHEMERA_PORT", "8000")
+    # Links in emails and webhooks point at the portal actually being served.
+    os.environ.setdefault("SITE_URL", f"http://{host}:{port}")
     embedded = not os.environ.get("DATABASE_URL") and not os.environ.get("REDIS_URL")
 
     print("==> Preparing the database")
