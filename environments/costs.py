@@ -39,6 +39,15 @@ def price_for(spec: dict, seconds: int | float) -> Decimal:
     )
 
 
+def hourly_rate(amount: Decimal | int | float | None) -> str:
+    """An hourly price: cents, or four decimals below ten cents ($0.0045/hour, not $0.00)."""
+    amount = Decimal(amount or 0)
+    if amount == 0 or amount >= Decimal("0.10"):
+        return money(amount) + "/hour"
+    symbol = CURRENCY_SYMBOLS.get(settings.COST_CURRENCY, settings.COST_CURRENCY + " ")
+    return f"{symbol}{amount.quantize(Decimal('0.0001'), rounding=ROUND_HALF_UP)}/hour"
+
+
 def money(amount: Decimal | int | float | None) -> str:
     """Format an amount in the configured currency, e.g. €18.24."""
     amount = Decimal(amount or 0).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)

@@ -104,21 +104,27 @@ def request_environment(request, name: str):
             else:
                 messages.success(request, "Requested. It is being set up now.")
             return redirect("environment_detail", pk=environment.pk)
-    seconds = form["ttl_seconds"].value() or version.spec["ttl"]["default"]
-    try:
-        seconds = int(seconds)
-    except (TypeError, ValueError):
-        seconds = version.spec["ttl"]["default"]
     context = {
         "form": form,
         "version": version,
         "teams": teams,
         **_estimate_context(
-            version, seconds=seconds, team=_chosen_team(teams, form["team"].value())
+            version,
+            seconds=_estimate_seconds(version, form["ttl_seconds"].value()),
+            team=_chosen_team(teams, form["team"].value()),
         ),
     }
     status = 400 if request.method == "POST" else 200
     return render(request, "environments/request.html", context, status=status)
+
+
+def _estimate_seconds(version, raw) -> int:
+    """The TTL to price: the one asked for, within policy (the default if unreadable)."""
+    try:
+        seconds = int(raw)
+    except (TypeError, ValueError):
+        seconds = version.spec["ttl"]["default"]
+    return min(max(seconds, 60), version.spec["ttl"]["max"])
 
 
 @login_required
@@ -127,14 +133,10 @@ def estimate(request, name: str):
     """The price of the chosen TTL and the team's budget left (a partial for htmx)."""
     version = selectors.requestable_version(name)
     teams = selectors.teams_of(request.user)
-    maximum = version.spec["ttl"]["max"]
-    try:
-        seconds = int(request.GET.get("ttl_seconds", ""))
-    except ValueError:
-        seconds = version.spec["ttl"]["default"]
-    seconds = min(max(seconds, 60), maximum)
     context = _estimate_context(
-        version, seconds=seconds, team=_chosen_team(teams, request.GET.get("team"))
+        version,
+        seconds=_estimate_seconds(version, request.GET.get("ttl_seconds")),
+        team=_chosen_team(teams, request.GET.get("team")),
     )
     return render(request, "environments/_estimate.html", context)
 

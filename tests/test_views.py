@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.core.cache import cache
 from django.db import connection
@@ -9,8 +11,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from environments import costs
 from environments.models import Environment
 from environments.states import State, transition
+from environments.templatetags.portal import duration
 from tests.conftest import make_user
 from tests.factories import make_environment
 
@@ -120,6 +124,35 @@ def test_it_estimates_the_price_for_a_ttl(owner, shop):
     assert 'id="estimate"' in body
     assert "for 2h" in body
     assert "Team Sales" in body
+
+
+def test_it_never_prices_a_ttl_beyond_the_blueprint_maximum(owner, shop):
+    # A tampered form (TTL not among the choices) is refused, and its estimate shows the
+    # maximum the policy allows, not the tampered value.
+    response = client_for(owner).post(
+        reverse("request", args=["shop-demo"]),
+        {"param_customer": "acme", "param_theme": "light", "ttl_seconds": 999999},
+    )
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "999999 is not one of the available choices" in body
+    maximum = shop.spec["ttl"]["max"]
+    assert f"for {duration(maximum)}" in body
+    assert "11d" not in body
+
+
+@pytest.mark.parametrize(
+    ("price", "shown"),
+    [
+        ("0.0045", "$0.0045/hour"),
+        ("0.0999", "$0.0999/hour"),
+        ("0.1", "$0.10/hour"),
+        ("0", "$0.00/hour"),
+    ],
+)
+def test_it_shows_small_hourly_prices_without_rounding_them_to_zero(settings, price, shown):
+    settings.COST_CURRENCY = "USD"
+    assert costs.hourly_rate(Decimal(price)) == shown
 
 
 def test_it_refuses_a_post_without_csrf_token(owner, shop):

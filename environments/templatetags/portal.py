@@ -30,6 +30,11 @@ def money(amount) -> str:
 
 
 @register.filter
+def hourly(amount) -> str:
+    return costs.hourly_rate(amount)
+
+
+@register.filter
 def duration(value) -> str:
     """Seconds or a timedelta as '1d4h', '30m'."""
     if value is None:
