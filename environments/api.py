@@ -24,7 +24,7 @@ from ninja import Field, NinjaAPI, Path, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 from ninja.security import HttpBearer
 from ninja.throttling import BaseThrottle
-from pydantic import field_validator
+from pydantic import StrictInt, field_validator
 
 from environments import audit, github, selectors, services, tokens
 from environments.blueprints import ParametersInvalid
@@ -228,7 +228,8 @@ Text = Annotated[str, Field(max_length=2000, pattern=r"^[^\x00]*$")]
 class EnvironmentIn(Schema):
     blueprint: str = Field(..., min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9-]*$")
     parameters: dict[str, ParameterValue] = Field(default_factory=dict)
-    ttl_seconds: int | None = Field(None, ge=1, le=MAX_SECONDS)
+    # Strict: JSON true is not a 1-second TTL.
+    ttl_seconds: StrictInt | None = Field(None, ge=services.MIN_TTL_SECONDS, le=MAX_SECONDS)
     team: str | None = Field(None, min_length=1, max_length=50, pattern=r"^[-a-zA-Z0-9_]+$")
     reason: Text = ""
 
@@ -242,7 +243,7 @@ class EnvironmentIn(Schema):
 
 
 class ExtendIn(Schema):
-    seconds: int = Field(..., ge=1, le=MAX_SECONDS)
+    seconds: StrictInt = Field(..., ge=services.MIN_EXTENSION_SECONDS, le=MAX_SECONDS)
     reason: Text = ""
 
 

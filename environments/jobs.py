@@ -348,6 +348,9 @@ def teardown(environment_id: str) -> str:
         to_state=State.DELETED,
         message="Deleted: the namespace and everything in it is gone.",
         deleted_at=timezone.now(),
+        # Nothing answers there any more: no links, no "Ready" components.
+        urls={},
+        component_status={},
         lease_until=None,
         lease_owner=None,
     )

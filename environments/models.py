@@ -379,8 +379,8 @@ class Environment(models.Model):
 
     @property
     def projected_cost(self) -> Decimal:
-        """Cost at expiry if nobody deletes or extends it."""
-        if not self.is_live:
+        """Cost at expiry if nobody deletes or extends it (failed ones are not billed)."""
+        if not self.is_live or self.state == State.FAILED:
             return self.accrued_cost
         if self.expires_at is None:  # not approved yet: the whole requested time
             return (self.hourly_price * Decimal(self.ttl.total_seconds()) / 3600).quantize(

@@ -118,10 +118,18 @@ def _team_for(user, team: Team | None) -> Team:
     return teams[0]
 
 
+# Shorter would expire before it is useful (and before the reaper's next minute).
+MIN_TTL_SECONDS = 5 * 60
+MIN_EXTENSION_SECONDS = 60
+
+
 def _resolve_ttl(version: BlueprintVersion, ttl_seconds: int | None) -> int:
     seconds = ttl_seconds or version.spec["ttl"]["default"]
-    if seconds <= 0:
-        raise ServiceError("The time to live must be longer than zero.")
+    if seconds < MIN_TTL_SECONDS:
+        raise ServiceError(
+            f"The time to live must be at least {format_duration(MIN_TTL_SECONDS)}; "
+            f"you asked for {seconds} s."
+        )
     blueprint_max = version.spec["ttl"]["max"]
     if seconds > blueprint_max:
         raise ServiceError(
@@ -340,8 +348,10 @@ def extend_environment(
             f"Only a running environment can be extended; this one is "
             f"{environment.get_state_display().lower()}."
         )
-    if seconds <= 0:
-        raise ServiceError("Extend by a positive amount of time.")
+    if seconds < MIN_EXTENSION_SECONDS:
+        raise ServiceError(
+            f"Extend by at least {format_duration(MIN_EXTENSION_SECONDS)}; you asked for {seconds} s."
+        )
     if environment.extension_count >= settings.MAX_EXTENSIONS:
         raise ServiceError(
             f"This environment was already extended {environment.extension_count} times, the "
@@ -379,8 +389,10 @@ def extend_environment(
     environment.ttl = timedelta(seconds=new_ttl)
     environment.extension_count += 1
     environment.expiry_warned_at = None
-    if reason:
-        environment.reason = reason
+    if reason:  # the original purpose stays; each extension adds why it needs longer
+        environment.reason = "\n".join(
+            part for part in (environment.reason, f"Extended: {reason}") if part
+        )
     environment.updated_at = timezone.now()
     environment.save(
         update_fields=[

@@ -118,6 +118,14 @@ def test_it_pages_the_environment_list(api, owner, team, sample_blueprints):
     assert api.get("/environments", offset=-1).status_code == 422
 
 
+def test_it_refuses_a_boolean_or_tiny_ttl(api, sample_blueprints):
+    for ttl in (True, 1, 299, "3600"):
+        response = api.post("/environments", {"blueprint": "pr-preview", "ttl_seconds": ttl})
+        assert response.status_code == 422, (ttl, response.json())
+        assert "ttl_seconds" in response.json()["detail"]
+    assert not Environment.objects.exists()
+
+
 def test_it_limits_the_call_rate_per_token(api, owner, settings, monkeypatch):
     # The window is fixed: hold the clock mid-window so no boundary falls between calls.
     monkeypatch.setattr("environments.api.time", SimpleNamespace(time=lambda: 1_800_000_030.0))

@@ -193,7 +193,9 @@ def ready(environment):
 
 
 def test_it_extends_within_max_ttl_and_records_it(owner, teammate):
-    environment = ready(services.request_environment(user=owner, version=publish(GOOD)))
+    environment = ready(
+        services.request_environment(user=owner, version=publish(GOOD), reason="Globex demo")
+    )
     old_expiry = environment.expires_at
     with pytest.raises(ServiceError, match="needs a reason"):
         services.extend_environment(environment=environment, user=owner, seconds=3600)
@@ -203,9 +205,26 @@ def test_it_extends_within_max_ttl_and_records_it(owner, teammate):
     environment.refresh_from_db()
     assert environment.expires_at == old_expiry + timedelta(hours=1)
     assert environment.extension_count == 1
+    # Why it exists stays; why it lives longer is added.
+    assert environment.reason == "Globex demo\nExtended: Customer call moved"
+    with pytest.raises(ServiceError, match="Extend by at least 1m"):
+        services.extend_environment(environment=environment, user=owner, seconds=30, reason="x")
     entry = AuditEvent.objects.get(action="environment.extend")
     assert entry.before["ttl_seconds"] == 4 * 3600
     assert entry.after["ttl_seconds"] == 5 * 3600
+
+
+def test_it_refuses_a_ttl_too_short_to_be_useful(owner):
+    with pytest.raises(ServiceError, match="at least 5m; you asked for 60 s"):
+        services.request_environment(user=owner, version=publish(GOOD), ttl_seconds=60)
+
+
+def test_it_projects_no_further_cost_for_a_failed_environment(owner):
+    environment = ready(services.request_environment(user=owner, version=publish(GOOD)))
+    assert environment.projected_cost > 0
+    Environment.objects.filter(pk=environment.pk).update(state=State.FAILED)
+    environment.refresh_from_db()
+    assert environment.projected_cost == environment.accrued_cost
 
 
 def test_it_refuses_to_extend_past_max_ttl(owner):

@@ -155,6 +155,7 @@ def test_it_tears_down_completely_and_twice_is_fine(owner, sample_blueprints):
     run_worker()
     environment.refresh_from_db()
     assert environment.state == State.READY
+    assert environment.urls and environment.component_status
 
     assert services.delete_environment(environment=environment, user=owner) is True
     assert services.delete_environment(environment=environment, user=owner) is False
@@ -162,6 +163,8 @@ def test_it_tears_down_completely_and_twice_is_fine(owner, sample_blueprints):
     environment.refresh_from_db()
     assert environment.state == State.DELETED
     assert not cluster.namespace_exists(environment.namespace)
+    # Nothing of it is shown as reachable or ready any more.
+    assert environment.urls == {} and environment.component_status == {}
     assert jobs.teardown(str(environment.pk)) == "already deleted"
 
 
