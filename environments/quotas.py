@@ -165,12 +165,17 @@ def check(*, team: Team, user, demand: Demand, exclude: Environment | None = Non
 
 
 def budget_summary(*, team: Team) -> dict:
+    """Spent this month, committed (running environments until expiry) and what is left:
+    the same sums the budget check uses, so an estimate never promises what a request
+    is then refused."""
     quota = Quota.objects.filter(team=team).first()
     spent = spent_this_month(team=team)
+    upcoming = committed(team=team)
     budget = quota.monthly_budget if quota else None
     return {
         "spent": spent,
+        "committed": upcoming,
         "budget": budget,
-        "left": (budget - spent) if budget is not None else None,
-        "percent": int(min(spent / budget * 100, 100)) if budget else 0,
+        "left": max(budget - spent - upcoming, Decimal(0)) if budget is not None else None,
+        "percent": int(min((spent + upcoming) / budget * 100, 100)) if budget else 0,
     }

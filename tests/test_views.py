@@ -10,9 +10,10 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from environments import costs
-from environments.models import Environment
+from environments.models import Environment, Quota
 from environments.states import State, transition
 from environments.templatetags.portal import duration
 from tests.conftest import make_user
@@ -124,6 +125,28 @@ def test_it_estimates_the_price_for_a_ttl(owner, shop):
     assert 'id="estimate"' in body
     assert "for 2h" in body
     assert "Team Sales" in body
+
+
+def test_its_estimate_counts_what_running_environments_will_still_cost(owner, team, shop):
+    # The same sums as the budget check: an estimate never promises what is then refused.
+    Quota.objects.create(team=team, monthly_budget=Decimal("1.00"))
+    make_environment(
+        owner=owner,
+        team=team,
+        version=shop,
+        hourly_price=Decimal("0.10"),
+        ttl_hours=4,
+        accrued_until=timezone.now(),
+    )  # about $0.40 still to come
+    url = reverse("estimate", args=["shop-demo"])
+    body = client_for(owner).get(url, {"ttl_seconds": 3600}).content.decode()
+    assert "$0.60 of $1.00 left this month" in body
+    assert "$0.40 committed to running environments" in body
+    assert "After this request:" in body
+
+    assert shop.hourly_price * 72 > Decimal("0.60")  # so three days are over budget
+    body = client_for(owner).get(url, {"ttl_seconds": 3 * 86400}).content.decode()
+    assert "Over budget: this request would be refused" in body
 
 
 def test_it_never_prices_a_ttl_beyond_the_blueprint_maximum(owner, shop):

@@ -30,6 +30,11 @@ def money(amount) -> str:
 
 
 @register.filter
+def sub(value, other):
+    return value - other
+
+
+@register.filter
 def hourly(amount) -> str:
     return costs.hourly_rate(amount)
 
