@@ -41,12 +41,14 @@ class ServiceError(Exception):
 
 @transaction.atomic
 def publish_blueprint(
-    *, source: str, actor=None, ip: str | None = None
+    *, source: str, actor=None, ip: str | None = None, skip_known: bool = False
 ) -> tuple[BlueprintVersion, bool]:
     """Validate ``source`` and publish it as a new version if its content changed.
 
     Returns ``(version, created)``. Raises ``BlueprintInvalid`` on bad input, with
-    nothing written.
+    nothing written. ``skip_known`` (files loaded at every start): content equal to any
+    earlier version is not published again, so a version an admin published in the
+    portal since is not replaced by an old copy from disk.
     """
     spec = parse_blueprint(source)
     digest = spec_digest(spec)
@@ -57,6 +59,10 @@ def publish_blueprint(
     latest = blueprint.versions.order_by("-number").first()
     if latest is not None and latest.digest == digest:
         return latest, False
+    if skip_known:
+        known = blueprint.versions.filter(digest=digest).order_by("-number").first()
+        if known is not None:
+            return known, False
     if (blueprint.title, blueprint.purpose) != (spec["title"], spec["purpose"]):
         Blueprint.objects.filter(pk=blueprint.pk).update(
             title=spec["title"], purpose=spec["purpose"]

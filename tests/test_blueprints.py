@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import textwrap
 from decimal import Decimal
 
@@ -161,6 +162,21 @@ def test_it_publishes_a_new_version_only_when_the_content_changes(db, tmp_path):
     versions = list(BlueprintVersion.objects.order_by("number").values_list("number", flat=True))
     assert versions == [1, 2]
     assert AuditEvent.objects.filter(action="blueprint.publish").count() == 2
+
+
+def test_a_restart_does_not_replace_a_version_published_in_the_portal(db, tmp_path):
+    # make run loads deploy/blueprints/ at every start: an admin's newer version stays.
+    path = tmp_path / "shop.yaml"
+    path.write_text(GOOD)
+    call_command("load_blueprints", str(path))
+    publish_blueprint(source=GOOD.replace("port: 8080", "port: 9090"))
+    out = io.StringIO()
+    call_command("load_blueprints", str(path), stdout=out)
+    assert "shop is v1, already published; v2 (published since) stays current" in out.getvalue()
+    assert list(BlueprintVersion.objects.values_list("number", flat=True).order_by("number")) == [
+        1,
+        2,
+    ]
 
 
 def test_it_loads_every_sample_blueprint(db):

@@ -59,8 +59,14 @@ class Command(BaseCommand):
 
         with transaction.atomic():
             for path, source, name in sources:
-                version, created = publish_blueprint(source=source)
+                version, created = publish_blueprint(source=source, skip_known=True)
+                latest = version.blueprint.versions.order_by("-number").first()
                 if created:
                     self.stdout.write(f"{path.name}: published {name} v{version.number}")
+                elif latest.number != version.number:
+                    self.stdout.write(
+                        f"{path.name}: {name} is v{version.number}, already published; "
+                        f"v{latest.number} (published since) stays current"
+                    )
                 else:
                     self.stdout.write(f"{path.name}: {name} v{version.number} unchanged")
