@@ -1,12 +1,21 @@
 """Error pages in the portal's look; never a stack trace."""
 
-from django.http import HttpResponseServerError
-from django.shortcuts import render
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.http import HttpResponse, HttpResponseServerError
+from django.shortcuts import render, resolve_url
 from django.template import loader
 
 
 def permission_denied(request, exception=None):
     return render(request, "403.html", status=403)
+
+
+def csrf_failure(request, reason=""):
+    """A form posted with a missing or stale CSRF token (e.g. after signing in again in
+    another tab): say what happened and how to go on, in the portal's look."""
+    return render(request, "403_csrf.html", status=403)
 
 
 def page_not_found(request, exception=None):
@@ -16,3 +25,31 @@ def page_not_found(request, exception=None):
 def server_error(request):
     # No context processors: the database may be what failed.
     return HttpResponseServerError(loader.get_template("500.html").render({}))
+
+
+class HtmxLoginRedirectMiddleware:
+    """An htmx request whose session ended gets the sign-in page as a whole page.
+
+    Without this, htmx follows the 302 of ``login_required`` and swaps the sign-in page
+    (header and all) into the polled fragment. ``HX-Redirect`` makes htmx navigate the
+    page instead, back to where the user was after signing in.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        login_url = resolve_url(settings.LOGIN_URL)
+        if (
+            request.headers.get("HX-Request") == "true"
+            and response.status_code == 302
+            and response.get("Location", "").split("?")[0] == login_url
+        ):
+            here = request.headers.get("HX-Current-URL", "")
+            path = here.split("://", 1)[-1].partition("/")[2] if "://" in here else ""
+            target = login_url + "?" + urlencode({"next": "/" + path}) if path else login_url
+            answer = HttpResponse(status=204)
+            answer["HX-Redirect"] = target
+            return answer
+        return response

@@ -135,7 +135,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "environments.errors.HtmxLoginRedirectMiddleware",
 ]
+CSRF_FAILURE_VIEW = "environments.errors.csrf_failure"
 
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"

@@ -187,6 +187,23 @@ def test_it_refuses_a_post_without_csrf_token(owner, shop):
     )
     assert response.status_code == 403
     assert not Environment.objects.exists()
+    # In the portal's look, saying what to do, not Django's bare CSRF page.
+    assert "This page was out of date" in response.content.decode()
+    assert "CSRF verification failed" not in response.content.decode()
+
+
+def test_it_sends_an_htmx_poll_with_an_ended_session_to_the_sign_in_page(owner, env):
+    # htmx must navigate the whole page, not swap the sign-in page into the fragment.
+    response = Client().get(
+        reverse("environment_status", args=[env.pk]),
+        HTTP_HX_REQUEST="true",
+        HTTP_HX_CURRENT_URL=f"http://testserver/environments/{env.pk}/",
+    )
+    assert response.status_code == 204
+    assert response["HX-Redirect"] == f"/accounts/login/?next=%2Fenvironments%2F{env.pk}%2F"
+    # Without htmx, the usual redirect.
+    plain = Client().get(reverse("environment_status", args=[env.pk]))
+    assert plain.status_code == 302
 
 
 # --- Dashboards -------------------------------------------------------------------------
