@@ -11,6 +11,10 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.models import Group
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.forms.models import model_to_dict
@@ -61,16 +65,26 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 class AuditedAdmin(admin.ModelAdmin):
-    """Records each add, change and delete made through the admin."""
+    """Records each add, change and delete made through the admin.
+
+    The entry is written after the related rows are saved (inlines such as a team's
+    members, many-to-many fields such as a user's groups), so "after" shows them too.
+    """
 
     def save_model(self, request, obj, form, change):
-        before = _snapshot(type(obj).objects.filter(pk=obj.pk).first()) if change else None
+        request._audit_before = (
+            _snapshot(type(obj).objects.filter(pk=obj.pk).first()) if change else None
+        )
         super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        obj = form.instance
         audit.record(
             actor=request.user,
             action=f"{obj._meta.model_name}.{'change' if change else 'add'}",
             target=obj,
-            before=before,
+            before=getattr(request, "_audit_before", None),
             after=_snapshot(obj),
             ip=audit.client_ip(request),
         )
@@ -364,3 +378,21 @@ class CostEntryAdmin(ReadOnlyAdmin):
     list_filter = ["team", "blueprint"]
     list_select_related = ["environment", "team", "owner"]
     date_hierarchy = "period_end"
+
+
+# People and roles: users (roles are their groups) and the groups themselves are changed
+# in the admin too, so they are audited like everything else. Passwords never appear.
+User = get_user_model()
+for _model in (User, Group):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+
+
+@admin.register(User)
+class AuditedUserAdmin(AuditedAdmin, BaseUserAdmin):
+    pass
+
+
+@admin.register(Group)
+class AuditedGroupAdmin(AuditedAdmin, BaseGroupAdmin):
+    pass

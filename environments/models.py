@@ -79,6 +79,7 @@ class WebhookDelivery(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name_plural = "webhook deliveries"
 
     def __str__(self) -> str:
         return f"{self.event} -> {self.webhook.url}"
@@ -442,6 +443,7 @@ class CostEntry(models.Model):
 
     class Meta:
         ordering = ["period_end"]
+        verbose_name_plural = "cost entries"
         constraints = [
             models.UniqueConstraint(
                 fields=["environment", "period_start"], name="cost_entry_period_unique"
@@ -586,6 +588,9 @@ class HookDelivery(models.Model):
     delivery_id = models.CharField(max_length=100, unique=True)
     received_at = models.DateTimeField(default=timezone.now)
     outcome = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        verbose_name_plural = "hook deliveries"
 
     def __str__(self) -> str:
         return self.delivery_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from environments.models import AuditEvent, BlueprintVersion
+from tests.conftest import make_user
 from tests.test_blueprints import GOOD
 
 
@@ -66,3 +67,54 @@ def test_it_has_an_admin_page_for_every_model(client, django_user_model):
         assert admin.site.is_registered(model), model
         url = f"/admin/environments/{model._meta.model_name}/"
         assert client.get(url).status_code == 200, url
+
+
+def test_it_audits_role_changes_made_to_a_user(client, django_user_model):
+    from django.contrib.auth.models import Group
+
+    superuser_client(client, django_user_model)
+    tina = make_user("tina@example.com")
+    approvers = Group.objects.get_or_create(name="approver")[0]
+    requesters = Group.objects.get(name="requester")  # everyone's default role
+    url = f"/admin/auth/user/{tina.pk}/change/"
+    response = client.post(
+        url,
+        {
+            "username": tina.username,
+            "email": tina.email,
+            "is_active": "on",
+            "groups": [requesters.pk, approvers.pk],
+            "date_joined_0": "2026-11-01",
+            "date_joined_1": "09:00:00",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    entry = AuditEvent.objects.get(action="user.change")
+    assert entry.actor == "root@example.com"
+    assert entry.before["groups"] == ["requester"]
+    assert sorted(entry.after["groups"]) == ["approver", "requester"]
+    assert entry.after["password"] == "(secret)"
+    assert "pbkdf2" not in str(entry.before) + str(entry.after)
+
+
+def test_it_audits_team_membership_changes_made_inline(client, django_user_model, team):
+    superuser_client(client, django_user_model)
+    sam = make_user("sam@example.com")
+    url = f"/admin/environments/team/{team.pk}/change/"
+    response = client.post(
+        url,
+        {
+            "name": team.name,
+            "slug": team.slug,
+            "memberships-TOTAL_FORMS": "1",
+            "memberships-INITIAL_FORMS": "0",
+            "memberships-MIN_NUM_FORMS": "0",
+            "memberships-MAX_NUM_FORMS": "1000",
+            "memberships-0-user": sam.pk,
+            "memberships-0-team": team.pk,
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    entry = AuditEvent.objects.get(action="team.change")
+    assert entry.before["members"] == []
+    assert entry.after["members"] == ["sam@example.com"]
