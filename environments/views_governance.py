@@ -7,6 +7,7 @@ has a CSV export of exactly what the page shows.
 from __future__ import annotations
 
 import csv
+import json
 from datetime import timedelta
 from decimal import Decimal
 
@@ -46,9 +47,18 @@ def _csv_response(filename: str, header: list[str], rows) -> HttpResponse:
 @login_required
 def spend(request):
     _require_admin(request.user)
-    start, end = selectors.month_bounds(request.GET.get("month"))
-    rows = selectors.spend_report(start=start, end=end)
+    asked = request.GET.get("month", "")
+    start, end = selectors.month_bounds(asked)
     month = start.strftime("%Y-%m")
+    if asked and asked != month:
+        if request.GET.get("format") == "csv":
+            return HttpResponse(
+                f"month: {asked!r} is not a month like 2026-11\n",
+                status=400,
+                content_type="text/plain",
+            )
+        messages.error(request, f"“{asked}” is not a month like 2026-11; showing {month}.")
+    rows = selectors.spend_report(start=start, end=end)
     if request.GET.get("format") == "csv":
         return _csv_response(
             f"ephemera-spend-{month}.csv",
@@ -91,8 +101,9 @@ def audit_log(request):
                     e.object_id,
                     e.object_repr,
                     e.ip or "",
-                    e.before,
-                    e.after,
+                    # JSON, so a spreadsheet or script reads the values back as they were.
+                    json.dumps(e.before, sort_keys=True) if e.before is not None else "",
+                    json.dumps(e.after, sort_keys=True) if e.after is not None else "",
                 ]
                 for e in entries.iterator()
             ),

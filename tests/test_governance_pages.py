@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import timedelta
 from decimal import Decimal
 
@@ -64,7 +65,12 @@ def test_it_searches_and_exports_the_audit_log(client, portal_admin):
         object_id="1",
     )
     AuditEvent.objects.create(
-        actor="bob@example.com", action="quota.change", object_type="quota", object_id="2"
+        actor="bob@example.com",
+        action="quota.change",
+        object_type="quota",
+        object_id="2",
+        before={"monthly_budget": None},
+        after={"monthly_budget": "150.00"},
     )
     client.force_login(portal_admin)
     page = client.get("/admin-portal/audit/?q=alice").content.decode()
@@ -72,6 +78,17 @@ def test_it_searches_and_exports_the_audit_log(client, portal_admin):
     response = client.get("/admin-portal/audit/?action=quota.change&format=csv")
     rows = list(csv.reader(io.StringIO(response.content.decode())))
     assert [r[1] for r in rows[1:]] == ["bob@example.com"]
+    # Before and after are JSON, readable back as they were.
+    assert json.loads(rows[1][7]) == {"monthly_budget": None}
+    assert json.loads(rows[1][8]) == {"monthly_budget": "150.00"}
+
+
+def test_it_says_when_a_spend_month_is_not_a_month(client, portal_admin):
+    client.force_login(portal_admin)
+    page = client.get("/admin-portal/spend/?month=2026-13").content.decode()
+    assert "is not a month like 2026-11" in page
+    response = client.get("/admin-portal/spend/?month=abc&format=csv")
+    assert response.status_code == 400
 
 
 def test_it_changes_a_quota_and_audits_it(client, portal_admin, team):
