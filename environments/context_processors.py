@@ -10,4 +10,5 @@ def portal(request):
         "currency": settings.COST_CURRENCY,
         "is_portal_admin": roles.is_admin(user),
         "is_approver": roles.is_approver(user),
+        "signup_open": settings.SIGNUP_OPEN,
     }

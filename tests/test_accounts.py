@@ -51,10 +51,15 @@ def test_it_is_invite_only_by_default(client, db):
     assert not get_user_model().objects.filter(email="new@example.com").exists()
     assert response.status_code == 200
     assert b"closed" in response.content.lower()
+    # The sign-in page does not send people to a closed sign-up.
+    page = client.get("/accounts/login/").content.decode()
+    assert "ask a portal admin to invite you" in page
+    assert "/accounts/signup/" not in page
 
 
 def test_it_allows_sign_up_when_the_setting_opens_it(client, db, settings):
     settings.SIGNUP_OPEN = True
+    assert "/accounts/signup/" in client.get("/accounts/login/").content.decode()
     client.post(
         "/accounts/signup/",
         {"email": "new@example.com", "password1": "Long-pass-1234", "password2": "Long-pass-1234"},

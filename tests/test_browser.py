@@ -121,6 +121,11 @@ def test_it_shows_a_dashboard_with_environments_in_several_states(
     sign_in(phone, live_server, owner.email)
     phone.goto(f"{live_server.url}/environments/")
     phone.screenshot(path=output_dir / "dashboard-phone.png", full_page=True)
+    # On a phone the menu is one sideways-scrolling row: the page starts near the top,
+    # and the page itself never scrolls sideways.
+    header = phone.evaluate("document.querySelector('header.top').getBoundingClientRect().height")
+    assert header < 120, header
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
 
     page.goto(f"{live_server.url}/environments/{ready.pk}/")
     expect(page.get_by_text("demo-acme")).to_be_visible()
