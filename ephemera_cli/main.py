@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 import urllib.error
@@ -29,6 +30,8 @@ from environments import durations
 
 SETTLED = {"ready", "failed", "deleted", "rejected", "pending_approval"}
 TIMEOUT = 30
+# The API's own pattern for an environment reference (name or id).
+ENVIRONMENT_REF = re.compile(r"[0-9a-fA-F-]{8,36}")
 PAGE = 500  # rows per API page (the most the API gives)
 
 
@@ -124,6 +127,11 @@ class Client:
             raise CliError(f"bad answer from {self.base}: {exc}") from None
 
     def environment(self, ref: str) -> dict:
+        if not ENVIRONMENT_REF.fullmatch(ref):
+            raise CliError(
+                f"{ref!r} is not an environment: give its name (8 letters and digits, "
+                f"e.g. 3fa1b2c4, as `ephemera ls` shows) or its id"
+            )
         return self.call("GET", f"/environments/{urllib.parse.quote(ref, safe='')}")
 
 

@@ -128,6 +128,11 @@ def test_it_explains_api_errors_and_exits_1(cli, sample_blueprints):
     assert result.returncode == 1
     assert "HTTP 404" in result.stderr
 
+    result = cli("status", "nope")  # says what it wants, not the API's regular expression
+    assert result.returncode == 1
+    assert "'nope' is not an environment: give its name" in result.stderr
+    assert "pattern" not in result.stderr
+
     result = cli("ls", EPHEMERA_TOKEN="eph_00000000_wrong")
     assert result.returncode == 1
     assert "invalid, expired or revoked" in result.stderr
