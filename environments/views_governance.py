@@ -253,9 +253,22 @@ def blueprint_versions(request):
             else:
                 messages.info(request, f"No change: {version} already has this content.")
             return redirect("governance_blueprints")
-    versions = BlueprintVersion.objects.select_related("blueprint", "published_by").order_by(
-        "blueprint__name", "-number"
+    versions = list(
+        BlueprintVersion.objects.select_related("blueprint", "published_by").order_by(
+            "blueprint__name", "-number"
+        )
     )
+    # New requests use each blueprint's newest version that is not deprecated.
+    current: dict[int, int] = {}
+    for v in versions:
+        if not v.deprecated and v.blueprint_id not in current:
+            current[v.blueprint_id] = v.number
+        if v.deprecated:
+            v.status_label = "Deprecated"
+        elif current[v.blueprint_id] == v.number:
+            v.status_label = "Current: new requests use it"
+        else:
+            v.status_label = f"Superseded by v{current[v.blueprint_id]}"
     return render(
         request,
         "governance/blueprints.html",
@@ -273,7 +286,14 @@ def blueprint_deprecate(request, pk: int):
     services.set_blueprint_version_deprecated(
         version=version, deprecated=deprecated, actor=request.user, ip=audit.client_ip(request)
     )
+    now_current = version.blueprint.current_version()
     messages.success(
-        request, f"{version} {'deprecated' if deprecated else 'open to requests again'}."
+        request,
+        f"{version} {'deprecated' if deprecated else 'open to requests again'}. "
+        + (
+            f"New requests for {version.blueprint.name} use v{now_current.number}."
+            if now_current
+            else f"{version.blueprint.name} is closed to new requests (no version open)."
+        ),
     )
     return redirect("governance_blueprints")

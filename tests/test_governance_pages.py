@@ -125,11 +125,21 @@ def test_it_publishes_and_deprecates_blueprint_versions(client, portal_admin):
     assert bad.status_code == 400
     assert "components[0].resources.cpu" in bad.content.decode()
     assert client.post("/admin-portal/blueprints/", {"source": GOOD}).status_code == 302
-    version = BlueprintVersion.objects.get()
-    client.post(f"/admin-portal/blueprints/{version.pk}/deprecate/", {"deprecated": "1"})
-    version.refresh_from_db()
-    assert version.deprecated
+    assert BlueprintVersion.objects.get().number == 1
+    newer = GOOD.replace("port: 8080", "port: 9090")
+    assert client.post("/admin-portal/blueprints/", {"source": newer}).status_code == 302
+    page = client.get("/admin-portal/blueprints/").content.decode()
+    assert "Current: new requests use it" in page and "Superseded by v2" in page
+
+    v2 = BlueprintVersion.objects.get(number=2)
+    response = client.post(
+        f"/admin-portal/blueprints/{v2.pk}/deprecate/", {"deprecated": "1"}, follow=True
+    )
+    v2.refresh_from_db()
+    assert v2.deprecated
     assert AuditEvent.objects.filter(action="blueprint.deprecate").exists()
+    # The admin is told that requests fall back to v1.
+    assert "New requests for shop use v1." in response.content.decode()
 
 
 def test_it_answers_bad_admin_input_with_messages_not_errors(client, portal_admin, team, owner):
