@@ -365,10 +365,20 @@ def _require_approver(user) -> None:
 @require_GET
 def approvals(request):
     _require_approver(request.user)
+    pending = list(selectors.pending_approvals())
+    for env in pending:
+        # What approving would break, in the words of the quota check (empty: nothing).
+        env.over_limits = quotas.check(
+            team=env.team,
+            user=env.owner,
+            demand=services.demand_for(env.blueprint_version, int(env.ttl.total_seconds())),
+            exclude=env,
+        )
+        env.policy = env.blueprint_version.spec.get("approval", "auto")
     return render(
         request,
         "environments/approvals.html",
-        {"pending": selectors.pending_approvals(), "reject_form": RejectForm()},
+        {"pending": pending, "reject_form": RejectForm()},
     )
 
 
