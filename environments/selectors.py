@@ -198,6 +198,11 @@ def audit_search(*, query: str = "", action: str = ""):
             | Q(object_repr__icontains=query)
             | Q(object_id__icontains=query)
             | Q(action__icontains=query)
+            | Q(ip__startswith=query)
+            # Reasons, states and values live in before/after: "Thursday" finds the
+            # extension whose reason mentions it.
+            | Q(before__icontains=query)
+            | Q(after__icontains=query)
         )
     return entries
 

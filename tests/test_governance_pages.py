@@ -63,6 +63,7 @@ def test_it_searches_and_exports_the_audit_log(client, portal_admin):
         action="environment.extend",
         object_type="environment",
         object_id="1",
+        ip="192.0.2.7",
     )
     AuditEvent.objects.create(
         actor="bob@example.com",
@@ -75,6 +76,10 @@ def test_it_searches_and_exports_the_audit_log(client, portal_admin):
     client.force_login(portal_admin)
     page = client.get("/admin-portal/audit/?q=alice").content.decode()
     assert "alice@example.com" in page and "bob@example.com" not in page
+    page = client.get("/admin-portal/audit/?q=192.0.2").content.decode()  # by IP
+    assert "alice@example.com" in page and "bob@example.com" not in page
+    page = client.get("/admin-portal/audit/?q=150.00").content.decode()  # in "after"
+    assert "bob@example.com" in page and "alice@example.com" not in page
     response = client.get("/admin-portal/audit/?action=quota.change&format=csv")
     rows = list(csv.reader(io.StringIO(response.content.decode())))
     assert [r[1] for r in rows[1:]] == ["bob@example.com"]
