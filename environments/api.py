@@ -24,7 +24,7 @@ from ninja import Field, NinjaAPI, Path, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 from ninja.security import HttpBearer
 from ninja.throttling import BaseThrottle
-from pydantic import StrictInt, field_validator
+from pydantic import field_validator
 
 from environments import audit, github, selectors, services, tokens
 from environments.blueprints import ParametersInvalid
@@ -221,6 +221,13 @@ class EventOut(Schema):
 ParameterValue = str | int | float | bool | None
 
 
+def _not_a_boolean(value):
+    # JSON true is not a 1-second TTL (pydantic would read it as 1); 3600.0 is 3600.
+    if isinstance(value, bool):
+        raise ValueError("must be a number of seconds, not true or false")
+    return value
+
+
 # PostgreSQL text cannot hold NUL: refuse it here as bad input rather than fail later.
 Text = Annotated[str, Field(max_length=2000, pattern=r"^[^\x00]*$")]
 
@@ -228,10 +235,11 @@ Text = Annotated[str, Field(max_length=2000, pattern=r"^[^\x00]*$")]
 class EnvironmentIn(Schema):
     blueprint: str = Field(..., min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9-]*$")
     parameters: dict[str, ParameterValue] = Field(default_factory=dict)
-    # Strict: JSON true is not a 1-second TTL.
-    ttl_seconds: StrictInt | None = Field(None, ge=services.MIN_TTL_SECONDS, le=MAX_SECONDS)
+    ttl_seconds: int | None = Field(None, ge=services.MIN_TTL_SECONDS, le=MAX_SECONDS)
     team: str | None = Field(None, min_length=1, max_length=50, pattern=r"^[-a-zA-Z0-9_]+$")
     reason: Text = ""
+
+    _ttl_not_a_boolean = field_validator("ttl_seconds", mode="before")(_not_a_boolean)
 
     @field_validator("parameters")
     @classmethod
@@ -243,8 +251,10 @@ class EnvironmentIn(Schema):
 
 
 class ExtendIn(Schema):
-    seconds: StrictInt = Field(..., ge=services.MIN_EXTENSION_SECONDS, le=MAX_SECONDS)
+    seconds: int = Field(..., ge=services.MIN_EXTENSION_SECONDS, le=MAX_SECONDS)
     reason: Text = ""
+
+    _seconds_not_a_boolean = field_validator("seconds", mode="before")(_not_a_boolean)
 
 
 class EnvironmentListQuery(Schema):
