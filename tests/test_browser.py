@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import re
+from decimal import Decimal
 
 import pytest
 from playwright.sync_api import expect
 
-from environments.models import Environment
+from environments.models import Environment, Quota
 from environments.states import State
 from tests.browser import sign_in
 from tests.factories import make_environment
@@ -172,3 +173,33 @@ def test_it_shows_outsiders_the_404_page(
     assert response.status == 404
     expect(page.get_by_role("heading", name="Not found")).to_be_visible()
     page.screenshot(path=output_dir / "not-found.png", full_page=True)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/environments/",
+        "/approvals/",
+        "/admin-portal/quotas/",
+        "/tokens/",
+        "/admin-portal/audit/",
+    ],
+)
+def test_no_page_scrolls_sideways_on_a_phone(live_server, new_page, portal_admin, team, path):
+    from environments import tokens
+
+    tokens.create_token(
+        user=portal_admin, name="a-rather-long-token-name-for-ci-" * 3, scope="read", days=1
+    )
+    Quota.objects.create(team=team, monthly_budget=Decimal("150.00"), max_environments=5)
+    phone = new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+    sign_in(phone, live_server, portal_admin.email)
+    phone.goto(f"{live_server.url}{path}")
+    width = phone.evaluate("document.documentElement.scrollWidth")
+    wide = phone.evaluate(
+        "[...document.querySelectorAll('*')].filter(e => e.getBoundingClientRect().right > 391"
+        " && !e.closest('nav') && !e.closest('.table-wrap'))"
+        ".map(e => e.tagName + '.' + e.className + '#' + e.id + ' ' + Math.round(e.getBoundingClientRect().right))"
+    )
+    assert width <= 390, (path, width, wide)
