@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import forms
 
-from environments.blueprints import format_duration
+from environments.blueprints import coerce_parameter, format_duration
 from environments.models import BlueprintVersion, Team
 
 PARAM_PREFIX = "param_"
@@ -105,6 +105,21 @@ class RequestForm(forms.Form):
             fields[PARAM_PREFIX + param["name"]] = _parameter_field(param)
         fields.update(self.fields)
         self.fields = fields
+
+    def clean(self):
+        # Every parameter problem in one round: the blueprint's own checks (patterns,
+        # ranges) run here too, for the fields that passed their form-level checks.
+        cleaned = super().clean()
+        for param in self.version.spec["parameters"]:
+            field = PARAM_PREFIX + param["name"]
+            value = cleaned.get(field)
+            if field in self.errors or value is None or value == "":
+                continue
+            try:
+                coerce_parameter(param, value)
+            except ValueError as exc:
+                self.add_error(field, str(exc))
+        return cleaned
 
     def parameters(self) -> dict:
         """The cleaned parameter values by name; blanks are left for defaults."""

@@ -149,6 +149,18 @@ def test_its_estimate_counts_what_running_environments_will_still_cost(owner, te
     assert "Over budget: this request would be refused" in body
 
 
+def test_it_reports_every_parameter_problem_in_one_round(owner, sample_blueprints):
+    response = client_for(owner).post(
+        reverse("request", args=["training-lab"]),
+        {"param_seats": "500", "param_course": "Bad Course!", "ttl_seconds": 3600},
+    )
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "seats" in body.lower() and "30" in body  # the range
+    assert "does not match the pattern" in body  # the course code, in the same answer
+    assert not Environment.objects.exists()
+
+
 def test_it_never_prices_a_ttl_beyond_the_blueprint_maximum(owner, shop):
     # A tampered form (TTL not among the choices) is refused, and its estimate shows the
     # maximum the policy allows, not the tampered value.
