@@ -37,6 +37,8 @@ def catalogue(*, search: str = "") -> list[tuple[str, list[BlueprintVersion]]]:
             Q(blueprint__name__icontains=search)
             | Q(blueprint__title__icontains=search)
             | Q(spec__description__icontains=search)
+            # Components and their images: "postgres" finds what runs PostgreSQL.
+            | Q(spec__components__icontains=search)
         )
     grouped: dict[str, list[BlueprintVersion]] = defaultdict(list)
     for version in versions.order_by("blueprint__title"):

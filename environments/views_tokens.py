@@ -6,7 +6,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
 from environments import audit, tokens
 from environments.models import ApiToken, Team
@@ -70,9 +70,12 @@ def token_create(request):
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def token_revoke(request, pk: int):
+    """GET asks first (revoking cannot be undone, and CI using it stops); POST revokes."""
     token = get_object_or_404(ApiToken, pk=pk, user=request.user)
+    if request.method == "GET":
+        return render(request, "tokens/confirm_revoke.html", {"token": token})
     if tokens.revoke_token(token=token, user=request.user, ip=audit.client_ip(request)):
         messages.success(request, f"Token {token.name} revoked; it no longer works.")
     return redirect("tokens:list")

@@ -112,10 +112,14 @@ def test_it_shows_the_plaintext_once_and_lists_own_tokens_only(client, owner, te
     assert plaintext not in listing
 
 
-def test_it_revokes_by_post_only(client, owner):
+def test_it_asks_before_revoking_and_revokes_by_post(client, owner):
     token, _ = tokens.create_token(user=owner, name="laptop", scope="read", days=1)
     client.force_login(owner)
-    assert client.get(f"/tokens/{token.pk}/revoke/").status_code == 405
+    confirm = client.get(f"/tokens/{token.pk}/revoke/")
+    assert confirm.status_code == 200
+    assert "Revoke laptop?" in confirm.content.decode()
+    token.refresh_from_db()
+    assert token.revoked_at is None  # asking changes nothing
     response = client.post(f"/tokens/{token.pk}/revoke/")
     assert response.status_code == 302
     token.refresh_from_db()
@@ -125,6 +129,7 @@ def test_it_revokes_by_post_only(client, owner):
 def test_it_answers_404_for_someone_elses_token(client, owner, outsider):
     token, _ = tokens.create_token(user=owner, name="laptop", scope="read", days=1)
     client.force_login(outsider)
+    assert client.get(f"/tokens/{token.pk}/revoke/").status_code == 404
     assert client.post(f"/tokens/{token.pk}/revoke/").status_code == 404
     token.refresh_from_db()
     assert token.revoked_at is None

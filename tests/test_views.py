@@ -62,6 +62,12 @@ def test_it_shows_the_catalogue_with_prices_and_request_links(owner, shop):
     assert "Approval required" in body  # the benchmark blueprint
 
 
+def test_it_searches_the_catalogue_by_what_runs_inside(owner, sample_blueprints):
+    body = client_for(owner).get(reverse("catalogue"), {"q": "postgresql"}).content.decode()
+    assert reverse("request", args=["hotfix-test"]) in body
+    assert reverse("request", args=["shop-demo"]) not in body
+
+
 def test_it_sends_anonymous_people_to_sign_in(client, shop):
     response = client.get(reverse("catalogue"))
     assert response.status_code == 302
