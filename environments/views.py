@@ -7,6 +7,7 @@ partial), and answers 286 once nothing will change without a person acting.
 from __future__ import annotations
 
 import hashlib
+import uuid
 
 import yaml
 from django.contrib import messages
@@ -23,7 +24,7 @@ from django.views.decorators.http import require_GET, require_POST
 from environments import audit, quotas, roles, selectors, services
 from environments.blueprints import ParametersInvalid, render_text
 from environments.costs import price_for
-from environments.forms import ExtendForm, RejectForm, RequestForm
+from environments.forms import PARAM_PREFIX, ExtendForm, RejectForm, RequestForm
 from environments.models import Environment, Team
 from environments.states import State
 
@@ -73,15 +74,36 @@ def _chosen_team(teams: list[Team], value) -> Team | None:
     return teams[0] if teams else None
 
 
+def _clone_source(request, version) -> Environment | None:
+    """The environment a "Clone…" link copies (?from=<id>), if the user may see it."""
+    ref = request.POST.get("clone_of") or request.GET.get("from") or ""
+    try:
+        pk = uuid.UUID(ref)
+    except ValueError:
+        return None
+    source = selectors.environment_for(user=request.user, pk=pk)  # 404 for outsiders
+    return source if source.blueprint_version.blueprint_id == version.blueprint_id else None
+
+
+def _initial_from(source: Environment, teams: list[Team]) -> dict:
+    initial = {PARAM_PREFIX + name: value for name, value in source.parameters.items()}
+    initial["reason"] = source.reason
+    if any(team.pk == source.team_id for team in teams):
+        initial["team"] = source.team_id
+    return initial
+
+
 @login_required
 def request_environment(request, name: str):
     version = selectors.requestable_version(name)
     teams = selectors.teams_of(request.user)
+    source = _clone_source(request, version)
     form = RequestForm(
         request.POST or None,
         version=version,
         teams=teams,
         estimate_url=reverse("estimate", args=[version.blueprint.name]),
+        initial=_initial_from(source, teams) if source and request.method == "GET" else None,
     )
     if request.method == "POST" and form.is_valid():
         try:
@@ -93,6 +115,7 @@ def request_environment(request, name: str):
                 team=form.cleaned_data["team"],
                 reason=form.cleaned_data["reason"],
                 ip=audit.client_ip(request),
+                action="environment.clone" if source else "environment.request",
             )
         except ParametersInvalid as exc:
             form.add_parameter_errors(exc.errors)
@@ -108,6 +131,7 @@ def request_environment(request, name: str):
         "form": form,
         "version": version,
         "teams": teams,
+        "clone_of": source,
         **_estimate_context(
             version,
             seconds=_estimate_seconds(version, form["ttl_seconds"].value()),

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from environments import costs
-from environments.models import Environment, Quota
+from environments.models import AuditEvent, Environment, Quota
 from environments.states import State, transition
 from environments.templatetags.portal import duration
 from tests.conftest import make_user
@@ -407,6 +407,43 @@ def test_it_clones_an_environment(owner, env):
     assert response.status_code == 302
     clone = Environment.objects.exclude(pk=env.pk).get()
     assert response["Location"] == reverse("environment_detail", args=[clone.pk])
+
+
+def test_it_clones_through_the_request_form_filled_in(owner, outsider, team, shop):
+    source = make_environment(
+        owner=owner,
+        team=team,
+        version=shop,
+        parameters={"customer": "globex", "theme": "dark"},
+        reason="Globex demo",
+    )
+    client = client_for(owner)
+    detail = client.get(reverse("environment_detail", args=[source.pk])).content.decode()
+    form_url = reverse("request", args=["shop-demo"]) + f"?from={source.pk}"
+    assert form_url in detail  # "Clone…" opens the form, creating nothing yet
+    page = client.get(form_url).content.decode()
+    assert 'value="globex"' in page and "Globex demo" in page
+    assert f"A copy of {source.namespace}" in page
+    assert Environment.objects.count() == 1
+
+    response = client.post(
+        reverse("request", args=["shop-demo"]),
+        {
+            "param_customer": "globex",
+            "param_theme": "dark",
+            "ttl_seconds": 3600,
+            "reason": "Globex demo",
+            "clone_of": source.pk,
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    clone = Environment.objects.exclude(pk=source.pk).get()
+    assert clone.parameters["customer"] == "globex"
+    assert AuditEvent.objects.filter(action="environment.clone").exists()
+
+    # Someone who may not see the source learns nothing from ?from=.
+    assert client_for(outsider).get(form_url).status_code == 404
+    assert client.get(reverse("request", args=["shop-demo"]) + "?from=nonsense").status_code == 200
 
 
 def test_it_retries_a_failed_environment(owner, team, shop):
