@@ -16,6 +16,11 @@ def client_ip(request) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+def who(user) -> str:
+    """How a person is named everywhere (timelines, audit log): their email address."""
+    return user.email or user.get_username()
+
+
 def record(
     *,
     actor,
@@ -36,7 +41,7 @@ def record(
     is_person = actor is not None and getattr(actor, "is_authenticated", False)
     return AuditEvent.objects.create(
         actor_id=actor.pk if is_person else None,
-        actor=(actor.get_username() if is_person else "system"),
+        actor=(who(actor) if is_person else "system"),
         action=action,
         object_type=object_type,
         object_id=object_id,

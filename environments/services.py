@@ -220,7 +220,7 @@ def request_environment(
         environment=environment,
         kind=EnvironmentEvent.Kind.STATE,
         state=State.REQUESTED,
-        message=f"Requested by {user.get_username()} for {format_duration(seconds)}"
+        message=f"Requested by {audit.who(user)} for {format_duration(seconds)}"
         + (f": {reason}" if reason else "."),
         actor=user,
     )
@@ -248,7 +248,7 @@ def request_environment(
 
 def _approve(environment: Environment, *, approver, seconds: int, from_state: str) -> None:
     now = timezone.now()
-    message = f"Approved by {approver.get_username()}." if approver else "Approved automatically."
+    message = f"Approved by {audit.who(approver)}." if approver else "Approved automatically."
     if not transition(
         environment.pk,
         from_states=from_state,
@@ -318,7 +318,7 @@ def reject_environment(
         environment.pk,
         from_states=State.PENDING_APPROVAL,
         to_state=State.REJECTED,
-        message=f"Rejected by {approver.get_username()}: {reason}",
+        message=f"Rejected by {audit.who(approver)}: {reason}",
         actor=approver,
         last_error=reason,
     ):
@@ -413,7 +413,7 @@ def extend_environment(
     EnvironmentEvent.objects.create(
         environment=environment,
         kind=EnvironmentEvent.Kind.INFO,
-        message=f"Extended by {format_duration(seconds)} by {user.get_username()}"
+        message=f"Extended by {format_duration(seconds)} by {audit.who(user)}"
         + (f": {reason}" if reason else "."),
         actor=user,
     )
@@ -448,8 +448,7 @@ def delete_environment(
         environment.pk,
         from_states=DELETABLE,
         to_state=State.TEARING_DOWN,
-        message=message
-        or (f"Deletion requested by {user.get_username()}." if user else "Expired."),
+        message=message or (f"Deletion requested by {audit.who(user)}." if user else "Expired."),
         actor=user,
     )
     if not moved:
@@ -506,7 +505,7 @@ def retry_environment(*, environment: Environment, user, ip: str | None = None) 
         environment.pk,
         from_states=State.FAILED,
         to_state=State.APPROVED,
-        message=f"Retry requested by {user.get_username()}.",
+        message=f"Retry requested by {audit.who(user)}.",
         actor=user,
         last_error="",
         lease_until=None,
