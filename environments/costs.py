@@ -48,8 +48,13 @@ def hourly_rate(amount: Decimal | int | float | None) -> str:
     return f"{symbol}{amount.quantize(Decimal('0.0001'), rounding=ROUND_HALF_UP)}/hour"
 
 
+def money_cents(amount: Decimal | int | float | None) -> Decimal:
+    """An amount rounded to cents, as shown."""
+    return Decimal(amount or 0).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
 def money(amount: Decimal | int | float | None) -> str:
     """Format an amount in the configured currency, e.g. €18.24."""
-    amount = Decimal(amount or 0).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    amount = money_cents(amount)
     symbol = CURRENCY_SYMBOLS.get(settings.COST_CURRENCY, settings.COST_CURRENCY + " ")
     return f"{symbol}{amount:,.2f}"

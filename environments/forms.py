@@ -121,6 +121,13 @@ class RequestForm(forms.Form):
                 self.add_error(field, str(exc))
         return cleaned
 
+    def focus_first_error(self) -> None:
+        """Put keyboard focus on the first field that needs fixing when the form returns."""
+        for name, field in self.fields.items():
+            if name in self.errors:
+                field.widget.attrs["autofocus"] = True
+                return
+
     def parameters(self) -> dict:
         """The cleaned parameter values by name; blanks are left for defaults."""
         values = {}

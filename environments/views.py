@@ -139,6 +139,7 @@ def request_environment(request, name: str):
         ),
     }
     status = 400 if request.method == "POST" else 200
+    form.focus_first_error()
     return render(request, "environments/request.html", context, status=status)
 
 

@@ -23,6 +23,7 @@ from django.views.decorators.http import require_POST
 
 from environments import audit, roles, selectors, services
 from environments.blueprints import BlueprintInvalid, format_duration, parse_duration
+from environments.costs import money_cents
 from environments.models import AuditEvent, BlueprintVersion, Quota, Team
 
 
@@ -68,7 +69,9 @@ def spend(request):
                 for r in rows
             ],
         )
-    total = sum((r["amount"] for r in rows), Decimal(0))
+    # The total of what the page shows (cents), so the rows add up to it; the CSV keeps
+    # four decimals.
+    total = sum((money_cents(r["amount"]) for r in rows), Decimal(0))
     return render(request, "governance/spend.html", {"rows": rows, "month": month, "total": total})
 
 

@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from environments import jobs
-from environments.models import AuditEvent, BlueprintVersion, Quota
+from environments.models import AuditEvent, BlueprintVersion, CostEntry, Quota
 from tests.factories import make_environment
 from tests.test_blueprints import GOOD
 
@@ -55,6 +55,29 @@ def test_it_exports_spend_per_team_user_and_blueprint(
     assert rows[0] == ["month", "team", "user", "blueprint", "amount"]
     assert rows[1][:4] == [month, "Sales", "owner@example.com", "shop-demo"]
     assert Decimal(rows[1][4]) == environment.hourly_price
+
+
+def test_its_spend_total_is_the_sum_of_the_rows_shown(
+    client, portal_admin, owner, teammate, team, sample_blueprints
+):
+    now = timezone.now()
+    for person in (owner, teammate):
+        environment = make_environment(
+            owner=person, team=team, version=sample_blueprints["shop-demo"]
+        )
+        CostEntry.objects.create(
+            environment=environment,
+            team=team,
+            owner=person,
+            blueprint="shop-demo",
+            period_start=now - timedelta(minutes=1),
+            period_end=now,
+            amount=Decimal("0.2440"),
+        )
+    client.force_login(portal_admin)
+    page = client.get("/admin-portal/spend/").content.decode()
+    assert page.count("$0.24") >= 2
+    assert "Total $0.48." in page  # not $0.49, the rounded exact sum
 
 
 def test_it_searches_and_exports_the_audit_log(client, portal_admin):

@@ -165,6 +165,11 @@ def test_it_reports_every_parameter_problem_in_one_round(owner, sample_blueprint
     assert "seats" in body.lower() and "30" in body  # the range
     assert "does not match the pattern" in body  # the course code, in the same answer
     assert not Environment.objects.exists()
+    # Keyboard focus lands on the first field to fix, not the top of the page.
+    first = body.index('name="param_seats"')
+    tag = body[body.rindex("<", 0, first) : body.index(">", first)]
+    assert "autofocus" in tag
+    assert body.count("autofocus") == 1
 
 
 def test_it_never_prices_a_ttl_beyond_the_blueprint_maximum(owner, shop):
