@@ -159,17 +159,37 @@ def _not_found(request, exc):
     return _error(request, 404, str(exc) or "Not found.")
 
 
+# A parameter value may be any of these; pydantic reports one error per member.
+_VALUE_TYPES = {"str", "int", "float", "bool", "none"}
+
+
+def _plain_location(loc) -> str:
+    """'body.payload.ttl_seconds' -> 'ttl_seconds': the name the client sent."""
+    parts = [str(part) for part in loc[1:]]
+    if parts[:1] == ["payload"]:
+        parts = parts[1:]
+    return ".".join(parts) if parts else "body"
+
+
 @api.exception_handler(ValidationError)
 def _validation_error(request, exc: ValidationError):
-    problems = []
+    problems: dict[str, str] = {}
     for error in exc.errors:
-        location = ".".join(str(part) for part in error.get("loc", ())[1:])
-        problems.append(f"{location}: {error.get('msg')}" if location else str(error.get("msg")))
+        loc = tuple(error.get("loc", ()))
+        if loc and str(loc[-1]) in _VALUE_TYPES:  # one sentence for the union, not four
+            problems[_plain_location(loc[:-1])] = "must be a string, a number, true/false or null"
+            continue
+        where = _plain_location(loc)
+        message = str(error.get("msg"))
+        if where == "body" and error.get("type") == "missing":
+            message = 'send a JSON object, for example {"blueprint": "shop-demo"}'
+        problems.setdefault(where, message)
     errors = [
         {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
         for e in exc.errors
     ]
-    return _error(request, 422, "Invalid request: " + "; ".join(problems), errors)
+    detail = "; ".join(f"{where}: {message}" for where, message in problems.items())
+    return _error(request, 422, "Invalid request: " + detail, errors)
 
 
 # --- Schemas ----------------------------------------------------------------------------

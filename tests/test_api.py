@@ -212,6 +212,23 @@ def test_it_validates_input_without_a_500(api, client, write_token, sample_bluep
         response = api.post("/environments", body)
         assert response.status_code == 422, body
         assert response.json()["detail"].startswith("Invalid request")
+    # Messages name the field as sent, in one sentence each.
+    detail = api.post("/environments", {}).json()["detail"]
+    assert detail == "Invalid request: blueprint: Field required"
+    detail = api.post(
+        "/environments", {"blueprint": "pr-preview", "parameters": {"head_sha": [1, 2]}}
+    ).json()["detail"]
+    assert detail == (
+        "Invalid request: parameters.head_sha: must be a string, a number, true/false or null"
+    )
+    empty = client.post(
+        f"{API}/environments",
+        "",
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {write_token}",
+    )
+    assert empty.status_code in (400, 422)
+    assert "payload" not in empty.json()["detail"], empty.json()
     response = client.post(
         f"{API}/environments",
         "{not json",
