@@ -39,13 +39,16 @@ def price_for(spec: dict, seconds: int | float) -> Decimal:
     )
 
 
+def _symbol() -> str:
+    return CURRENCY_SYMBOLS.get(settings.COST_CURRENCY, settings.COST_CURRENCY + " ")
+
+
 def hourly_rate(amount: Decimal | int | float | None) -> str:
     """An hourly price: cents, or four decimals below ten cents ($0.0045/hour, not $0.00)."""
     amount = Decimal(amount or 0)
     if amount == 0 or amount >= Decimal("0.10"):
         return money(amount) + "/hour"
-    symbol = CURRENCY_SYMBOLS.get(settings.COST_CURRENCY, settings.COST_CURRENCY + " ")
-    return f"{symbol}{amount.quantize(Decimal('0.0001'), rounding=ROUND_HALF_UP)}/hour"
+    return f"{_symbol()}{amount.quantize(Decimal('0.0001'), rounding=ROUND_HALF_UP)}/hour"
 
 
 def money_cents(amount: Decimal | int | float | None) -> Decimal:
@@ -56,5 +59,5 @@ def money_cents(amount: Decimal | int | float | None) -> Decimal:
 def money(amount: Decimal | int | float | None) -> str:
     """Format an amount in the configured currency, e.g. €18.24."""
     amount = money_cents(amount)
-    symbol = CURRENCY_SYMBOLS.get(settings.COST_CURRENCY, settings.COST_CURRENCY + " ")
+    symbol = _symbol()
     return f"{symbol}{amount:,.2f}"

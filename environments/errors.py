@@ -1,6 +1,6 @@
 """Error pages in the portal's look; never a stack trace."""
 
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.http import HttpResponse, HttpResponseServerError
@@ -46,9 +46,10 @@ class HtmxLoginRedirectMiddleware:
             and response.status_code == 302
             and response.get("Location", "").split("?")[0] == login_url
         ):
-            here = request.headers.get("HX-Current-URL", "")
-            path = here.split("://", 1)[-1].partition("/")[2] if "://" in here else ""
-            target = login_url + "?" + urlencode({"next": "/" + path}) if path else login_url
+            # Back to the page the user was on (its path only: never another host).
+            here = urlsplit(request.headers.get("HX-Current-URL", ""))
+            page = here.path + (f"?{here.query}" if here.query else "")
+            target = f"{login_url}?{urlencode({'next': page})}" if page else login_url
             answer = HttpResponse(status=204)
             answer["HX-Redirect"] = target
             return answer

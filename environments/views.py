@@ -149,7 +149,7 @@ def _estimate_seconds(version, raw) -> int:
         seconds = int(raw)
     except (TypeError, ValueError):
         seconds = version.spec["ttl"]["default"]
-    return min(max(seconds, 60), version.spec["ttl"]["max"])
+    return min(max(seconds, services.MIN_TTL_SECONDS), version.spec["ttl"]["max"])
 
 
 @login_required

@@ -117,7 +117,9 @@ def test_it_asks_before_revoking_and_revokes_by_post(client, owner):
     client.force_login(owner)
     confirm = client.get(f"/tokens/{token.pk}/revoke/")
     assert confirm.status_code == 200
-    assert "Revoke laptop?" in confirm.content.decode()
+    page = confirm.content.decode()
+    assert "Revoke laptop?" in page
+    assert f'action="/tokens/{token.pk}/revoke/"' in page and ">Revoke laptop</button>" in page
     token.refresh_from_db()
     assert token.revoked_at is None  # asking changes nothing
     response = client.post(f"/tokens/{token.pk}/revoke/")

@@ -398,7 +398,10 @@ def test_it_asks_before_deleting(owner, env):
     client = client_for(owner)
     response = client.get(reverse("environment_delete", args=[env.pk]))
     assert response.status_code == 200
-    assert "Delete" in response.content.decode()
+    body = response.content.decode()
+    assert f'action="{reverse("environment_delete", args=[env.pk])}"' in body
+    assert f">Delete {env.namespace}</button>" in body
+    assert f'href="{reverse("environment_detail", args=[env.pk])}">Keep it' in body
     env.refresh_from_db()
     assert env.state == State.READY
     response = client.post(reverse("environment_delete", args=[env.pk]))

@@ -461,7 +461,7 @@ def _spawn(name: str) -> int:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, sig)
             deadline = time.monotonic() + seconds
-            while busy and _orphans(name) and time.monotonic() < deadline:
+            while _orphans(name) and time.monotonic() < deadline:
                 time.sleep(0.2)
             busy = [p for p in _ports(name) if _port_in_use(p)]
             if not busy:
