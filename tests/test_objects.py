@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from environments.kube import objects
 
 SPEC = objects.EnvironmentSpec(
@@ -149,3 +151,26 @@ def test_it_caps_an_edit_environment_at_exactly_what_is_billed():
     rules = objects.user_role(spec)["rules"]
     assert any("pods/exec" in r["resources"] for r in rules)
     assert not any("secrets" in r["resources"] for r in objects.user_role(SPEC)["rules"])
+
+
+def test_it_retries_the_apiservers_own_allocation_failure_but_not_real_rejections():
+    # What kube-apiserver answered a Service create while shutting down (seen in CI).
+    from kubernetes.client.exceptions import ApiException
+
+    from environments.kube.cluster import _transient
+
+    def answer(status, message):
+        exc = ApiException(status=status, reason="x")
+        exc.body = json.dumps({"kind": "Status", "message": message})
+        return exc
+
+    allocation = answer(
+        422,
+        'Service "web" is invalid: spec.clusterIPs: Invalid value: [""]: failed to allocate '
+        'IP: Post "https://127.0.0.1:36443/apis/networking.k8s.io/v1/ipaddresses": dial tcp '
+        "127.0.0.1:36443: connect: connection refused",
+    )
+    assert _transient(allocation)
+    assert _transient(answer(503, "unavailable"))
+    assert not _transient(answer(422, 'Deployment "web" is invalid: spec.replicas: must be >= 0'))
+    assert not _transient(answer(403, "forbidden"))

@@ -35,6 +35,18 @@ log = logging.getLogger(__name__)
 FIELD_MANAGER = "ephemera"
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 
+
+def _transient(exc: ApiException) -> bool:
+    """Worth retrying: throttling and server errors, and one 422 that is really a server
+    error. kube-apiserver allocates a Service's cluster IP through its own API (IPAddress
+    objects); while it is shutting down or starting, that inner call fails and the create
+    is answered 422 'failed to allocate IP ... connection refused', though nothing is
+    wrong with the Service."""
+    if exc.status in RETRYABLE_STATUS:
+        return True
+    return exc.status == 422 and "failed to allocate IP" in _api_message(exc)
+
+
 # (apiVersion, kind) -> (path prefix, plural, namespaced)
 RESOURCES: dict[tuple[str, str], tuple[str, str, bool]] = {
     ("v1", "Namespace"): ("/api/v1", "namespaces", False),
@@ -124,7 +136,7 @@ def with_retries(
         try:
             return call()
         except ApiException as exc:
-            if exc.status not in RETRYABLE_STATUS:
+            if not _transient(exc):
                 raise ClusterError(f"{what}: {_api_message(exc)}", exc.status) from exc
             last_error: str = f"{exc.status} {_api_message(exc)}"
             server_wait = _retry_after(exc)
