@@ -46,8 +46,8 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
 
+from environments.lifecycle.states import State  # noqa: E402
 from environments.models import Blueprint, Environment, Membership, Team  # noqa: E402
-from environments.states import State  # noqa: E402
 
 TOTAL = 10_000
 MINE = 100

@@ -38,10 +38,12 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from environments import jobs, services  # noqa: E402
 from environments.kube import cluster  # noqa: E402
+from environments.lifecycle import services  # noqa: E402
+from environments.lifecycle.provisioning import provision, teardown  # noqa: E402
+from environments.lifecycle.states import State  # noqa: E402
+from environments.lifecycle.upkeep import reap_expired  # noqa: E402
 from environments.models import Blueprint, Environment, Membership, Quota, Team  # noqa: E402
-from environments.states import State  # noqa: E402
 
 BLUEPRINT = "shop-demo"  # three components
 
@@ -111,7 +113,7 @@ def run_batch(user, version, count: int, *, reap: bool = False) -> tuple[list[fl
     started = time.monotonic()
     if reap:
         Environment.objects.filter(pk__in=ids).update(expires_at=timezone.now())
-        jobs.reap_expired()
+        reap_expired()
     else:
         for environment in Environment.objects.filter(pk__in=ids):
             services.delete_environment(environment=environment, user=user)
@@ -134,12 +136,12 @@ def main() -> None:
     environment = services.request_environment(user=user, version=version)
     django_rq.get_queue("provision").empty()
     before = cluster.request_count
-    jobs.provision(str(environment.pk))
+    provision(str(environment.pk))
     provision_calls = cluster.request_count - before
     services.delete_environment(environment=environment, user=user)
     django_rq.get_queue("teardown").empty()
     before = cluster.request_count
-    jobs.teardown(str(environment.pk))
+    teardown(str(environment.pk))
     teardown_calls = cluster.request_count - before
     print(f"API requests per environment: provision {provision_calls}, teardown {teardown_calls}")
 

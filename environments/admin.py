@@ -18,9 +18,12 @@ from django.contrib.auth.models import Group
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.forms.models import model_to_dict
+from django.urls import reverse
+from django.utils.html import format_html_join
 
-from environments import audit, services
-from environments.blueprints import BlueprintInvalid, parse_blueprint
+from environments.catalog.publishing import publish_blueprint, set_blueprint_version_deprecated
+from environments.catalog.spec import BlueprintInvalid, parse_blueprint
+from environments.governance import audit, quotas
 from environments.models import (
     ApiToken,
     AuditEvent,
@@ -131,6 +134,25 @@ class QuotaAdmin(AuditedAdmin):
     ]
     autocomplete_fields = ["team", "user"]
 
+    def get_readonly_fields(self, request, obj=None):
+        # A quota belongs to one team or user for good; another subject is another quota.
+        return ["team", "user"] if obj is not None else []
+
+    def save_model(self, request, obj, form, change):
+        # Through the one quota service, so the admin and the portal's quota page
+        # write the same audit entry ("quota.change", before and after).
+        saved = quotas.set_quota(
+            actor=request.user,
+            team=obj.team,
+            user=obj.user,
+            values={name: getattr(obj, name) for name in quotas.QUOTA_FIELDS},
+            ip=audit.client_ip(request),
+        )
+        obj.pk = saved.pk
+
+    def save_related(self, request, form, formsets, change):
+        admin.ModelAdmin.save_related(self, request, form, formsets, change)
+
 
 class BlueprintYamlForm(forms.ModelForm):
     source = forms.CharField(
@@ -174,9 +196,6 @@ class BlueprintAdmin(admin.ModelAdmin):
 
     @admin.display(description="Versions")
     def published_versions(self, obj):
-        from django.urls import reverse
-        from django.utils.html import format_html_join
-
         return format_html_join(
             ", ",
             '<a href="{}">v{}</a>{}',
@@ -191,7 +210,7 @@ class BlueprintAdmin(admin.ModelAdmin):
         )
 
     def save_model(self, request, obj, form, change):
-        version, created = services.publish_blueprint(
+        version, created = publish_blueprint(
             source=form.cleaned_data["source"], actor=request.user, ip=audit.client_ip(request)
         )
         # The admin redirects to ``obj``: make it the blueprint that was published.
@@ -237,14 +256,14 @@ class BlueprintVersionAdmin(admin.ModelAdmin):
     @admin.action(description="Deprecate (no new requests)")
     def deprecate(self, request, queryset):
         for version in queryset:
-            services.set_blueprint_version_deprecated(
+            set_blueprint_version_deprecated(
                 version=version, deprecated=True, actor=request.user, ip=audit.client_ip(request)
             )
 
     @admin.action(description="Undeprecate")
     def undeprecate(self, request, queryset):
         for version in queryset:
-            services.set_blueprint_version_deprecated(
+            set_blueprint_version_deprecated(
                 version=version, deprecated=False, actor=request.user, ip=audit.client_ip(request)
             )
 

@@ -6,4 +6,4 @@ class EnvironmentsConfig(AppConfig):
     verbose_name = "Ephemera"
 
     def ready(self) -> None:
-        from environments import signals  # noqa: F401  (connects receivers)
+        from environments.access import signals  # noqa: F401  (connects receivers)

@@ -2,10 +2,10 @@
 
 from rq import cron
 
-from environments import jobs
+from environments import tasks
 
-cron.register(jobs.reap_expired, queue_name="default", interval=60)
-cron.register(jobs.warn_expiring, queue_name="default", interval=60)
-cron.register(jobs.accrue_cost, queue_name="default", interval=60)
-cron.register(jobs.remind_approvers, queue_name="default", interval=300)
-cron.register(jobs.reconcile, queue_name="default", interval=300)
+cron.register(tasks.reap_expired, queue_name="default", interval=60)
+cron.register(tasks.warn_expiring, queue_name="default", interval=60)
+cron.register(tasks.accrue_cost, queue_name="default", interval=60)
+cron.register(tasks.remind_approvers, queue_name="default", interval=300)
+cron.register(tasks.reconcile, queue_name="default", interval=300)

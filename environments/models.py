@@ -1,7 +1,7 @@
 """Ephemera's domain: teams, blueprints, environments, quotas and the audit log.
 
 Models hold small derived facts (time left, hourly price, display state); the
-orchestration lives in services.py and jobs.py.
+orchestration lives in the services of each domain package (docs/contributing.md).
 """
 
 from __future__ import annotations
@@ -16,11 +16,17 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
-from environments.egress import refused_url
+from environments.access.roles import is_admin
+from environments.catalog.choices import Purpose
+from environments.catalog.pricing import hourly_price
+from environments.catalog.spec import component_totals
 from environments.fields import EncryptedSecretField
-from environments.states import LIVE_STATES, SETTLED_STATES, State
+from environments.lib.egress import refused_url
+from environments.lib.naming import namespace_for
+from environments.lifecycle.states import ACTIVE_STATES, LIVE_STATES, SETTLED_STATES, State
 
 
 def _random_secret() -> str:
@@ -103,21 +109,6 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.team}"
-
-
-class Purpose(models.TextChoices):
-    DEMO = "demo", "Sales demo"
-    TRAINING = "training", "Training"
-    HOTFIX = "hotfix", "Hotfix test"
-    PREVIEW = "preview", "Preview"
-    BENCHMARK = "benchmark", "Benchmark"
-    E2E = "e2e", "End-to-end test"
-
-
-class ApprovalPolicy(models.TextChoices):
-    AUTO = "auto", "Automatic"
-    REQUIRED = "required", "Approval required"
-    OVER_QUOTA = "over-quota", "Approval when over quota"
 
 
 class Blueprint(models.Model):
@@ -217,16 +208,14 @@ class BlueprintVersion(models.Model):
 
     @property
     def cpu_millicores(self) -> int:
-        return sum(c["cpu_millicores"] * c["replicas"] for c in self.components)
+        return component_totals(self.components).cpu_millicores
 
     @property
     def memory_bytes(self) -> int:
-        return sum(c["memory_bytes"] * c["replicas"] for c in self.components)
+        return component_totals(self.components).memory_bytes
 
     @property
     def hourly_price(self) -> Decimal:
-        from environments.costs import hourly_price
-
         return hourly_price(self.spec)
 
 
@@ -235,8 +224,6 @@ _UUID_PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
 
 @functools.cache
 def _url_pattern(name: str) -> str:
-    from django.urls import reverse
-
     return reverse(name, args=[_UUID_PLACEHOLDER])
 
 
@@ -255,9 +242,7 @@ class EnvironmentQuerySet(models.QuerySet):
 
     def visible_to(self, user):
         """Environments ``user`` may see: their own and their teams'; admins see all."""
-        from environments import roles
-
-        if roles.is_admin(user):
+        if is_admin(user):
             return self
         return self.filter(Q(owner=user) | Q(team__memberships__user=user)).distinct()
 
@@ -324,16 +309,8 @@ class Environment(models.Model):
             models.UniqueConstraint(
                 fields=["external_key"],
                 condition=~Q(external_key="")
-                & Q(
-                    state__in=[
-                        "requested",
-                        "pending_approval",
-                        "approved",
-                        "provisioning",
-                        "ready",
-                        "failed",
-                    ]
-                ),
+                # The order is the migration's: a set would look like a change.
+                & Q(state__in=[s for s in State if s in ACTIVE_STATES]),
                 name="environment_one_live_per_external_key",
             ),
         ]
@@ -351,7 +328,7 @@ class Environment(models.Model):
 
     @property
     def namespace(self) -> str:
-        return f"eph-{self.name}"
+        return namespace_for(self.name)
 
     @property
     def delete_url(self) -> str:

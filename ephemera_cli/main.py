@@ -26,7 +26,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from environments import durations
+from environments.lib import durations
 
 SETTLED = {"ready", "failed", "deleted", "rejected", "pending_approval"}
 TIMEOUT = 30

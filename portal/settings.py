@@ -121,6 +121,7 @@ INSTALLED_APPS = [
     "allauth.socialaccount",
     "allauth.socialaccount.providers.openid_connect",
     "django_rq",
+    "django_htmx",
     "ninja",  # serves its Swagger UI from static files, not a CDN
     "environments",
 ]
@@ -135,9 +136,10 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
-    "environments.errors.HtmxLoginRedirectMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "environments.web.errors.HtmxLoginRedirectMiddleware",
 ]
-CSRF_FAILURE_VIEW = "environments.errors.csrf_failure"
+CSRF_FAILURE_VIEW = "environments.web.errors.csrf_failure"
 
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
@@ -152,8 +154,10 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "environments.context_processors.portal",
+                "environments.web.context_processors.portal",
             ],
+            # The portal's template tags live with the web layer, not at the app's root.
+            "libraries": {"portal": "environments.web.templatetags.portal"},
         },
     },
 ]
@@ -234,8 +238,8 @@ ACCOUNT_EMAIL_VERIFICATION = env("ACCOUNT_EMAIL_VERIFICATION", "optional")
 if ACCOUNT_EMAIL_VERIFICATION not in {"none", "optional", "mandatory"}:
     raise ImproperlyConfigured("ACCOUNT_EMAIL_VERIFICATION: one of none, optional, mandatory")
 ACCOUNT_UNIQUE_EMAIL = True
-ACCOUNT_ADAPTER = "environments.accounts.AccountAdapter"
-SOCIALACCOUNT_ADAPTER = "environments.accounts.SocialAccountAdapter"
+ACCOUNT_ADAPTER = "environments.access.accounts.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "environments.access.accounts.SocialAccountAdapter"
 # Invite-only when off: nobody can create an account, admins add people.
 SIGNUP_OPEN = env_bool("SIGNUP_OPEN", False)
 # allauth rate limits are kept in the default cache, which is Redis.

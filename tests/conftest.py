@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import Group
 
+from environments.catalog.publishing import publish_blueprint
 from environments.models import Membership, Team
-from environments.services import publish_blueprint
 
 pytest_plugins = ["tests.kubecluster", "tests.browser"]
 

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from environments import tokens
+from environments.access import tokens
+from environments.lifecycle.states import State
 from environments.models import AuditEvent, Environment
-from environments.states import State
 from tests.factories import make_environment
 
 pytestmark = pytest.mark.django_db
@@ -128,7 +128,9 @@ def test_it_refuses_a_boolean_or_tiny_ttl(api, sample_blueprints):
 
 def test_it_limits_the_call_rate_per_token(api, owner, settings, monkeypatch):
     # The window is fixed: hold the clock mid-window so no boundary falls between calls.
-    monkeypatch.setattr("environments.api.time", SimpleNamespace(time=lambda: 1_800_000_030.0))
+    monkeypatch.setattr(
+        "environments.api.routes.time", SimpleNamespace(time=lambda: 1_800_000_030.0)
+    )
     settings.API_RATE_LIMIT = (3, 60)
     for _ in range(3):
         assert api.get("/environments").status_code == 200

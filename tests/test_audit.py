@@ -6,7 +6,7 @@ import pytest
 from django.db import connection, transaction
 from django.db.utils import DatabaseError
 
-from environments import audit
+from environments.governance import audit
 from environments.models import AuditEvent
 
 

@@ -13,8 +13,8 @@ from decimal import Decimal
 import pytest
 from playwright.sync_api import expect
 
+from environments.lifecycle.states import State
 from environments.models import Environment, Quota
-from environments.states import State
 from tests.browser import sign_in
 from tests.factories import make_environment
 
@@ -187,7 +187,7 @@ def test_it_shows_outsiders_the_404_page(
     ],
 )
 def test_no_page_scrolls_sideways_on_a_phone(live_server, new_page, portal_admin, team, path):
-    from environments import tokens
+    from environments.access import tokens
 
     tokens.create_token(
         user=portal_admin, name="a-rather-long-token-name-for-ci-" * 3, scope="read", days=1

@@ -14,8 +14,8 @@ from django.conf import settings
 from playwright.sync_api import expect
 
 from environments.kube import cluster
+from environments.lifecycle.states import State
 from environments.models import Environment
-from environments.states import State
 from tests.browser import sign_in
 from tests.conftest import start_worker, stop_worker
 

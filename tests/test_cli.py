@@ -10,10 +10,11 @@ import sys
 import django_rq
 import pytest
 
-from environments import tokens
+from environments.access import tokens
+from environments.catalog.publishing import publish_blueprint
 from environments.kube import cluster
+from environments.lifecycle.states import State
 from environments.models import Environment
-from environments.states import State
 from tests.conftest import ROOT, start_worker, stop_worker, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
@@ -152,10 +153,9 @@ def test_it_saves_the_login_readable_only_by_you(cli, live_server, tmp_path):
 
 
 def test_it_exits_1_with_the_reason_when_the_environment_fails(cli, worker, sample_blueprints):
-    from environments import services
 
     source = (ROOT / "deploy" / "blueprints" / "pr-preview.yaml").read_text()
-    services.publish_blueprint(
+    publish_blueprint(
         source=source.replace("name: pr-preview", "name: too-big")
         .replace("cpu: 100m", "cpu: '5000'")
         .replace('quota: {cpu: 500m, memory: 512Mi, pods: "2"}', "")

@@ -8,10 +8,10 @@ import uuid
 import django_rq
 import pytest
 
-from environments.github import signature_for
 from environments.kube import cluster
+from environments.lib.signing import sign as signature_for
+from environments.lifecycle.states import State
 from environments.models import Environment, EnvironmentEvent, HookDelivery, RepositoryHook
-from environments.states import State
 
 URL = "/api/v1/hooks/github/"
 REPO = "acme/shop"

@@ -11,11 +11,15 @@ from django.core import mail
 from django.db import connection
 from django.utils import timezone
 
-from environments import jobs, notifications, services
-from environments.blueprints import ParametersInvalid
+from environments.catalog.publishing import publish_blueprint
+from environments.catalog.spec import ParametersInvalid
+from environments.governance.billing import accrue
+from environments.integrations import notifications
+from environments.lifecycle import services
+from environments.lifecycle.services import ServiceError
+from environments.lifecycle.states import State
+from environments.lifecycle.upkeep import reap_expired, remind_approvers, warn_expiring
 from environments.models import AuditEvent, CostEntry, Environment, Quota
-from environments.services import ServiceError
-from environments.states import State
 from tests.test_blueprints import GOOD
 
 TWO_COMPONENTS = GOOD  # web 250m/256Mi + db 500m/512Mi
@@ -30,7 +34,7 @@ def rates(settings):
 
 
 def publish(source: str):
-    version, _ = services.publish_blueprint(source=source)
+    version, _ = publish_blueprint(source=source)
     return version
 
 
@@ -97,12 +101,12 @@ def test_it_auto_approves_over_quota_policy_within_quota_and_short_ttl(owner, te
 def test_it_reminds_approvers_of_a_pending_request_once(owner, approver, settings):
     settings.APPROVAL_REMINDER_MINUTES = 30
     environment = services.request_environment(user=owner, version=publish(with_policy("required")))
-    assert jobs.remind_approvers() == 0
+    assert remind_approvers() == 0
     Environment.objects.filter(pk=environment.pk).update(
         state_changed_at=timezone.now() - timedelta(minutes=31)
     )
-    assert jobs.remind_approvers() == 1
-    assert jobs.remind_approvers() == 0
+    assert remind_approvers() == 1
+    assert remind_approvers() == 0
     subject, _, recipients = notifications.message_for(notifications.REMINDER, environment)
     assert subject.startswith("Still waiting for approval")
     assert approver.email in recipients
@@ -269,8 +273,8 @@ def test_it_accrues_cost_once_for_a_period_matching_the_hand_computed_price(owne
     assert environment.hourly_price == Decimal("0.0360")
     start = environment.accrued_until
     later = start + timedelta(minutes=90, seconds=30)
-    assert jobs.accrue(environment.pk, now=later) == Decimal("0.0540")
-    assert jobs.accrue(environment.pk, now=later) == Decimal(0)  # same period: nothing
+    assert accrue(environment.pk, now=later) == Decimal("0.0540")
+    assert accrue(environment.pk, now=later) == Decimal(0)  # same period: nothing
     environment.refresh_from_db()
     assert environment.accrued_cost == Decimal("0.0540")
     assert environment.accrued_until == start + timedelta(minutes=90)
@@ -290,12 +294,12 @@ def test_it_audits_delete_and_blueprint_publish(owner):
 def test_it_warns_the_owner_once_before_expiry(owner, settings):
     settings.EXPIRY_WARNING_MINUTES = 30
     environment = ready(services.request_environment(user=owner, version=publish(GOOD)))
-    assert jobs.warn_expiring() == 0
+    assert warn_expiring() == 0
     Environment.objects.filter(pk=environment.pk).update(
         expires_at=timezone.now() + timedelta(minutes=20)
     )
-    assert jobs.warn_expiring() == 1
-    assert jobs.warn_expiring() == 0
+    assert warn_expiring() == 1
+    assert warn_expiring() == 0
     assert (
         environment.events.filter(message__contains="extend it if you still need it").count() == 1
     )
@@ -364,7 +368,7 @@ def test_it_rejects_requests_nobody_decided_on(owner, settings):
     Environment.objects.filter(pk=environment.pk).update(
         state_changed_at=timezone.now() - timedelta(days=8)
     )
-    jobs.reap_expired()
+    reap_expired()
     environment.refresh_from_db()
     assert environment.state == State.REJECTED
     assert "No approver decided within 7 days" in environment.last_error
@@ -374,4 +378,4 @@ def test_it_stops_billing_a_failed_environment(owner, rates):
     environment = ready(services.request_environment(user=owner, version=publish(GOOD)))
     failed(environment)
     later = timezone.now() + timedelta(hours=5)
-    assert jobs.accrue(environment.pk, now=later) == Decimal(0)
+    assert accrue(environment.pk, now=later) == Decimal(0)

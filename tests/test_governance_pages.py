@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from environments import jobs
+from environments.governance.billing import accrue
 from environments.models import AuditEvent, BlueprintVersion, CostEntry, Quota
 from tests.factories import make_environment
 from tests.test_blueprints import GOOD
@@ -45,7 +45,7 @@ def test_it_exports_spend_per_team_user_and_blueprint(
     environment.accrued_until = start
     environment.save(update_fields=["accrued_until"])
     period_end = start + timedelta(hours=1)
-    jobs.accrue(environment.pk, now=period_end)
+    accrue(environment.pk, now=period_end)
     client.force_login(portal_admin)
     # The report files cost under the month its period ended in (local time).
     month = timezone.localtime(period_end).strftime("%Y-%m")

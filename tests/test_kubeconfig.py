@@ -9,9 +9,11 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from environments import services
+from environments.access.kubeconfig import kubeconfig_for
+from environments.lib.errors import ServiceError
+from environments.lifecycle import services
+from environments.lifecycle.states import State
 from environments.models import AuditEvent, Environment
-from environments.states import State
 from tests.test_provisioning import on_cluster, request, run_worker  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
@@ -29,7 +31,7 @@ def test_it_gives_a_namespace_scoped_token_that_dies_with_the_environment(
     environment.refresh_from_db()
     assert environment.state == State.READY
 
-    text = services.kubeconfig_for(environment=environment, user=teammate)
+    text = kubeconfig_for(environment=environment, user=teammate)
     assert environment.namespace in text
     core = client.CoreV1Api(api_for(text))
     pods = core.list_namespaced_pod(environment.namespace).items
@@ -50,7 +52,7 @@ def test_it_gives_a_namespace_scoped_token_that_dies_with_the_environment(
     assert token not in str(entry.after) and token not in str(Environment.objects.get().__dict__)
 
     with pytest.raises(services.PermissionDenied):
-        services.kubeconfig_for(environment=environment, user=outsider)
+        kubeconfig_for(environment=environment, user=outsider)
 
     # When the environment ends (expiry or deletion), the token stops working: at once
     # it may do nothing (403: its RoleBinding is gone), and as soon as the API server's
@@ -70,5 +72,5 @@ def test_it_gives_a_namespace_scoped_token_that_dies_with_the_environment(
 
 def test_it_refuses_a_kubeconfig_before_the_environment_is_ready(owner, sample_blueprints):
     environment = request(owner, sample_blueprints["pr-preview"])
-    with pytest.raises(services.ServiceError, match="once the environment is ready"):
-        services.kubeconfig_for(environment=environment, user=owner)
+    with pytest.raises(ServiceError, match="once the environment is ready"):
+        kubeconfig_for(environment=environment, user=owner)

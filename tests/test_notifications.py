@@ -15,7 +15,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.db.models import Value
 
-from environments import egress, notifications, services
+from environments.catalog.publishing import publish_blueprint
+from environments.integrations import notifications
+from environments.lib import egress
+from environments.lifecycle import services
 from environments.models import Webhook, WebhookDelivery
 from tests.test_blueprints import GOOD
 
@@ -67,7 +70,7 @@ def receiver(settings):
 
 @pytest.fixture
 def environment(owner):
-    version, _ = services.publish_blueprint(source=GOOD)
+    version, _ = publish_blueprint(source=GOOD)
     return services.request_environment(user=owner, version=version)
 
 
@@ -128,7 +131,7 @@ def test_it_lists_failed_deliveries_for_admins(
 
 
 def test_it_emails_approvers_about_new_requests(owner, approver):
-    version, _ = services.publish_blueprint(
+    version, _ = publish_blueprint(
         source=GOOD.replace("purpose: demo", "purpose: demo\napproval: required")
     )
     environment = services.request_environment(user=owner, version=version)

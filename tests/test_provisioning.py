@@ -20,11 +20,14 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from environments import jobs, services
+from environments.catalog.publishing import publish_blueprint
 from environments.kube import cluster
 from environments.kube.objects import MANAGED_BY
+from environments.lifecycle import services
+from environments.lifecycle.provisioning import provision, teardown
+from environments.lifecycle.states import State
+from environments.lifecycle.upkeep import reap_expired, reconcile
 from environments.models import Environment
-from environments.states import State
 from tests.conftest import ROOT, start_worker, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
@@ -57,7 +60,7 @@ def slow_blueprint(sample_blueprints, delay: str):
         "  - name: api",
     )
     assert "annotations" in source
-    version, _ = services.publish_blueprint(source=source)
+    version, _ = publish_blueprint(source=source)
     return version
 
 
@@ -80,7 +83,7 @@ def provision_in_thread(environment) -> tuple[threading.Thread, dict]:
 
     def provision():
         try:
-            outcome["result"] = jobs.provision(str(environment.pk))
+            outcome["result"] = provision(str(environment.pk))
         finally:
             connection.close()
 
@@ -147,7 +150,7 @@ def test_it_provisions_a_three_component_blueprint_and_is_idempotent(
     before = settled_versions(environment.namespace)
     assert len(before) == len(environment.manifests)
     Environment.objects.filter(pk=environment.pk).update(state=State.PROVISIONING, lease_until=None)
-    assert jobs.provision(str(environment.pk)) == "ready"
+    assert provision(str(environment.pk)) == "ready"
     assert cluster.resource_versions(environment.namespace) == before
 
 
@@ -166,7 +169,7 @@ def test_it_tears_down_completely_and_twice_is_fine(owner, sample_blueprints):
     assert not cluster.namespace_exists(environment.namespace)
     # Nothing of it is shown as reachable or ready any more.
     assert environment.urls == {} and environment.component_status == {}
-    assert jobs.teardown(str(environment.pk)) == "already deleted"
+    assert teardown(str(environment.pk)) == "already deleted"
 
 
 def test_it_tears_down_from_the_recorded_manifests(owner, sample_blueprints):
@@ -175,7 +178,7 @@ def test_it_tears_down_from_the_recorded_manifests(owner, sample_blueprints):
     environment.refresh_from_db()
     recorded = environment.manifests
     # A new blueprint version does not change what teardown deletes.
-    services.publish_blueprint(
+    publish_blueprint(
         source=environment.blueprint_version.source.replace("port: 9898", "port: 9999")
     )
     services.delete_environment(environment=environment, user=owner)
@@ -194,7 +197,7 @@ def test_it_fails_with_a_readable_reason_when_a_component_cannot_be_scheduled(
         .replace("cpu: 100m", "cpu: '5000'")
         .replace('quota: {cpu: 500m, memory: 512Mi, pods: "2"}', "")
     )
-    version, _ = services.publish_blueprint(source=source)
+    version, _ = publish_blueprint(source=source)
     environment = request(owner, version)
     run_worker()
     environment.refresh_from_db()
@@ -227,7 +230,7 @@ def test_it_deletes_orphans_but_never_unlabelled_namespaces(settings, kube_clien
     )
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=plain)))
     try:
-        counts = jobs.reconcile()
+        counts = reconcile()
         assert counts["orphans"] >= 1
         assert cluster.wait_namespace_gone(orphan, timeout=60)
         assert cluster.namespace_exists(plain)
@@ -243,7 +246,7 @@ def test_it_fails_a_ready_environment_whose_namespace_vanished(owner, sample_blu
     cluster.delete(cluster.namespace_manifest(environment.namespace))
     assert cluster.wait_namespace_gone(environment.namespace, timeout=60)
 
-    jobs.reconcile()
+    reconcile()
     environment.refresh_from_db()
     assert environment.state == State.FAILED
     assert environment.events.filter(message__contains="disappeared").exists()
@@ -255,7 +258,7 @@ def test_it_reaps_an_expired_environment_within_one_cycle(owner, sample_blueprin
     Environment.objects.filter(pk=environment.pk).update(
         expires_at=timezone.now() - timedelta(seconds=1)
     )
-    assert jobs.reap_expired() == 1
+    assert reap_expired() == 1
     run_worker()
     environment.refresh_from_db()
     assert environment.state == State.DELETED
@@ -270,7 +273,7 @@ def test_it_starts_deleting_a_whole_batch_of_expired_environments_at_once(owner,
         expires_at=timezone.now() - timedelta(seconds=1)
     )
     django_rq.get_queue("teardown").empty()  # no teardown job runs before we look
-    assert jobs.reap_expired() == 3
+    assert reap_expired() == 3
 
     # Every namespace is already on its way out, so the namespace controller's waits
     # overlap instead of queueing behind one worker each.
@@ -278,7 +281,7 @@ def test_it_starts_deleting_a_whole_batch_of_expired_environments_at_once(owner,
         live = cluster.get(cluster.namespace_manifest(environment.namespace))
         assert live is None or live["metadata"].get("deletionTimestamp"), live["metadata"]
     for environment in environments:
-        assert jobs.teardown(str(environment.pk)) == "deleted"
+        assert teardown(str(environment.pk)) == "deleted"
         assert not cluster.namespace_exists(environment.namespace)
 
 
@@ -313,7 +316,7 @@ def test_it_finishes_after_the_worker_is_killed_mid_provisioning(
 
     # Once the dead worker's lease runs out, the reconciler starts the job again.
     wait_for(lambda: Environment.objects.get(pk=environment.pk).lease_until < timezone.now(), 15)
-    assert jobs.reconcile()["restarted"] == 1
+    assert reconcile()["restarted"] == 1
     run_worker()
     environment.refresh_from_db()
     assert environment.state == State.READY, environment.last_error
@@ -354,11 +357,11 @@ def test_a_job_whose_lease_was_taken_over_stops_and_leaves_the_work_to_the_new_o
     assert environment.state == State.PROVISIONING  # left alone, not failed
 
     # The new job (its lease now run out too, as if it had died) is replaced and finishes.
-    assert jobs.provision(str(environment.pk)) == "another worker holds the lease"
+    assert provision(str(environment.pk)) == "another worker holds the lease"
     Environment.objects.filter(pk=environment.pk).update(
         lease_until=timezone.now() - timedelta(seconds=1)
     )
-    assert jobs.provision(str(environment.pk)) == "ready"
+    assert provision(str(environment.pk)) == "ready"
     environment.refresh_from_db()
     assert environment.state == State.READY, environment.last_error
     assert environment.lease_owner is None

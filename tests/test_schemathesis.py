@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, settings
 from ninja.responses import NinjaJSONEncoder
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
-from environments import tokens
-from environments.api import api
+from environments.access import tokens
+from environments.api.routes import api
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,8 +7,14 @@ import threading
 import pytest
 from django.db import connection
 
+from environments.lifecycle.states import (
+    TRANSITIONS,
+    State,
+    TransitionError,
+    can_transition,
+)
+from environments.lifecycle.transitions import transition
 from environments.models import Environment, EnvironmentEvent
-from environments.states import TRANSITIONS, State, TransitionError, can_transition, transition
 from tests.factories import make_environment
 
 ALLOWED = {

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from environments import tokens
+from environments.access import tokens
 from environments.models import ApiToken, AuditEvent
 
 pytestmark = pytest.mark.django_db

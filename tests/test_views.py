@@ -12,10 +12,11 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from environments import costs
+from environments.catalog import pricing as costs
+from environments.lifecycle.states import State
+from environments.lifecycle.transitions import transition
 from environments.models import AuditEvent, Environment, Quota
-from environments.states import State, transition
-from environments.templatetags.portal import duration
+from environments.web.templatetags.portal import duration
 from tests.conftest import make_user
 from tests.factories import make_environment
 

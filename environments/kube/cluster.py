@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import logging
@@ -528,8 +529,6 @@ def issue_token(namespace: str, service_account: str, *, seconds: int) -> str:
 
 def kubeconfig(*, namespace: str, token: str, name: str) -> dict:
     """A kubeconfig for ``token`` against the cluster Ephemera itself talks to."""
-    import base64
-
     configuration = api_client().configuration
     cluster_entry: dict = {"server": configuration.host}
     if configuration.ssl_ca_cert:

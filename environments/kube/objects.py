@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from environments.catalog.spec import component_totals
+from environments.lib.naming import namespace_for
+
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "ephemera"
 ENV_LABEL = "ephemera.io/environment"
@@ -82,7 +85,7 @@ class EnvironmentSpec:
 
     @property
     def namespace(self) -> str:
-        return f"eph-{self.name}"
+        return namespace_for(self.name)
 
 
 def labels(spec: EnvironmentSpec) -> dict[str, str]:
@@ -122,15 +125,13 @@ def namespace(spec: EnvironmentSpec) -> dict:
 
 def _billed_quota(spec: EnvironmentSpec) -> dict[str, str]:
     """Exactly what the environment is billed for: its components' requests and pods."""
-    from environments.blueprints import cpu_to_millicores, memory_to_bytes
-
-    cpu = sum(cpu_to_millicores(c["resources"]["cpu"]) * c["replicas"] for c in spec.components)
-    memory = sum(memory_to_bytes(c["resources"]["memory"]) * c["replicas"] for c in spec.components)
+    totals = component_totals(spec.components)
+    cpu, memory = totals.cpu_millicores, totals.memory_bytes
     return {
         "requests.cpu": f"{cpu}m",
         "requests.memory": str(memory),
         "limits.memory": str(memory),
-        "pods": str(sum(c["replicas"] for c in spec.components)),
+        "pods": str(totals.pods),
     }
 
 

@@ -8,8 +8,8 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from environments.access.roles import ALL_ROLES
 from environments.models import Membership, Team
-from environments.roles import ALL_ROLES
 from portal.settings import env
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from environments.blueprints import BlueprintInvalid, parse_blueprint
-from environments.services import publish_blueprint
+from environments.catalog.publishing import publish_blueprint
+from environments.catalog.spec import BlueprintInvalid, parse_blueprint
 
 
 class Command(BaseCommand):

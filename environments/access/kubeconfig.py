@@ -1,0 +1,57 @@
+"""Kubeconfig downloads: a short-lived token that reaches one namespace only."""
+
+from __future__ import annotations
+
+import yaml
+from django.core.exceptions import PermissionDenied
+from django.utils import timezone
+
+from environments.access.teams import can_change
+from environments.governance import audit
+from environments.kube import cluster
+from environments.kube.objects import USER_ACCOUNT
+from environments.lib.errors import ServiceError
+from environments.lifecycle.states import State
+from environments.models import Environment
+
+# Kubernetes' TokenRequest refuses tokens shorter than 10 minutes.
+MIN_TOKEN_SECONDS = 600
+
+
+def kubeconfig_for(*, environment: Environment, user, ip: str | None = None) -> str:
+    """A kubeconfig scoped to the environment's namespace, for its owner and team.
+
+    The token comes from the TokenRequest API and expires with the environment (at
+    the latest); Ephemera never stores it. Writes an audit entry (without the token).
+    """
+    if not can_change(user, environment):
+        raise PermissionDenied("Only the owner and their team can download this kubeconfig.")
+    if environment.state != State.READY:
+        raise ServiceError("A kubeconfig is available once the environment is ready.")
+    if not any(
+        m["kind"] == "ServiceAccount" and m["metadata"]["name"] == USER_ACCOUNT
+        for m in environment.manifests
+    ):
+        raise ServiceError(
+            "This environment was provisioned before kubeconfig downloads existed; clone it."
+        )
+    seconds = int((environment.expires_at - timezone.now()).total_seconds())
+    if seconds < MIN_TOKEN_SECONDS:
+        raise ServiceError(
+            "This environment expires in less than 10 minutes; extend it to download a kubeconfig."
+        )
+    try:
+        token = cluster.issue_token(environment.namespace, USER_ACCOUNT, seconds=seconds)
+        config = cluster.kubeconfig(
+            namespace=environment.namespace, token=token, name=environment.namespace
+        )
+    except cluster.ClusterError as exc:
+        raise ServiceError(f"The cluster could not issue a token: {exc}") from exc
+    audit.record(
+        actor=user,
+        action="environment.kubeconfig",
+        target=environment,
+        after={"expires_in_seconds": seconds},
+        ip=ip,
+    )
+    return yaml.safe_dump(config, sort_keys=False)

@@ -1,0 +1,64 @@
+"""Prices in the configured currency, from the rate card in settings.
+
+Hourly price of an environment = sum over components of
+requests x replicas x rates, plus the blueprint's flat hourly fee.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.conf import settings
+
+from environments.catalog.spec import component_totals
+
+GIB = Decimal(1024**3)
+CURRENCY_SYMBOLS = {
+    "USD": "$",
+    "EUR": "€",
+    "GBP": "£",
+    "JPY": "¥",
+    "CHF": "CHF ",
+    "CAD": "C$",
+    "AUD": "A$",
+}
+
+
+def hourly_price(spec: dict) -> Decimal:
+    totals = component_totals(spec["components"])
+    total = (
+        Decimal(spec.get("hourly_fee") or 0)
+        + Decimal(totals.cpu_millicores) / 1000 * settings.COST_PER_CPU_HOUR
+        + Decimal(totals.memory_bytes) / GIB * settings.COST_PER_GIB_HOUR
+    )
+    return total.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
+
+
+def price_for(spec: dict, seconds: int | float) -> Decimal:
+    return (hourly_price(spec) * Decimal(seconds) / 3600).quantize(
+        Decimal("0.01"), rounding=ROUND_HALF_UP
+    )
+
+
+def _symbol() -> str:
+    return CURRENCY_SYMBOLS.get(settings.COST_CURRENCY, settings.COST_CURRENCY + " ")
+
+
+def hourly_rate(amount: Decimal | int | float | None) -> str:
+    """An hourly price: cents, or four decimals below ten cents ($0.0045/hour, not $0.00)."""
+    amount = Decimal(amount or 0)
+    if amount == 0 or amount >= Decimal("0.10"):
+        return money(amount) + "/hour"
+    return f"{_symbol()}{amount.quantize(Decimal('0.0001'), rounding=ROUND_HALF_UP)}/hour"
+
+
+def money_cents(amount: Decimal | int | float | None) -> Decimal:
+    """An amount rounded to cents, as shown."""
+    return Decimal(amount or 0).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def money(amount: Decimal | int | float | None) -> str:
+    """Format an amount in the configured currency, e.g. €18.24."""
+    amount = money_cents(amount)
+    symbol = _symbol()
+    return f"{symbol}{amount:,.2f}"

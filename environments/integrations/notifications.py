@@ -1,0 +1,192 @@
+"""Telling people what happened: email and per-team outgoing webhooks.
+
+``send_later`` enqueues a ``deliver`` job after the current transaction commits, so a
+slow mail server never holds up a request or a provisioning job. ``deliver`` sends the
+email (Django's backend; the console in development) and creates one
+``WebhookDelivery`` per active team webhook, each sent by its own ``send_webhook``
+job: Slack-compatible JSON, signed with HMAC-SHA256 of the body in
+``X-Ephemera-Signature: sha256=<hex>``, retried with backoff by RQ. A delivery that
+keeps failing stays visible to admins with its last status and error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+
+import django_rq
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from rq import Retry
+
+from environments.catalog.pricing import money
+from environments.lib import egress
+from environments.lib.signing import sign
+from environments.models import Environment, Webhook, WebhookDelivery
+
+log = logging.getLogger(__name__)
+
+REQUESTED = "requested"
+APPROVED = "approved"
+REJECTED = "rejected"
+READY = "ready"
+FAILED = "failed"
+EXPIRING = "expiring"
+EXPIRED = "expired"
+REMINDER = "reminder"
+EVENTS = (REQUESTED, APPROVED, REJECTED, READY, FAILED, EXPIRING, EXPIRED, REMINDER)
+
+
+def send_later(event: str, environment_id) -> None:
+    assert event in EVENTS, event
+    transaction.on_commit(
+        lambda: django_rq.get_queue("default").enqueue(
+            "environments.tasks.deliver_notification", event, str(environment_id)
+        )
+    )
+
+
+def approvers_emails() -> list[str]:
+    users = get_user_model().objects.filter(
+        Q(is_superuser=True) | Q(groups__name__in=["approver", "admin"]), is_active=True
+    )
+    return sorted({u.email for u in users if u.email})
+
+
+def message_for(event: str, environment: Environment) -> tuple[str, str, list[str]]:
+    """(subject, body, recipients) for one event."""
+    version = environment.blueprint_version
+    link = f"{settings.SITE_URL}/environments/{environment.pk}/"
+    title = f"{version.title} ({environment.name})"
+    owner = [environment.owner.email]
+    if event == REQUESTED:
+        return (
+            f"Approval needed: {title}",
+            f"{environment.owner.email} asks for {title} for team {environment.team.name}, "
+            f"at {money(environment.hourly_price)} an hour.\n\nReview it: "
+            f"{settings.SITE_URL}/approvals/",
+            approvers_emails(),
+        )
+    if event == REMINDER:
+        return (
+            f"Still waiting for approval: {title}",
+            f"{environment.owner.email}'s request is still pending.\n\n{settings.SITE_URL}/approvals/",
+            approvers_emails(),
+        )
+    if event == APPROVED:
+        subject, body = f"Approved: {title}", "Your request was approved and is being provisioned."
+    elif event == REJECTED:
+        subject, body = f"Rejected: {title}", f"Your request was rejected: {environment.last_error}"
+    elif event == READY:
+        subject = f"Ready: {title}"
+        body = "Your environment is ready:\n" + "\n".join(environment.urls.values())
+    elif event == FAILED:
+        subject, body = f"Failed: {title}", f"Provisioning failed: {environment.last_error}"
+    elif event == EXPIRING:
+        subject = f"Expiring soon: {title}"
+        body = (
+            f"Your environment expires at {environment.expires_at:%Y-%m-%d %H:%M %Z}. "
+            "Extend it in the portal if you still need it."
+        )
+    else:
+        subject, body = f"Expired: {title}", "Your environment expired and is being torn down."
+    return subject, f"{body}\n\n{link}", owner
+
+
+def deliver(event: str, environment_id: str) -> str:
+    environment = (
+        Environment.objects.select_related("owner", "team", "blueprint_version")
+        .filter(pk=environment_id)
+        .first()
+    )
+    if environment is None:
+        return "no such environment"
+    subject, body, recipients = message_for(event, environment)
+    if recipients:
+        send_mail(subject, body, None, recipients)
+    hooks = 0
+    for webhook in Webhook.objects.filter(team_id=environment.team_id, active=True):
+        if webhook.events and event not in webhook.events:
+            continue
+        delivery = WebhookDelivery.objects.create(
+            webhook=webhook, event=event, payload=webhook_payload(event, environment, subject)
+        )
+        django_rq.get_queue("default").enqueue(
+            "environments.tasks.send_webhook",
+            delivery.pk,
+            retry=Retry(max=4, interval=[10, 60, 300, 900]),
+        )
+        hooks += 1
+    return f"emailed {len(recipients)}, {hooks} webhook(s)"
+
+
+def webhook_payload(event: str, environment: Environment, subject: str) -> dict:
+    """Slack-compatible: ``text`` is what a Slack incoming webhook shows."""
+    return {
+        "text": f"Ephemera: {subject}",
+        "event": event,
+        "environment": {
+            "id": str(environment.pk),
+            "name": environment.name,
+            "state": environment.state,
+            "blueprint": environment.blueprint_version.blueprint.name,
+            "owner": environment.owner.email,
+            "team": environment.team.slug,
+            "urls": environment.urls,
+            "expires_at": environment.expires_at.isoformat() if environment.expires_at else None,
+            "link": f"{settings.SITE_URL}/environments/{environment.pk}/",
+        },
+    }
+
+
+class WebhookFailed(Exception):
+    """Raised so RQ retries the delivery with backoff."""
+
+
+def send_webhook(delivery_id: int) -> str:
+    delivery = WebhookDelivery.objects.select_related("webhook").filter(pk=delivery_id).first()
+    if delivery is None or delivery.delivered_at is not None:
+        return "nothing to do"
+    body = json.dumps(delivery.payload, sort_keys=True).encode()
+    refused = egress.refused_url(delivery.webhook.url)
+    if refused:
+        WebhookDelivery.objects.filter(pk=delivery_id).update(
+            attempts=delivery.attempts + 1, last_error=f"refused: {refused}"
+        )
+        raise WebhookFailed(f"{delivery.webhook.url}: {refused}")
+    request = urllib.request.Request(  # noqa: S310 (scheme checked above)
+        delivery.webhook.url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "Ephemera-Webhook",
+            "X-Ephemera-Event": delivery.event,
+            "X-Ephemera-Delivery": str(delivery.pk),
+            "X-Ephemera-Signature": sign(delivery.webhook.secret, body),
+        },
+    )
+    status, error = None, ""
+    try:
+        with egress.opener.open(request, timeout=10) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status, error = exc.code, f"HTTP {exc.code} {exc.reason}"
+    except (urllib.error.URLError, OSError) as exc:
+        error = f"could not connect: {getattr(exc, 'reason', exc)}"
+    WebhookDelivery.objects.filter(pk=delivery_id).update(
+        attempts=delivery.attempts + 1,
+        last_status=status,
+        last_error=error,
+        delivered_at=timezone.now() if status and 200 <= status < 300 else None,
+    )
+    if not (status and 200 <= status < 300):
+        log.warning("webhook %s failed: %s", delivery.webhook.url, error)
+        raise WebhookFailed(f"{delivery.webhook.url}: {error}")
+    return f"delivered ({status})"

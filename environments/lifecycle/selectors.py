@@ -1,0 +1,102 @@
+"""Reads: each returns what a page needs, with the joins it needs (HackSoft selectors)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db.models import Count, Max, Q, QuerySet, Subquery
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+
+from environments.lifecycle.states import LIVE_STATES, State
+from environments.models import (
+    Environment,
+    Membership,
+    Team,
+)
+
+# --- Environments ---------------------------------------------------------------------
+
+
+def _environment_rows():
+    # Every column the tables show comes from these joins: a constant number of queries.
+    return Environment.objects.select_related("owner", "team", "blueprint_version__blueprint")
+
+
+def environments_for(*, user, scope: str = "mine") -> QuerySet[Environment]:
+    """The dashboard's rows: the user's own ("mine") or their teams' ("team").
+
+    Finished environments (deleted, rejected) are left out after a day so the
+    table stays about what is running.
+    """
+    rows = (
+        _environment_rows()
+        # The table needs none of these, and they are the big JSON columns.
+        .defer(
+            "manifests",
+            "component_status",
+            "parameters",
+            "blueprint_version__source",
+            "blueprint_version__spec",
+        )
+        .filter(
+            Q(state__in=LIVE_STATES) | Q(state_changed_at__gte=timezone.now() - timedelta(days=1))
+        )
+    )
+    if scope == "team":
+        team_ids = Membership.objects.filter(user=user).values("team_id")
+        return rows.filter(team_id__in=Subquery(team_ids))
+    return rows.filter(owner=user)
+
+
+def rows_stamp(rows: QuerySet[Environment]) -> dict:
+    """What the dashboard rows depend on, in one aggregate query (the cache key)."""
+    return rows.order_by().aggregate(
+        count=Count("pk"),
+        changed=Max("updated_at"),
+        accrued=Max("accrued_until"),
+    )
+
+
+def environment_for(*, user, pk) -> Environment:
+    """One environment the user may see, or 404 (no IDOR: outsiders learn nothing)."""
+    return get_object_or_404(
+        _environment_rows().filter(pk__in=Environment.objects.visible_to(user).values("pk")), pk=pk
+    )
+
+
+def pending_approvals() -> QuerySet[Environment]:
+    return _environment_rows().filter(state=State.PENDING_APPROVAL).order_by("created_at")
+
+
+def all_environments(
+    *,
+    state: str = "",
+    team: str = "",
+    owner: str = "",
+    blueprint: str = "",
+    expiring_within_hours: int | None = None,
+) -> QuerySet[Environment]:
+    """The admin list, filtered; same joins as the dashboard."""
+    rows = _environment_rows()
+    if state:
+        rows = rows.filter(state=state)
+    if team:
+        rows = rows.filter(team__slug=team)
+    if owner:
+        rows = rows.filter(owner__email__icontains=owner)
+    if blueprint:
+        rows = rows.filter(blueprint_version__blueprint__name=blueprint)
+    if expiring_within_hours:
+        rows = rows.filter(
+            state__in=LIVE_STATES,
+            expires_at__lte=timezone.now() + timedelta(hours=expiring_within_hours),
+        ).order_by("expires_at")
+    return rows
+
+
+def teams_of(user) -> list[Team]:
+    return list(Team.objects.filter(memberships__user=user).order_by("name"))
+
+
+# --- Governance ---------------------------------------------------------------------------

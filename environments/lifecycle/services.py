@@ -1,0 +1,529 @@
+"""Every write in Ephemera goes through a function here (HackSoft-style services).
+
+Services are keyword-only, transactional, check state first, and raise a
+``ServiceError`` whose message a user can read. Jobs are enqueued on commit.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.utils import timezone
+
+from environments.access import roles
+from environments.access.teams import can_change, team_for
+from environments.catalog.pricing import price_for
+from environments.catalog.rendering import render_components, resolve_parameters
+from environments.governance import audit, quotas
+from environments.governance.billing import accrue
+from environments.integrations import notifications
+from environments.lib.durations import format_duration
+from environments.lib.errors import ServiceError
+from environments.lifecycle.queue import enqueue_on_commit
+from environments.lifecycle.states import State
+from environments.lifecycle.transitions import transition
+from environments.models import (
+    BlueprintVersion,
+    Environment,
+    EnvironmentEvent,
+    Membership,
+    Team,
+)
+
+# --- Environments -----------------------------------------------------------------------
+
+
+def _demand_label(version: BlueprintVersion, seconds: int) -> str:
+    return f"this {version.title} for {format_duration(seconds)}"
+
+
+# Shorter would expire before it is useful (and before the reaper's next minute).
+MIN_TTL_SECONDS = 5 * 60
+MIN_EXTENSION_SECONDS = 60
+
+
+def _resolve_ttl(version: BlueprintVersion, ttl_seconds: int | None) -> int:
+    seconds = ttl_seconds or version.spec["ttl"]["default"]
+    if seconds < MIN_TTL_SECONDS:
+        raise ServiceError(
+            f"The time to live must be at least {format_duration(MIN_TTL_SECONDS)}; "
+            f"you asked for {seconds} s."
+        )
+    blueprint_max = version.spec["ttl"]["max"]
+    if seconds > blueprint_max:
+        raise ServiceError(
+            f"{version.title} may live at most {format_duration(blueprint_max)}; "
+            f"you asked for {format_duration(seconds)}."
+        )
+    return seconds
+
+
+def demand_for(version: BlueprintVersion, ttl_seconds: int, *, count: int = 1) -> quotas.Demand:
+    return quotas.Demand(
+        environments=count,
+        cpu_millicores=version.cpu_millicores,
+        memory_bytes=version.memory_bytes,
+        ttl_seconds=ttl_seconds,
+        cost=price_for(version.spec, ttl_seconds),
+        label=_demand_label(version, ttl_seconds),
+    )
+
+
+def _snapshot(environment: Environment) -> dict:
+    return {
+        "state": environment.state,
+        "expires_at": environment.expires_at.isoformat() if environment.expires_at else None,
+        "ttl_seconds": int(environment.ttl.total_seconds()),
+        "extension_count": environment.extension_count,
+    }
+
+
+@transaction.atomic
+def request_environment(
+    *,
+    user,
+    version: BlueprintVersion,
+    parameters: dict | None = None,
+    ttl_seconds: int | None = None,
+    team: Team | None = None,
+    reason: str = "",
+    ip: str | None = None,
+    action: str = "environment.request",
+) -> Environment:
+    """Create an environment request, apply the approval policy and quotas.
+
+    Raises ``ParametersInvalid`` for bad parameters (field by field) and
+    ``ServiceError`` for anything else a user must fix, with nothing written.
+    """
+    if version.deprecated:
+        raise ServiceError(f"{version} is deprecated; request the current version instead.")
+    team = team_for(user, team)
+    resolved = resolve_parameters(version.spec, parameters or {})
+    render_components(version.spec, resolved)  # rendered images must be valid references
+    seconds = _resolve_ttl(version, ttl_seconds)
+    demand = demand_for(version, seconds)
+
+    quotas.lock(team=team, user=user)
+    refusals = quotas.check(team=team, user=user, demand=demand)
+    policy = version.spec["approval"]
+    auto_ttl = version.spec.get("auto_approve_ttl") or version.spec["ttl"]["default"]
+    if policy == "auto":
+        needs_approval = False
+    elif policy == "required":
+        needs_approval = True
+    else:  # over-quota: people approve what policy would refuse
+        needs_approval = bool(refusals) or seconds > auto_ttl
+        refusals = []
+    if refusals:
+        raise ServiceError(" ".join(refusals))
+
+    environment = Environment.objects.create(
+        owner=user,
+        team=team,
+        blueprint_version=version,
+        parameters=resolved,
+        purpose=version.purpose,
+        reason=reason,
+        ttl=timedelta(seconds=seconds),
+        hourly_price=version.hourly_price,
+        cpu_millicores=version.cpu_millicores,
+        memory_bytes=version.memory_bytes,
+    )
+    EnvironmentEvent.objects.create(
+        environment=environment,
+        kind=EnvironmentEvent.Kind.STATE,
+        state=State.REQUESTED,
+        message=f"Requested by {audit.who(user)} for {format_duration(seconds)}"
+        + (f": {reason}" if reason else "."),
+        actor=user,
+    )
+    audit.record(
+        actor=user,
+        action=action,
+        target=environment,
+        after={"blueprint": str(version), "parameters": resolved, "ttl_seconds": seconds},
+        ip=ip,
+    )
+    if needs_approval:
+        transition(
+            environment.pk,
+            from_states=State.REQUESTED,
+            to_state=State.PENDING_APPROVAL,
+            message="Waiting for an approver.",
+            actor=user,
+        )
+        notifications.send_later(notifications.REQUESTED, environment.pk)
+    else:
+        _approve(environment, approver=None, seconds=seconds, from_state=State.REQUESTED)
+    environment.refresh_from_db()
+    return environment
+
+
+def _approve(environment: Environment, *, approver, seconds: int, from_state: str) -> None:
+    now = timezone.now()
+    message = f"Approved by {audit.who(approver)}." if approver else "Approved automatically."
+    if not transition(
+        environment.pk,
+        from_states=from_state,
+        to_state=State.APPROVED,
+        message=message,
+        actor=approver,
+        approved_by=approver,
+        approved_at=now,
+        expires_at=now + timedelta(seconds=seconds),
+    ):
+        raise ServiceError("This request was already decided by someone else.")
+    enqueue_on_commit("provision", environment.pk)
+    if approver is not None:
+        notifications.send_later(notifications.APPROVED, environment.pk)
+
+
+def _check_can_decide(user, environment: Environment) -> None:
+    if not roles.is_approver(user):
+        raise PermissionDenied("Only approvers can approve or reject requests.")
+    if environment.owner_id == user.pk and not user.is_superuser:
+        raise PermissionDenied("You cannot decide on your own request; another approver must.")
+    if environment.state != State.PENDING_APPROVAL:
+        raise ServiceError(
+            f"This request is {environment.get_state_display().lower()}, not waiting for approval."
+        )
+
+
+@transaction.atomic
+def approve_environment(*, environment: Environment, approver, ip: str | None = None) -> None:
+    _check_can_decide(approver, environment)
+    environment = Environment.objects.select_related("blueprint_version", "team", "owner").get(
+        pk=environment.pk
+    )
+    seconds = int(environment.ttl.total_seconds())
+    version = environment.blueprint_version
+    if version.spec["approval"] != "over-quota":
+        # The approver vouches for the request, not for breaking the team's limits.
+        quotas.lock(team=environment.team, user=environment.owner)
+        refusals = quotas.check(
+            team=environment.team,
+            user=environment.owner,
+            demand=demand_for(version, seconds),
+            exclude=environment,
+        )
+        if refusals:
+            raise ServiceError(" ".join(refusals))
+    _approve(environment, approver=approver, seconds=seconds, from_state=State.PENDING_APPROVAL)
+    audit.record(
+        actor=approver,
+        action="environment.approve",
+        target=environment,
+        before={"state": State.PENDING_APPROVAL},
+        after={"state": State.APPROVED},
+        ip=ip,
+    )
+
+
+@transaction.atomic
+def reject_environment(
+    *, environment: Environment, approver, reason: str, ip: str | None = None
+) -> None:
+    _check_can_decide(approver, environment)
+    reason = (reason or "").strip()
+    if not reason:
+        raise ServiceError("Say why the request is rejected; the requester will read it.")
+    if not transition(
+        environment.pk,
+        from_states=State.PENDING_APPROVAL,
+        to_state=State.REJECTED,
+        message=f"Rejected by {audit.who(approver)}: {reason}",
+        actor=approver,
+        last_error=reason,
+    ):
+        raise ServiceError("This request was already decided by someone else.")
+    audit.record(
+        actor=approver,
+        action="environment.reject",
+        target=environment,
+        before={"state": State.PENDING_APPROVAL},
+        after={"state": State.REJECTED, "reason": reason},
+        ip=ip,
+    )
+    notifications.send_later(notifications.REJECTED, environment.pk)
+
+
+@transaction.atomic
+def extend_environment(
+    *, environment: Environment, user, seconds: int, reason: str = "", ip: str | None = None
+) -> Environment:
+    """Push the expiry back, within the blueprint's max TTL, quotas and budget."""
+    if not can_change(user, environment):
+        raise PermissionDenied("You cannot change this environment.")
+    environment = Environment.objects.select_for_update().get(pk=environment.pk)
+    if environment.state not in {State.READY, State.PROVISIONING, State.APPROVED}:
+        raise ServiceError(
+            f"Only a running environment can be extended; this one is "
+            f"{environment.get_state_display().lower()}."
+        )
+    if seconds < MIN_EXTENSION_SECONDS:
+        raise ServiceError(
+            f"Extend by at least {format_duration(MIN_EXTENSION_SECONDS)}; you asked for {seconds} s."
+        )
+    if environment.extension_count >= settings.MAX_EXTENSIONS:
+        raise ServiceError(
+            f"This environment was already extended {environment.extension_count} times, the "
+            f"most allowed; request a new one instead."
+        )
+    version = environment.blueprint_version
+    new_ttl = int(environment.ttl.total_seconds()) + seconds
+    blueprint_max = version.spec["ttl"]["max"]
+    if new_ttl > blueprint_max:
+        raise ServiceError(
+            f"{version.title} may live at most {format_duration(blueprint_max)} in all; "
+            f"extending by {format_duration(seconds)} would make it "
+            f"{format_duration(new_ttl)}."
+        )
+    reason = (reason or "").strip()
+    if new_ttl > version.spec["ttl"]["default"] and not reason:
+        raise ServiceError(
+            f"Going past the usual {format_duration(version.spec['ttl']['default'])} needs a "
+            "reason; say why this environment should live longer."
+        )
+    quotas.lock(team=environment.team, user=environment.owner)
+    extra = quotas.Demand(
+        environments=0,
+        cpu_millicores=0,
+        memory_bytes=0,
+        ttl_seconds=new_ttl,
+        cost=(environment.hourly_price * Decimal(seconds) / 3600).quantize(Decimal("0.01")),
+        label=f"extending {version.title} by {format_duration(seconds)}",
+    )
+    refusals = quotas.check(team=environment.team, user=environment.owner, demand=extra)
+    if refusals:
+        raise ServiceError(" ".join(refusals))
+    before = _snapshot(environment)
+    environment.expires_at = (environment.expires_at or timezone.now()) + timedelta(seconds=seconds)
+    environment.ttl = timedelta(seconds=new_ttl)
+    environment.extension_count += 1
+    environment.expiry_warned_at = None
+    if reason:  # the original purpose stays; each extension adds why it needs longer
+        environment.reason = "\n".join(
+            part for part in (environment.reason, f"Extended: {reason}") if part
+        )
+    environment.updated_at = timezone.now()
+    environment.save(
+        update_fields=[
+            "expires_at",
+            "ttl",
+            "extension_count",
+            "expiry_warned_at",
+            "reason",
+            "updated_at",
+        ]
+    )
+    EnvironmentEvent.objects.create(
+        environment=environment,
+        kind=EnvironmentEvent.Kind.INFO,
+        message=f"Extended by {format_duration(seconds)} by {audit.who(user)}"
+        + (f": {reason}" if reason else "."),
+        actor=user,
+    )
+    audit.record(
+        actor=user,
+        action="environment.extend",
+        target=environment,
+        before=before,
+        after=_snapshot(environment),
+        ip=ip,
+    )
+    return environment
+
+
+DELETABLE = (
+    State.PENDING_APPROVAL,
+    State.APPROVED,
+    State.PROVISIONING,
+    State.READY,
+    State.FAILED,
+)
+
+
+@transaction.atomic
+def delete_environment(
+    *, environment: Environment, user=None, ip: str | None = None, message: str = ""
+) -> bool:
+    """Start teardown. ``user`` None means the system (expiry, reconciler)."""
+    if user is not None and not can_change(user, environment):
+        raise PermissionDenied("You cannot delete this environment.")
+    moved = transition(
+        environment.pk,
+        from_states=DELETABLE,
+        to_state=State.TEARING_DOWN,
+        message=message or (f"Deletion requested by {audit.who(user)}." if user else "Expired."),
+        actor=user,
+    )
+    if not moved:
+        current = Environment.objects.get(pk=environment.pk)
+        if current.state in {State.TEARING_DOWN, State.DELETED}:
+            return False  # already on its way: a double click is not an error
+        raise ServiceError(
+            f"This environment is {current.get_state_display().lower()} and cannot be deleted."
+        )
+    if user is not None:
+        audit.record(
+            actor=user,
+            action="environment.delete",
+            target=environment,
+            before={"state": environment.state},
+            after={"state": State.TEARING_DOWN},
+            ip=ip,
+        )
+    enqueue_on_commit("teardown", environment.pk)
+    return True
+
+
+def _check_revival(environment: Environment) -> None:
+    """A failed environment may run again only within its expiry and the quotas.
+
+    It keeps its expiry (a retry is not a new lifetime), and it counts against quotas
+    and budget again, since failed environments do not.
+    """
+    if environment.expires_at is None or environment.expires_at <= timezone.now():
+        raise ServiceError("This environment has expired; clone it to start a new one.")
+    quotas.lock(team=environment.team, user=environment.owner)
+    remaining = int((environment.expires_at - timezone.now()).total_seconds())
+    refusals = quotas.check(
+        team=environment.team,
+        user=environment.owner,
+        demand=demand_for(environment.blueprint_version, remaining),
+        exclude=environment,
+    )
+    if refusals:
+        raise ServiceError(" ".join(refusals))
+
+
+@transaction.atomic
+def retry_environment(*, environment: Environment, user, ip: str | None = None) -> None:
+    if not can_change(user, environment):
+        raise PermissionDenied("You cannot retry this environment.")
+    environment = Environment.objects.select_related("blueprint_version", "team", "owner").get(
+        pk=environment.pk
+    )
+    if environment.state != State.FAILED:
+        raise ServiceError("Only a failed environment can be retried.")
+    _check_revival(environment)
+    if not transition(
+        environment.pk,
+        from_states=State.FAILED,
+        to_state=State.APPROVED,
+        message=f"Retry requested by {audit.who(user)}.",
+        actor=user,
+        last_error="",
+        lease_until=None,
+        lease_owner=None,
+        provision_started_at=None,
+    ):
+        raise ServiceError("Only a failed environment can be retried.")
+    audit.record(actor=user, action="environment.retry", target=environment, ip=ip)
+    enqueue_on_commit("provision", environment.pk)
+
+
+def clone_environment(*, environment: Environment, user, ip: str | None = None) -> Environment:
+    """A new request with the same blueprint (its current version) and parameters."""
+    if not can_change(user, environment):
+        raise PermissionDenied("You cannot clone this environment.")
+    version = environment.blueprint_version
+    if version.deprecated:
+        version = version.blueprint.current_version()
+        if version is None:
+            raise ServiceError("This blueprint has no version open to new requests.")
+    return request_environment(
+        user=user,
+        version=version,
+        parameters=environment.parameters,
+        ttl_seconds=None,  # the blueprint's default: a clone starts afresh
+        team=environment.team
+        if Membership.objects.filter(team=environment.team, user=user).exists()
+        else None,
+        ip=ip,
+        action="environment.clone",
+    )
+
+
+@transaction.atomic
+def update_environment(
+    *, environment: Environment, user, parameters: dict, ip: str | None = None
+) -> Environment:
+    """Change a running or failed environment's parameters and provision it again.
+
+    Used by pull-request previews when a new commit arrives. The new manifests are
+    rendered by the provision job; server-side apply changes only what differs.
+    """
+    if not can_change(user, environment):
+        raise PermissionDenied("You cannot change this environment.")
+    environment = Environment.objects.select_for_update().get(pk=environment.pk)
+    version = environment.blueprint_version
+    resolved = resolve_parameters(version.spec, {**environment.parameters, **parameters})
+    render_components(version.spec, resolved)
+    if resolved == environment.parameters and environment.state == State.READY:
+        return environment  # nothing changed: a repeated event is a no-op
+    before = {"parameters": environment.parameters}
+    now = timezone.now()
+    common = {
+        "parameters": resolved,
+        "manifests": [],
+        "lease_until": None,
+        "lease_owner": None,
+        "last_error": "",
+    }
+    if environment.state == State.READY:
+        accrue(environment.pk)  # bill up to the update; resumes when ready again
+        moved = transition(
+            environment.pk,
+            from_states=State.READY,
+            to_state=State.PROVISIONING,
+            message="Updating with new parameters.",
+            actor=user,
+            provision_started_at=now,
+            **common,
+        )
+    elif environment.state == State.FAILED:
+        _check_revival(environment)
+        moved = transition(
+            environment.pk,
+            from_states=State.FAILED,
+            to_state=State.APPROVED,
+            message="Retrying with new parameters.",
+            actor=user,
+            provision_started_at=None,
+            **common,
+        )
+    elif environment.state in {State.PENDING_APPROVAL, State.APPROVED, State.PROVISIONING}:
+        # Not applied yet, or being applied: the provision job renders the new
+        # parameters (it starts another round when it sees its manifests cleared).
+        Environment.objects.filter(pk=environment.pk).update(
+            parameters=resolved, manifests=[], updated_at=now
+        )
+        EnvironmentEvent.objects.create(
+            environment=environment,
+            kind=EnvironmentEvent.Kind.INFO,
+            message="New parameters received; provisioning will use them.",
+            actor=user,
+        )
+        moved = True
+    else:
+        raise ServiceError(
+            f"This environment is {environment.get_state_display().lower()}; try again when "
+            "it is ready or failed."
+        )
+    if moved and environment.state in {State.READY, State.FAILED}:
+        enqueue_on_commit("provision", environment.pk)
+    audit.record(
+        actor=user,
+        action="environment.update",
+        target=environment,
+        before=before,
+        after={"parameters": resolved},
+        ip=ip,
+    )
+    environment.refresh_from_db()
+    return environment

@@ -1,0 +1,51 @@
+"""The one module that moves environments between states.
+
+Each move is one guarded UPDATE: ``filter(pk=..., state__in=FROM).update(state=TO)``.
+Exactly one caller wins a race (two workers, a double click); the loser sees ``False``
+and does nothing, which is not an error (healthchecks' ``sendalerts`` claims work the
+same way). Which moves are allowed is declared in ``lifecycle.states``.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from environments.lifecycle.states import State, TransitionError, can_transition
+from environments.models import Environment, EnvironmentEvent
+
+
+def transition(
+    environment_id,
+    *,
+    from_states: str | frozenset[str] | set[str] | tuple[str, ...],
+    to_state: str,
+    message: str = "",
+    actor=None,
+    **fields,
+) -> bool:
+    """Move one environment from any of ``from_states`` to ``to_state``.
+
+    Returns True if this call made the move, False if the row was not in one of
+    ``from_states`` (someone else moved it first, or it never was). Also records an
+    EnvironmentEvent for the move. ``fields`` are updated in the same statement.
+    """
+    if isinstance(from_states, str):
+        from_states = (from_states,)
+    for from_state in from_states:
+        if not can_transition(from_state, to_state):
+            raise TransitionError(f"{from_state} -> {to_state} is not an allowed transition")
+    now = timezone.now()
+    with transaction.atomic():
+        changed = Environment.objects.filter(pk=environment_id, state__in=list(from_states)).update(
+            state=to_state, state_changed_at=now, updated_at=now, **fields
+        )
+        if changed:
+            EnvironmentEvent.objects.create(
+                environment_id=environment_id,
+                kind=EnvironmentEvent.Kind.STATE,
+                state=to_state,
+                message=message or f"Now {State(to_state).label.lower()}.",
+                actor=actor,
+            )
+    return bool(changed)

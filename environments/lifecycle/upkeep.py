@@ -1,0 +1,187 @@
+"""Scheduled upkeep: expiry, warnings, reminders and the reconciler.
+
+Run by the RQ cron scheduler through ``environments.tasks`` (see ``environments.cron``).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from environments.governance.billing import accrue
+from environments.integrations import notifications
+from environments.kube import cluster
+from environments.lib.naming import namespace_for
+from environments.lifecycle import services
+from environments.lifecycle.provisioning import start_deleting
+from environments.lifecycle.queue import enqueue
+from environments.lifecycle.states import DELETABLE_STATES, FINAL_STATES, State
+from environments.lifecycle.transitions import transition
+from environments.models import Environment, EnvironmentEvent
+
+log = logging.getLogger(__name__)
+
+
+def reap_expired() -> int:
+    """Scheduled every minute: tear down whatever is past its expiry."""
+    count = 0
+    stale = timezone.now() - timedelta(days=settings.PENDING_APPROVAL_DAYS)
+    for environment_id in Environment.objects.filter(
+        state=State.PENDING_APPROVAL, state_changed_at__lte=stale
+    ).values_list("pk", flat=True):
+        reason = f"No approver decided within {settings.PENDING_APPROVAL_DAYS} days."
+        if transition(
+            environment_id,
+            from_states=State.PENDING_APPROVAL,
+            to_state=State.REJECTED,
+            message=f"Rejected: {reason}",
+            last_error=reason,
+        ):
+            notifications.send_later(notifications.REJECTED, environment_id)
+            count += 1
+    expired = Environment.objects.filter(
+        state__in=DELETABLE_STATES, expires_at__lte=timezone.now()
+    ).values_list("pk", flat=True)
+    reaped = []
+    for environment_id in expired:
+        environment = Environment.objects.get(pk=environment_id)
+        if services.delete_environment(environment=environment, message="Expired."):
+            notifications.send_later(notifications.EXPIRED, environment_id)
+            reaped.append(environment_id)
+    if len(reaped) > 1:  # a class or a batch ending together: overlap the waits
+        start_deleting(reaped)
+    return count + len(reaped)
+
+
+def warn_expiring() -> int:
+    """Scheduled: warn owners N minutes before expiry, once per expiry time."""
+    soon = timezone.now() + timedelta(minutes=settings.EXPIRY_WARNING_MINUTES)
+    count = 0
+    for environment_id in Environment.objects.filter(
+        state=State.READY, expires_at__lte=soon, expiry_warned_at__isnull=True
+    ).values_list("pk", flat=True):
+        claimed = Environment.objects.filter(
+            pk=environment_id, expiry_warned_at__isnull=True
+        ).update(expiry_warned_at=timezone.now())
+        if claimed:
+            environment = Environment.objects.get(pk=environment_id)
+            EnvironmentEvent.objects.create(
+                environment_id=environment_id,
+                kind=EnvironmentEvent.Kind.INFO,
+                message=f"Expires at {timezone.localtime(environment.expires_at):%Y-%m-%d %H:%M}"
+                " — extend it if you still need it.",
+            )
+            notifications.send_later(notifications.EXPIRING, environment_id)
+            count += 1
+    return count
+
+
+def remind_approvers() -> int:
+    """Scheduled: remind approvers of requests pending longer than the setting."""
+    cutoff = timezone.now() - timedelta(minutes=settings.APPROVAL_REMINDER_MINUTES)
+    count = 0
+    for environment_id in Environment.objects.filter(
+        state=State.PENDING_APPROVAL, state_changed_at__lte=cutoff
+    ).values_list("pk", flat=True):
+        # One reminder per request: the unique source_key makes a second run a no-op.
+        _, created = EnvironmentEvent.objects.get_or_create(
+            environment_id=environment_id,
+            source_key="approval-reminder",
+            defaults={"kind": EnvironmentEvent.Kind.INFO, "message": "Approvers were reminded."},
+        )
+        if created:
+            notifications.send_later(notifications.REMINDER, environment_id)
+            count += 1
+    return count
+
+
+def reconcile() -> dict[str, int]:
+    """Scheduled every 5 minutes: make the cluster and the database agree.
+
+    - managed namespaces with no live environment (orphans) are deleted after a grace
+      period; namespaces without the managed-by label are never touched;
+    - provisioning whose worker died (lease expired) is started again, or fails once
+      past its deadline (the provision job decides);
+    - approved environments whose job was lost are enqueued again;
+    - tearing-down environments get their teardown job again;
+    - a ready environment whose namespace vanished becomes failed, with an event;
+    - failed environments' namespaces are cleaned up after the failure TTL.
+    """
+    now = timezone.now()
+    counts = {"orphans": 0, "restarted": 0, "vanished": 0, "cleaned": 0, "teardowns": 0}
+    namespaces = {ns.name: ns for ns in cluster.list_managed_namespaces()}
+    live = {
+        str(pk): (name, state)
+        for pk, name, state in Environment.objects.exclude(state__in=FINAL_STATES).values_list(
+            "pk", "name", "state"
+        )
+    }
+    grace = timedelta(seconds=settings.ORPHAN_GRACE_SECONDS)
+    for ns in namespaces.values():
+        if ns.terminating or ns.environment_id in live:
+            continue
+        created = timezone.datetime.fromisoformat(ns.created_at.replace("Z", "+00:00"))
+        if now - created >= grace:
+            log.info("deleting orphan namespace %s", ns.name)
+            cluster.delete(cluster.namespace_manifest(ns.name))
+            counts["orphans"] += 1
+
+    lease_expired = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+    for environment_id in Environment.objects.filter(
+        lease_expired, state=State.PROVISIONING
+    ).values_list("pk", flat=True):
+        if enqueue("provision", environment_id, replace_started=True):
+            counts["restarted"] += 1
+    stale = now - timedelta(seconds=30)
+    for environment_id in Environment.objects.filter(
+        state=State.APPROVED, state_changed_at__lt=stale
+    ).values_list("pk", flat=True):
+        if enqueue("provision", environment_id):
+            counts["restarted"] += 1
+    for environment_id in Environment.objects.filter(
+        state=State.TEARING_DOWN, state_changed_at__lt=stale
+    ).values_list("pk", flat=True):
+        if enqueue("teardown", environment_id):
+            counts["teardowns"] += 1
+
+    for environment_id, name in Environment.objects.filter(state=State.READY).values_list(
+        "pk", "name"
+    ):
+        # The listing above may predate this namespace: ask again before failing it.
+        namespace = namespace_for(name)
+        if namespace in namespaces or cluster.namespace_exists(namespace):
+            continue
+        gone = f"The namespace {namespace} disappeared from the cluster."
+        accrue(environment_id)  # bill up to now, then stop
+        if transition(
+            environment_id,
+            from_states=State.READY,
+            to_state=State.FAILED,
+            message=gone,
+            last_error=gone,
+            accrued_until=None,
+        ):
+            counts["vanished"] += 1
+
+    failure_cutoff = now - timedelta(minutes=settings.FAILURE_TTL_MINUTES)
+    for environment_id, name in Environment.objects.filter(
+        state=State.FAILED, state_changed_at__lte=failure_cutoff
+    ).values_list("pk", "name"):
+        ns = namespaces.get(namespace_for(name))
+        if ns is not None and not ns.terminating:
+            cluster.delete(cluster.namespace_manifest(ns.name))
+            EnvironmentEvent.objects.get_or_create(
+                environment_id=environment_id,
+                source_key=f"failure-cleanup:{ns.created_at}",
+                defaults={
+                    "kind": EnvironmentEvent.Kind.INFO,
+                    "message": "The failed environment's namespace was cleaned up; "
+                    "retry to provision it again.",
+                },
+            )
+            counts["cleaned"] += 1
+    return counts

@@ -1,0 +1,54 @@
+"""The RQ entry points: every background job Ephemera runs, by dotted path.
+
+Thin on purpose: each receives ids, calls the domain function that does the work, and
+returns its one-line outcome (RQ keeps it as the job's result). Nothing in the project
+imports this module except the scheduler (``environments.cron``) and the shim kept for
+jobs queued by the previous release (``environments.jobs``); services enqueue these by
+path through ``lifecycle.queue``.
+"""
+
+from __future__ import annotations
+
+from environments.governance import billing
+from environments.integrations import notifications
+from environments.lifecycle import provisioning, upkeep
+
+
+def provision(environment_id: str) -> str:
+    """Claim, render, apply and watch one environment until it is ready or failed."""
+    return provisioning.provision(environment_id)
+
+
+def teardown(environment_id: str) -> str:
+    """Delete one environment's namespace and mark it deleted once it is gone."""
+    return provisioning.teardown(environment_id)
+
+
+def deliver_notification(event: str, environment_id: str) -> str:
+    """Email the people concerned and queue one delivery per subscribed webhook."""
+    return notifications.deliver(event, environment_id)
+
+
+def send_webhook(delivery_id: int) -> str:
+    """POST one webhook delivery; raises on failure so RQ retries it with backoff."""
+    return notifications.send_webhook(delivery_id)
+
+
+def reap_expired() -> int:
+    return upkeep.reap_expired()
+
+
+def warn_expiring() -> int:
+    return upkeep.warn_expiring()
+
+
+def remind_approvers() -> int:
+    return upkeep.remind_approvers()
+
+
+def reconcile() -> dict[str, int]:
+    return upkeep.reconcile()
+
+
+def accrue_cost() -> int:
+    return billing.accrue_cost()

@@ -1,0 +1,167 @@
+"""Forms for the portal's pages. They shape input; the services decide."""
+
+from __future__ import annotations
+
+from django import forms
+
+from environments.catalog.spec import coerce_parameter, format_duration
+from environments.models import BlueprintVersion, Team
+
+PARAM_PREFIX = "param_"
+
+# Durations offered in the TTL and extend menus; each blueprint caps them at its max.
+DURATION_STEPS = [
+    30 * 60,
+    3600,
+    2 * 3600,
+    4 * 3600,
+    8 * 3600,
+    12 * 3600,
+    86400,
+    2 * 86400,
+    3 * 86400,
+    7 * 86400,
+    14 * 86400,
+    30 * 86400,
+]
+
+
+def duration_choices(*, maximum: int, include: int | None = None) -> list[tuple[int, str]]:
+    """Durations up to ``maximum`` seconds, always offering ``include`` and the maximum."""
+    seconds = {s for s in DURATION_STEPS if s <= maximum} | {maximum}
+    if include:
+        seconds.add(include)
+    return [(s, format_duration(s)) for s in sorted(seconds)]
+
+
+def _parameter_field(param: dict) -> forms.Field:
+    common = {
+        "label": param["label"],
+        "help_text": param.get("description", ""),
+        "required": False,  # blank means the blueprint's default; the service checks
+        "initial": param.get("default"),
+    }
+    kind = param["type"]
+    if kind == "integer":
+        return forms.IntegerField(min_value=param.get("min"), max_value=param.get("max"), **common)
+    if kind == "boolean":
+        return forms.BooleanField(**common)
+    if kind == "choice":
+        return forms.ChoiceField(choices=[(c, c) for c in param["choices"]], **common)
+    field = forms.CharField(max_length=1000, **common)
+    # The browser can hint; the service's check of the full pattern is the one that counts.
+    field.widget.attrs["data-pattern"] = param.get("pattern", "")
+    return field
+
+
+class RequestForm(forms.Form):
+    """A request for one environment: parameters from the blueprint, TTL, team, reason."""
+
+    ttl_seconds = forms.TypedChoiceField(label="Time to live", coerce=int)
+    team = forms.ModelChoiceField(queryset=Team.objects.none(), label="Team", empty_label=None)
+    reason = forms.CharField(
+        label="Reason",
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="What is it for? Approvers and your team read this.",
+    )
+
+    def __init__(
+        self, *args, version: BlueprintVersion, teams: list[Team], estimate_url: str = "", **kwargs
+    ):
+        super().__init__(*args, **kwargs)
+        self.version = version
+        ttl = version.spec["ttl"]
+        self.fields["ttl_seconds"].choices = duration_choices(
+            maximum=ttl["max"], include=ttl["default"]
+        )
+        self.fields["ttl_seconds"].initial = ttl["default"]
+        self.fields[
+            "ttl_seconds"
+        ].help_text = (
+            f"Usually {format_duration(ttl['default'])}, at most {format_duration(ttl['max'])}."
+        )
+        self.fields["team"].queryset = Team.objects.filter(pk__in=[t.pk for t in teams])
+        if len(teams) == 1:
+            self.fields["team"].initial = teams[0].pk
+            self.fields["team"].widget = forms.HiddenInput()
+            # With one team there is nothing to choose; the service picks it.
+            self.fields["team"].required = False
+        if estimate_url:
+            # htmx refreshes the price and budget as the TTL or team changes.
+            live = {
+                "hx-get": estimate_url,
+                "hx-trigger": "change",
+                "hx-target": "#estimate",
+                "hx-swap": "outerHTML",
+                "hx-include": "[name='ttl_seconds'], [name='team']",
+            }
+            self.fields["ttl_seconds"].widget.attrs.update(live)
+            self.fields["team"].widget.attrs.update(live)
+        # Parameter fields come first, in the blueprint's order.
+        fields = {}
+        for param in version.spec["parameters"]:
+            fields[PARAM_PREFIX + param["name"]] = _parameter_field(param)
+        fields.update(self.fields)
+        self.fields = fields
+
+    def clean(self):
+        # Every parameter problem in one round: the blueprint's own checks (patterns,
+        # ranges) run here too, for the fields that passed their form-level checks.
+        cleaned = super().clean()
+        for param in self.version.spec["parameters"]:
+            field = PARAM_PREFIX + param["name"]
+            value = cleaned.get(field)
+            if field in self.errors or value is None or value == "":
+                continue
+            try:
+                coerce_parameter(param, value)
+            except ValueError as exc:
+                self.add_error(field, str(exc))
+        return cleaned
+
+    def focus_first_error(self) -> None:
+        """Put keyboard focus on the first field that needs fixing when the form returns."""
+        for name, field in self.fields.items():
+            if name in self.errors:
+                field.widget.attrs["autofocus"] = True
+                return
+
+    def parameters(self) -> dict:
+        """The cleaned parameter values by name; blanks are left for defaults."""
+        values = {}
+        for param in self.version.spec["parameters"]:
+            value = self.cleaned_data.get(PARAM_PREFIX + param["name"])
+            if value is None or value == "":
+                continue
+            values[param["name"]] = value
+        return values
+
+    def add_parameter_errors(self, errors: dict[str, str]) -> None:
+        """Put the service's per-parameter errors on their fields."""
+        for name, message in errors.items():
+            field = PARAM_PREFIX + name
+            if field in self.fields:
+                self.add_error(field, message)
+            else:
+                self.add_error(None, f"{name}: {message}")
+
+
+class ExtendForm(forms.Form):
+    # Any positive amount is accepted here; the service says why one is too long.
+    seconds = forms.IntegerField(label="Extend by", min_value=60)
+    reason = forms.CharField(label="Reason", required=False, max_length=2000)
+
+    def __init__(self, *args, maximum: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.duration_choices = duration_choices(maximum=max(maximum, 1800))
+        self.fields["seconds"].initial = 3600
+
+
+class RejectForm(forms.Form):
+    reason = forms.CharField(
+        label="Reason for rejecting",
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )

@@ -1,0 +1,107 @@
+"""Template filters for the portal: money, durations, state badges."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django import template
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+
+from environments.catalog import pricing
+from environments.lib import durations, quantities
+from environments.lifecycle.states import State
+
+register = template.Library()
+
+# Colour class for each state's badge; the text always names the state too.
+BADGE_TONES = {
+    State.READY: "ok",
+    State.FAILED: "bad",
+    State.REJECTED: "bad",
+    State.PENDING_APPROVAL: "warn",
+    State.DELETED: "muted",
+    State.TEARING_DOWN: "muted",
+}
+
+
+@register.filter
+def money(amount) -> str:
+    return pricing.money(amount)
+
+
+@register.filter
+def sub(value, other):
+    return value - other
+
+
+@register.filter
+def hourly(amount) -> str:
+    return pricing.hourly_rate(amount)
+
+
+@register.filter
+def duration(value) -> str:
+    """Seconds or a timedelta as '1d4h', '30m'."""
+    if value is None:
+        return ""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    return durations.format_duration(value)
+
+
+@register.filter
+def badge_tone(state: str) -> str:
+    return BADGE_TONES.get(state, "busy")
+
+
+@register.filter
+def cpu(millicores: int) -> str:
+    return quantities.format_cpu(millicores)
+
+
+@register.filter
+def memory(num_bytes: int) -> str:
+    return quantities.format_memory(num_bytes)
+
+
+@register.filter
+def get_item(mapping, key):
+    """``mapping[key]`` in a template, or None."""
+    if not isinstance(mapping, dict):
+        return None
+    return mapping.get(key)
+
+
+# The two tags below render once per table row: built in Python (format_html) rather
+# than with {% include %}, which is several times slower for a 100-row dashboard.
+
+
+@register.simple_tag
+def state_badge(environment) -> str:
+    spinner = (
+        ""
+        if environment.is_settled
+        else mark_safe('<span class="spinner" aria-hidden="true"></span>')
+    )
+    return format_html(
+        '<span class="badge {}">{}{}</span>',
+        BADGE_TONES.get(environment.state, "busy"),
+        spinner,
+        environment.get_state_display(),
+    )
+
+
+@register.simple_tag
+def countdown(environment) -> str:
+    left = environment.time_left
+    if left is None:
+        return mark_safe('<span class="muted">—</span>')
+    expires = environment.expires_at.isoformat()
+    return format_html(
+        '<time class="countdown" datetime="{}" data-expires="{}" title="Expires {}">{}</time>',
+        expires,
+        expires,
+        environment.expires_at.strftime("%Y-%m-%d %H:%M %Z"),
+        durations.format_duration(left.total_seconds()),
+    )

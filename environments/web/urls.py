@@ -1,0 +1,57 @@
+from django.urls import path
+
+from environments.web.views import approvals, catalogue, environments, governance
+
+urlpatterns = [
+    path("", catalogue.catalogue, name="catalogue"),
+    path("blueprints/<slug:name>/request/", catalogue.request_environment, name="request"),
+    path("blueprints/<slug:name>/estimate/", catalogue.estimate, name="estimate"),
+    path("environments/", environments.my_environments, name="my_environments"),
+    path("environments/team/", environments.team_environments, name="team_environments"),
+    path("environments/rows/", environments.environment_rows, name="environment_rows"),
+    path("environments/<uuid:pk>/", environments.environment_detail, name="environment_detail"),
+    path(
+        "environments/<uuid:pk>/status/",
+        environments.environment_status,
+        name="environment_status",
+    ),
+    path(
+        "environments/<uuid:pk>/extend/",
+        environments.extend_environment,
+        name="environment_extend",
+    ),
+    path(
+        "environments/<uuid:pk>/delete/",
+        environments.delete_environment,
+        name="environment_delete",
+    ),
+    path("environments/<uuid:pk>/clone/", environments.clone_environment, name="environment_clone"),
+    path(
+        "environments/<uuid:pk>/kubeconfig/",
+        environments.environment_kubeconfig,
+        name="environment_kubeconfig",
+    ),
+    path("environments/<uuid:pk>/retry/", environments.retry_environment, name="environment_retry"),
+    path("approvals/", approvals.approvals, name="approvals"),
+    path("approvals/<uuid:pk>/approve/", approvals.approve, name="approve"),
+    path("approvals/<uuid:pk>/reject/", approvals.reject, name="reject"),
+    path("admin-portal/environments/", environments.admin_environments, name="admin_environments"),
+    path("admin-portal/spend/", governance.spend, name="governance_spend"),
+    path("admin-portal/audit/", governance.audit_log, name="governance_audit"),
+    path("admin-portal/quotas/", governance.quotas, name="governance_quotas"),
+    path(
+        "admin-portal/quotas/<str:kind>/<str:key>/",
+        governance.quota_edit,
+        name="governance_quota_edit",
+    ),
+    path(
+        "admin-portal/blueprints/",
+        governance.blueprint_versions,
+        name="governance_blueprints",
+    ),
+    path(
+        "admin-portal/blueprints/<int:pk>/deprecate/",
+        governance.blueprint_deprecate,
+        name="governance_blueprint_deprecate",
+    ),
+]

@@ -1,0 +1,81 @@
+"""The approval queue: approvers decide on requests that policy holds back."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from environments.access import roles
+from environments.governance import audit, quotas
+from environments.lib.errors import ServiceError
+from environments.lifecycle import selectors, services
+from environments.models import Environment
+from environments.web.forms import RejectForm
+
+
+def _require_approver(user) -> None:
+    if not roles.is_approver(user):
+        raise PermissionDenied("Only approvers can see the approval queue.")
+
+
+@login_required
+@require_GET
+def approvals(request):
+    _require_approver(request.user)
+    pending = list(selectors.pending_approvals())
+    for env in pending:
+        # What approving would break, in the words of the quota check (empty: nothing).
+        env.over_limits = quotas.check(
+            team=env.team,
+            user=env.owner,
+            demand=services.demand_for(env.blueprint_version, int(env.ttl.total_seconds())),
+            exclude=env,
+        )
+        env.policy = env.blueprint_version.spec.get("approval", "auto")
+    return render(
+        request,
+        "environments/approvals.html",
+        {"pending": pending, "reject_form": RejectForm()},
+    )
+
+
+@login_required
+@require_POST
+def approve(request, pk):
+    _require_approver(request.user)
+    environment = get_object_or_404(Environment, pk=pk)
+    try:
+        services.approve_environment(
+            environment=environment, approver=request.user, ip=audit.client_ip(request)
+        )
+    except (ServiceError, PermissionDenied) as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Approved {environment.namespace}.")
+    return redirect("approvals")
+
+
+@login_required
+@require_POST
+def reject(request, pk):
+    _require_approver(request.user)
+    environment = get_object_or_404(Environment, pk=pk)
+    form = RejectForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Say why the request is rejected; the requester will read it.")
+        return redirect("approvals")
+    try:
+        services.reject_environment(
+            environment=environment,
+            approver=request.user,
+            reason=form.cleaned_data["reason"],
+            ip=audit.client_ip(request),
+        )
+    except (ServiceError, PermissionDenied) as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Rejected {environment.namespace}.")
+    return redirect("approvals")

@@ -1,0 +1,139 @@
+"""The catalogue, the request form and its live estimate."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from environments.catalog import selectors as catalog_selectors
+from environments.catalog.pricing import price_for
+from environments.catalog.spec import ParametersInvalid
+from environments.governance import audit, quotas
+from environments.lib.errors import ServiceError
+from environments.lifecycle import selectors, services
+from environments.lifecycle.states import State
+from environments.models import Environment, Team
+from environments.web.forms import PARAM_PREFIX, RequestForm
+
+
+@login_required
+@require_GET
+def catalogue(request):
+    search = request.GET.get("q", "").strip()[:100]
+    groups = catalog_selectors.catalogue(search=search)
+    return render(request, "environments/catalogue.html", {"groups": groups, "search": search})
+
+
+def _estimate_context(version, *, seconds: int, team: Team | None) -> dict:
+    return {
+        "version": version,
+        "estimate_seconds": seconds,
+        "estimate_price": price_for(version.spec, seconds),
+        "estimate_team": team,
+        "budget": quotas.budget_summary(team=team) if team is not None else None,
+    }
+
+
+def _chosen_team(teams: list[Team], value) -> Team | None:
+    for team in teams:
+        if str(team.pk) == str(value):
+            return team
+    return teams[0] if teams else None
+
+
+def _clone_source(request, version) -> Environment | None:
+    """The environment a "Clone…" link copies (?from=<id>), if the user may see it."""
+    ref = request.POST.get("clone_of") or request.GET.get("from") or ""
+    try:
+        pk = uuid.UUID(ref)
+    except ValueError:
+        return None
+    source = selectors.environment_for(user=request.user, pk=pk)  # 404 for outsiders
+    return source if source.blueprint_version.blueprint_id == version.blueprint_id else None
+
+
+def _initial_from(source: Environment, teams: list[Team]) -> dict:
+    initial = {PARAM_PREFIX + name: value for name, value in source.parameters.items()}
+    initial["reason"] = source.reason
+    if any(team.pk == source.team_id for team in teams):
+        initial["team"] = source.team_id
+    return initial
+
+
+@login_required
+def request_environment(request, name: str):
+    version = catalog_selectors.requestable_version(name)
+    teams = selectors.teams_of(request.user)
+    source = _clone_source(request, version)
+    form = RequestForm(
+        request.POST or None,
+        version=version,
+        teams=teams,
+        estimate_url=reverse("estimate", args=[version.blueprint.name]),
+        initial=_initial_from(source, teams) if source and request.method == "GET" else None,
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            environment = services.request_environment(
+                user=request.user,
+                version=version,
+                parameters=form.parameters(),
+                ttl_seconds=form.cleaned_data["ttl_seconds"],
+                team=form.cleaned_data["team"],
+                reason=form.cleaned_data["reason"],
+                ip=audit.client_ip(request),
+                action="environment.clone" if source else "environment.request",
+            )
+        except ParametersInvalid as exc:
+            form.add_parameter_errors(exc.errors)
+        except (ServiceError, PermissionDenied) as exc:
+            form.add_error(None, str(exc))
+        else:
+            if environment.state == State.PENDING_APPROVAL:
+                messages.success(request, "Requested. An approver will look at it soon.")
+            else:
+                messages.success(request, "Requested. It is being set up now.")
+            return redirect("environment_detail", pk=environment.pk)
+    context = {
+        "form": form,
+        "version": version,
+        "teams": teams,
+        "clone_of": source,
+        **_estimate_context(
+            version,
+            seconds=_estimate_seconds(version, form["ttl_seconds"].value()),
+            team=_chosen_team(teams, form["team"].value()),
+        ),
+    }
+    status = 400 if request.method == "POST" else 200
+    form.focus_first_error()
+    return render(request, "environments/request.html", context, status=status)
+
+
+def _estimate_seconds(version, raw) -> int:
+    """The TTL to price: the one asked for, within policy (the default if unreadable)."""
+    try:
+        seconds = int(raw)
+    except (TypeError, ValueError):
+        seconds = version.spec["ttl"]["default"]
+    return min(max(seconds, services.MIN_TTL_SECONDS), version.spec["ttl"]["max"])
+
+
+@login_required
+@require_GET
+def estimate(request, name: str):
+    """The price of the chosen TTL and the team's budget left (a partial for htmx)."""
+    version = catalog_selectors.requestable_version(name)
+    teams = selectors.teams_of(request.user)
+    context = _estimate_context(
+        version,
+        seconds=_estimate_seconds(version, request.GET.get("ttl_seconds")),
+        team=_chosen_team(teams, request.GET.get("team")),
+    )
+    return render(request, "environments/_estimate.html", context)

@@ -1,0 +1,283 @@
+"""The dashboards, one environment's page, and what people do to an environment.
+
+Views are thin: permission, form, service, render (docs/contributing.md). Every
+partial that htmx polls is also included by its full page (one URL, one partial), and
+answers 286 (stop polling) once nothing will change without a person acting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import yaml
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HTMX_STOP_POLLING
+
+from environments.access import roles
+from environments.access.kubeconfig import kubeconfig_for
+from environments.catalog import selectors as catalog_selectors
+from environments.catalog.rendering import render_text
+from environments.catalog.spec import ParametersInvalid
+from environments.governance import audit, quotas
+from environments.lib.errors import ServiceError
+from environments.lifecycle import selectors, services
+from environments.lifecycle.states import DELETABLE_STATES, EXTENDABLE_STATES, State
+from environments.models import Environment, Team
+from environments.web.forms import ExtendForm
+from environments.web.navigation import back
+
+# --- Dashboards ---------------------------------------------------------------------------
+
+
+# Rendered rows are cached per user and scope for up to a minute, keyed by what they
+# show: a state change, an extension, new URLs or a new cost accrual changes the key,
+# so only the server-rendered "time left" text can be up to a minute old (the browser
+# counts it down each second anyway). Polling clients then cost an aggregate query.
+ROWS_CACHE_SECONDS = 60
+
+
+def _rows_context(request, scope: str) -> tuple[dict, bool]:
+    rows = selectors.environments_for(user=request.user, scope=scope)
+    stamp = selectors.rows_stamp(rows)
+    fingerprint = ":".join(str(v) for v in stamp.values())
+    # No clock in the key: the entry's own timeout bounds how stale "time left" gets, and a
+    # key that changed on a minute boundary made two requests a millisecond apart miss.
+    key = "rows:" + hashlib.sha256(f"{request.user.pk}:{scope}:{fingerprint}".encode()).hexdigest()
+    cached = cache.get(key)
+    if cached is None:
+        environments = list(rows)
+        intervals = [env.poll_seconds for env in environments if env.poll_seconds]
+        context = {
+            "environments": environments,
+            "scope": scope,
+            "polling": bool(intervals),
+            "poll_seconds": min(intervals, default=None),
+        }
+        cached = (
+            render_to_string("environments/_rows.html", context, request=request),
+            context["poll_seconds"],
+        )
+        cache.set(key, cached, ROWS_CACHE_SECONDS)
+    rows_html, poll_seconds = cached
+    context = {"rows_html": rows_html, "scope": scope, "poll_seconds": poll_seconds}
+    return context, poll_seconds is None
+
+
+@login_required
+@require_GET
+def my_environments(request):
+    context, _ = _rows_context(request, "mine")
+    return render(request, "environments/dashboard.html", context)
+
+
+@login_required
+@require_GET
+def team_environments(request):
+    context, _ = _rows_context(request, "team")
+    teams = selectors.teams_of(request.user)
+    context["budgets"] = [(team, quotas.budget_summary(team=team)) for team in teams]
+    return render(request, "environments/dashboard.html", context)
+
+
+@login_required
+@require_GET
+def environment_rows(request):
+    scope = "team" if request.GET.get("scope") == "team" else "mine"
+    context, settled = _rows_context(request, scope)
+    return HttpResponse(context["rows_html"], status=HTMX_STOP_POLLING if settled else 200)
+
+
+# --- One environment ----------------------------------------------------------------------
+
+
+def _access_lines(environment: Environment) -> list[tuple[str, str]]:
+    """The blueprint's access info with this environment's parameters filled in."""
+    spec = environment.blueprint_version.spec
+    # Defaults first, so rows from before a parameter existed still render.
+    parameters = {p["name"]: p["default"] for p in spec["parameters"] if "default" in p}
+    parameters.update(environment.parameters or {})
+    lines = []
+    for label, value in (spec.get("access") or {}).items():
+        try:
+            lines.append((label, render_text(value, parameters)))
+        except KeyError:
+            lines.append((label, value))
+    return lines
+
+
+def _detail_context(request, environment: Environment) -> dict:
+    version = environment.blueprint_version
+    extend_left = version.spec["ttl"]["max"] - int(environment.ttl.total_seconds())
+    return {
+        "env": environment,
+        "version": version,
+        "events": list(environment.events.select_related("actor")),
+        "access": _access_lines(environment),
+        "manifests_yaml": yaml.safe_dump_all(environment.manifests, sort_keys=False)
+        if environment.manifests
+        else "",
+        "extend_form": ExtendForm(maximum=extend_left),
+        "can_extend": extend_left > 0 and environment.state in EXTENDABLE_STATES,
+        "can_delete": environment.state in DELETABLE_STATES,
+        "can_retry": environment.state == State.FAILED,
+        "is_htmx": bool(request.htmx),
+    }
+
+
+@login_required
+@require_GET
+def environment_detail(request, pk):
+    environment = selectors.environment_for(user=request.user, pk=pk)
+    return render(request, "environments/detail.html", _detail_context(request, environment))
+
+
+@login_required
+@require_GET
+def environment_status(request, pk):
+    environment = selectors.environment_for(user=request.user, pk=pk)
+    return render(
+        request,
+        "environments/_status.html",
+        _detail_context(request, environment),
+        status=HTMX_STOP_POLLING if environment.is_settled else 200,
+    )
+
+
+@login_required
+@require_POST
+def extend_environment(request, pk):
+    environment = selectors.environment_for(user=request.user, pk=pk)
+    spent = int(environment.ttl.total_seconds())
+    form = ExtendForm(
+        request.POST, maximum=environment.blueprint_version.spec["ttl"]["max"] - spent
+    )
+    if not form.is_valid():
+        messages.error(request, "Choose how long to extend by.")
+        return back(request, environment)
+    try:
+        services.extend_environment(
+            environment=environment,
+            user=request.user,
+            seconds=form.cleaned_data["seconds"],
+            reason=form.cleaned_data["reason"],
+            ip=audit.client_ip(request),
+        )
+    except ServiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Extended.")
+    return back(request, environment)
+
+
+@login_required
+def delete_environment(request, pk):
+    """GET asks for confirmation; POST starts the teardown."""
+    environment = selectors.environment_for(user=request.user, pk=pk)
+    if request.method != "POST":
+        return render(request, "environments/confirm_delete.html", {"env": environment})
+    try:
+        services.delete_environment(
+            environment=environment, user=request.user, ip=audit.client_ip(request)
+        )
+    except ServiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{environment.namespace} is being deleted.")
+    return redirect("environment_detail", pk=environment.pk)
+
+
+@login_required
+@require_POST
+def environment_kubeconfig(request, pk):
+    """Download a namespace-scoped kubeconfig (POST: it mints a credential)."""
+    environment = selectors.environment_for(user=request.user, pk=pk)
+    try:
+        text = kubeconfig_for(
+            environment=environment, user=request.user, ip=audit.client_ip(request)
+        )
+    except ServiceError as exc:
+        messages.error(request, str(exc))
+        return redirect("environment_detail", pk=environment.pk)
+    response = HttpResponse(text, content_type="application/yaml")
+    response["Content-Disposition"] = f'attachment; filename="{environment.namespace}.kubeconfig"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+def clone_environment(request, pk):
+    environment = selectors.environment_for(user=request.user, pk=pk)
+    try:
+        clone = services.clone_environment(
+            environment=environment, user=request.user, ip=audit.client_ip(request)
+        )
+    except ParametersInvalid as exc:
+        messages.error(request, f"Cannot clone: {exc}")
+    except ServiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Cloned {environment.namespace} as {clone.namespace}.")
+        return redirect("environment_detail", pk=clone.pk)
+    return back(request, environment)
+
+
+@login_required
+@require_POST
+def retry_environment(request, pk):
+    environment = selectors.environment_for(user=request.user, pk=pk)
+    try:
+        services.retry_environment(
+            environment=environment, user=request.user, ip=audit.client_ip(request)
+        )
+    except ServiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Retrying.")
+    return back(request, environment)
+
+
+# --- Approvals ----------------------------------------------------------------------------
+
+
+# --- Portal admin -------------------------------------------------------------------------
+
+
+# --- Portal admin -------------------------------------------------------------------------
+
+EXPIRING_SOON_HOURS = 24
+
+
+@login_required
+@require_GET
+def admin_environments(request):
+    if not roles.is_admin(request.user):
+        raise PermissionDenied("Only portal admins can see every environment.")
+    filters = {
+        "state": request.GET.get("state", "") if request.GET.get("state") in State.values else "",
+        "team": request.GET.get("team", "")[:50],
+        "owner": request.GET.get("owner", "").strip()[:254],
+        "blueprint": request.GET.get("blueprint", "")[:63],
+    }
+    expiring = request.GET.get("expiring") == "1"
+    rows = selectors.all_environments(
+        **filters, expiring_within_hours=EXPIRING_SOON_HOURS if expiring else None
+    )[:500]
+    context = {
+        "environments": list(rows),
+        "filters": filters,
+        "expiring": expiring,
+        "states": State.choices,
+        "teams": Team.objects.order_by("name"),
+        "blueprint_names": catalog_selectors.blueprint_names(),
+        "scope": "admin",
+        "polling": False,
+    }
+    return render(request, "environments/admin_environments.html", context)
