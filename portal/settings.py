@@ -216,7 +216,7 @@ RQ_QUEUES = {
     name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 900}
     for name in ("default", "provision", "teardown")
 }
-# Services enqueue jobs with transaction.on_commit (STYLE.md rule 7), explicitly.
+# Services enqueue jobs with transaction.on_commit (docs/contributing.md, "Jobs"), explicitly.
 
 # --- Accounts (django-allauth) -----------------------------------------------------
 AUTHENTICATION_BACKENDS = [
