@@ -270,7 +270,7 @@ class BlueprintVersionAdmin(admin.ModelAdmin):
 
 class EnvironmentEventInline(admin.TabularInline):
     model = EnvironmentEvent
-    fields = ["created_at", "kind", "state", "message"]
+    fields = ("created_at", "kind", "state", "message")
     readonly_fields = fields
     extra = 0
     can_delete = False

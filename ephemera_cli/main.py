@@ -246,7 +246,8 @@ def wait_until_settled(client: Client, env: dict, *, timeout: float) -> int:
 
 
 def cmd_ls(args, client: Client) -> int:
-    rows, scope = [], "team" if args.team else "mine"
+    rows: list[dict] = []
+    scope = "team" if args.team else "mine"
     while True:  # every page: the API answers at most PAGE rows at a time
         page = client.call(
             "GET", "/environments", query={"scope": scope, "limit": PAGE, "offset": len(rows)}

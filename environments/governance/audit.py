@@ -35,7 +35,7 @@ def record(
 ) -> AuditEvent:
     """Append one entry. ``actor`` may be None for the system (scheduler, reconciler)."""
     if target is not None:
-        object_type = object_type or target._meta.model_name
+        object_type = object_type or target._meta.model_name or ""
         object_id = object_id or str(target.pk)
         object_repr = object_repr or str(target)[:200]
     is_person = actor is not None and getattr(actor, "is_authenticated", False)

@@ -25,7 +25,11 @@ def accrue(environment_id, now=None) -> Decimal:
         .filter(pk=environment_id, accrued_until__isnull=False)
         .first()
     )
-    if environment is None or environment.state not in BILLED_STATES:
+    if (
+        environment is None
+        or environment.accrued_until is None
+        or environment.state not in BILLED_STATES
+    ):
         return Decimal(0)
     end = min(now, environment.expires_at or now)
     minutes = int((end - environment.accrued_until).total_seconds() // 60)

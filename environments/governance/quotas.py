@@ -175,7 +175,7 @@ def budget_summary(*, team: Team) -> dict:
         "committed": upcoming,
         "budget": budget,
         "left": max(budget - spent - upcoming, Decimal(0)) if budget is not None else None,
-        "percent": int(min((spent + upcoming) / budget * 100, 100)) if budget else 0,
+        "percent": int(min((spent + upcoming) / budget * 100, Decimal(100))) if budget else 0,
     }
 
 

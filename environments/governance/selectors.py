@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from django.db.models import Q, Sum
 from django.utils import timezone
@@ -28,7 +29,7 @@ def month_bounds(month: str | None):
     )
 
 
-def spend_report(*, start, end) -> list[dict]:
+def spend_report(*, start: dt.datetime, end: dt.datetime) -> list[Any]:
     """Spend per team, user and blueprint within [start, end), largest first."""
     return list(
         CostEntry.objects.filter(period_end__gt=start, period_end__lte=end)
@@ -61,12 +62,17 @@ def quota_rows() -> list[dict]:
     """Every quota with what its team or user uses now and has spent this month."""
     rows = []
     for quota in Quota.objects.select_related("team", "user").order_by("team__name", "user__email"):
-        scope = {"team": quota.team} if quota.team_id else {"user": quota.user}
+        scope = {"team": quota.team} if quota.team is not None else {"user": quota.user}
         usage = quotas.usage(**scope)
+        subject = (
+            f"Team {quota.team.name}"
+            if quota.team is not None
+            else getattr(quota.user, "email", "")
+        )
         rows.append(
             {
                 "quota": quota,
-                "subject": f"Team {quota.team.name}" if quota.team_id else quota.user.email,
+                "subject": subject,
                 "environments": usage["environments"] or 0,
                 "cpu_millicores": usage["cpu"] or 0,
                 "memory_bytes": usage["memory"] or 0,

@@ -487,12 +487,13 @@ def watch_until_ready(
 
 def resource_versions(namespace: str) -> dict[str, str]:
     """kind/name -> resourceVersion of every object Ephemera applies in ``namespace``."""
-    result = {}
+    result: dict[str, str] = {}
     for (_api_version, kind), (prefix, plural, namespaced) in RESOURCES.items():
         if not namespaced or kind == "Secret":
             continue
         data = with_retries(
-            lambda prefix=prefix, plural=plural: _request(
+            functools.partial(
+                _request,
                 "GET",
                 f"{prefix}/namespaces/{namespace}/{plural}",
                 query=[("labelSelector", f"{MANAGED_BY}={MANAGER}")],

@@ -6,7 +6,7 @@ Run by the RQ cron scheduler through ``environments.tasks`` (see ``environments.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Q
@@ -124,7 +124,7 @@ def reconcile() -> dict[str, int]:
     for ns in namespaces.values():
         if ns.terminating or ns.environment_id in live:
             continue
-        created = timezone.datetime.fromisoformat(ns.created_at.replace("Z", "+00:00"))
+        created = datetime.fromisoformat(ns.created_at.replace("Z", "+00:00"))
         if now - created >= grace:
             log.info("deleting orphan namespace %s", ns.name)
             cluster.delete(cluster.namespace_manifest(ns.name))
@@ -171,12 +171,12 @@ def reconcile() -> dict[str, int]:
     for environment_id, name in Environment.objects.filter(
         state=State.FAILED, state_changed_at__lte=failure_cutoff
     ).values_list("pk", "name"):
-        ns = namespaces.get(namespace_for(name))
-        if ns is not None and not ns.terminating:
-            cluster.delete(cluster.namespace_manifest(ns.name))
+        leftover = namespaces.get(namespace_for(name))
+        if leftover is not None and not leftover.terminating:
+            cluster.delete(cluster.namespace_manifest(leftover.name))
             EnvironmentEvent.objects.get_or_create(
                 environment_id=environment_id,
-                source_key=f"failure-cleanup:{ns.created_at}",
+                source_key=f"failure-cleanup:{leftover.created_at}",
                 defaults={
                     "kind": EnvironmentEvent.Kind.INFO,
                     "message": "The failed environment's namespace was cleaned up; "

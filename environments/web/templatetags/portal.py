@@ -15,7 +15,7 @@ from environments.lifecycle.states import State
 register = template.Library()
 
 # Colour class for each state's badge; the text always names the state too.
-BADGE_TONES = {
+BADGE_TONES: dict[str, str] = {
     State.READY: "ok",
     State.FAILED: "bad",
     State.REJECTED: "bad",
