@@ -1,7 +1,17 @@
-"""The API's URLs: everything under /api/v1/ is served by django-ninja."""
+"""The API's URLs: everything under /api/v1/ is served by django-ninja.
+
+The routers are mounted here, once, in the order the OpenAPI document lists them; import
+``api`` from this module (not from app.py) wherever the complete API is needed.
+"""
 
 from django.urls import path
 
-from environments.api.routes import api
+from environments.api import blueprints, hooks
+from environments.api import environments as environments_api
+from environments.api.app import api
+
+api.add_router("/blueprints", blueprints.router)
+api.add_router("/environments", environments_api.router)
+api.add_router("/hooks", hooks.router)
 
 urlpatterns = [path("", api.urls)]

@@ -1,0 +1,203 @@
+"""The API's request and response schemas, and the converters from models to them.
+
+The OpenAPI document is generated from these classes, so a change here is a change to
+the published API (tests/test_schemathesis.py checks the API against it).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from django.conf import settings
+from ninja import Field, Schema
+from pydantic import field_validator
+
+from environments.lifecycle import services
+from environments.models import BlueprintVersion, Environment, EnvironmentEvent
+
+MAX_SECONDS = 366 * 86400
+
+
+# --- Errors -----------------------------------------------------------------------------
+
+
+class Error(Schema):
+    detail: str
+    errors: dict[str, str] | list[dict[str, Any]] | None = None
+
+
+# 400: a body that is not JSON at all.
+ERRORS = {400: Error, 401: Error, 403: Error, 404: Error, 409: Error, 422: Error, 429: Error}
+READ_ERRORS = {401: Error, 404: Error, 422: Error, 429: Error}
+
+
+# --- Out --------------------------------------------------------------------------------
+
+
+class BlueprintOut(Schema):
+    name: str
+    title: str
+    purpose: str
+    description: str
+    version: int
+    hourly_price: str
+    currency: str
+    ttl_default_seconds: int
+    ttl_max_seconds: int
+    approval: str
+    parameters: list[dict[str, Any]]
+
+
+class EnvironmentOut(Schema):
+    id: uuid.UUID
+    name: str
+    namespace: str
+    state: str
+    blueprint: str
+    blueprint_version: int
+    team: str
+    owner: str
+    parameters: dict[str, Any]
+    urls: dict[str, str]
+    reason: str
+    created_at: datetime
+    expires_at: datetime | None
+    time_left_seconds: int | None
+    accrued_cost: str
+    projected_cost: str
+    hourly_price: str
+    currency: str
+    last_error: str
+
+
+class EventOut(Schema):
+    created_at: datetime
+    kind: str
+    state: str
+    message: str
+
+
+class KubeconfigOut(Schema):
+    namespace: str
+    expires_at: datetime
+    kubeconfig: str = Field(description="YAML; the token in it is not stored by Ephemera")
+
+
+class HookOut(Schema):
+    status: str
+    environment: uuid.UUID | None = None
+    urls: dict[str, str] = Field(default_factory=dict)
+    state: str | None = None
+
+
+# --- In ---------------------------------------------------------------------------------
+
+
+ParameterValue = str | int | float | bool | None
+
+
+def _not_a_boolean(value: Any) -> Any:
+    # JSON true is not a 1-second TTL (pydantic would read it as 1); 3600.0 is 3600.
+    if isinstance(value, bool):
+        raise ValueError("must be a number of seconds, not true or false")
+    return value
+
+
+# PostgreSQL text cannot hold NUL: refuse it here as bad input rather than fail later.
+Text = Annotated[str, Field(max_length=2000, pattern=r"^[^\x00]*$")]
+
+
+class EnvironmentIn(Schema):
+    blueprint: str = Field(..., min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    parameters: dict[str, ParameterValue] = Field(default_factory=dict)
+    ttl_seconds: int | None = Field(None, ge=services.MIN_TTL_SECONDS, le=MAX_SECONDS)
+    team: str | None = Field(None, min_length=1, max_length=50, pattern=r"^[-a-zA-Z0-9_]+$")
+    reason: Text = ""
+
+    _ttl_not_a_boolean = field_validator("ttl_seconds", mode="before")(_not_a_boolean)
+
+    @field_validator("parameters")
+    @classmethod
+    def _no_nul(cls, value: dict[str, ParameterValue]) -> dict[str, ParameterValue]:
+        for name, item in value.items():
+            if "\x00" in name or (isinstance(item, str) and "\x00" in item):
+                raise ValueError("parameter names and values cannot contain NUL characters")
+        return value
+
+
+class ExtendIn(Schema):
+    seconds: int = Field(..., ge=services.MIN_EXTENSION_SECONDS, le=MAX_SECONDS)
+    reason: Text = ""
+
+    _seconds_not_a_boolean = field_validator("seconds", mode="before")(_not_a_boolean)
+
+
+class EnvironmentListQuery(Schema):
+    scope: Literal["mine", "team"] = "mine"
+    limit: int = Field(100, ge=1, le=500, description="Page size (at most 500).")
+    offset: int = Field(0, ge=0, le=1_000_000, description="Rows to skip, newest first.")
+
+
+# --- Converters -------------------------------------------------------------------------
+
+
+def _money(amount: Decimal) -> str:
+    return f"{amount:.2f}"
+
+
+def blueprint_out(version: BlueprintVersion) -> dict[str, Any]:
+    """A ``BlueprintOut`` for one requestable blueprint version."""
+    spec = version.spec
+    return {
+        "name": version.blueprint.name,
+        "title": spec["title"],
+        "purpose": spec["purpose"],
+        "description": spec.get("description", ""),
+        "version": version.number,
+        "hourly_price": f"{version.hourly_price:.4f}",
+        "currency": settings.COST_CURRENCY,
+        "ttl_default_seconds": spec["ttl"]["default"],
+        "ttl_max_seconds": spec["ttl"]["max"],
+        "approval": spec["approval"],
+        "parameters": spec["parameters"],
+    }
+
+
+def environment_out(environment: Environment) -> dict[str, Any]:
+    """An ``EnvironmentOut``; expects owner, team and blueprint version loaded."""
+    time_left = environment.time_left
+    version = environment.blueprint_version
+    return {
+        "id": environment.pk,
+        "name": environment.name,
+        "namespace": environment.namespace,
+        "state": environment.state,
+        "blueprint": version.blueprint.name,
+        "blueprint_version": version.number,
+        "team": environment.team.slug,
+        "owner": environment.owner.email or environment.owner.get_username(),
+        "parameters": environment.parameters,
+        "urls": environment.urls,
+        "reason": environment.reason,
+        "created_at": environment.created_at,
+        "expires_at": environment.expires_at,
+        "time_left_seconds": int(time_left.total_seconds()) if time_left is not None else None,
+        "accrued_cost": _money(environment.accrued_cost),
+        "projected_cost": _money(environment.projected_cost),
+        "hourly_price": f"{environment.hourly_price:.4f}",
+        "currency": settings.COST_CURRENCY,
+        "last_error": environment.last_error,
+    }
+
+
+def event_out(event: EnvironmentEvent) -> dict[str, Any]:
+    """An ``EventOut``: one line of an environment's timeline."""
+    return {
+        "created_at": event.created_at,
+        "kind": event.kind,
+        "state": event.state,
+        "message": event.message,
+    }
