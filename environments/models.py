@@ -22,7 +22,7 @@ from django.utils import timezone
 from environments.access.roles import is_admin
 from environments.catalog.choices import Purpose
 from environments.catalog.pricing import hourly_price
-from environments.catalog.spec import component_totals
+from environments.catalog.spec import BlueprintSpec, ComponentSpec, component_totals
 from environments.fields import EncryptedSecretField
 from environments.lib.egress import refused_url
 from environments.lib.naming import namespace_for
@@ -181,30 +181,35 @@ class BlueprintVersion(models.Model):
                 raise ValueError("blueprint versions are immutable; publish a new version instead")
         super().save(*args, **kwargs)
 
+    @functools.cached_property
+    def blueprint_spec(self) -> BlueprintSpec:
+        """The stored spec, typed (versions are immutable, so it is read once)."""
+        return BlueprintSpec.model_validate(self.spec)
+
     # Small derived facts for the catalogue.
     @property
     def title(self) -> str:
-        return self.spec["title"]
+        return self.blueprint_spec.title
 
     @property
     def purpose(self) -> str:
-        return self.spec["purpose"]
+        return self.blueprint_spec.purpose.value
 
     @property
     def approval(self) -> str:
-        return self.spec["approval"]
+        return self.blueprint_spec.approval.value
 
     @property
-    def components(self) -> list[dict]:
-        return self.spec["components"]
+    def components(self) -> list[ComponentSpec]:
+        return self.blueprint_spec.components
 
     @property
     def default_ttl(self) -> timedelta:
-        return timedelta(seconds=self.spec["ttl"]["default"])
+        return timedelta(seconds=self.blueprint_spec.ttl.default)
 
     @property
     def max_ttl(self) -> timedelta:
-        return timedelta(seconds=self.spec["ttl"]["max"])
+        return timedelta(seconds=self.blueprint_spec.ttl.max)
 
     @property
     def cpu_millicores(self) -> int:
@@ -216,7 +221,7 @@ class BlueprintVersion(models.Model):
 
     @property
     def hourly_price(self) -> Decimal:
-        return hourly_price(self.spec)
+        return hourly_price(self.blueprint_spec)
 
 
 _UUID_PLACEHOLDER = "00000000-0000-0000-0000-000000000000"

@@ -6,7 +6,6 @@ flags keep it off the network, which this machine does not reach anyway.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 
@@ -27,13 +26,12 @@ def _chromium_installed():
 @pytest.fixture(scope="module")  # the Playwright loop ends with each module
 def browser(_chromium_installed):
     # Playwright's sync API runs an event loop in the test thread; the ORM calls in test
-    # bodies are still synchronous and safe. Only while a browser is open, so nothing
-    # else (e.g. `check --deploy` in a subprocess) inherits the switch.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
+    # bodies are still synchronous and safe. Only while a browser is open (a module-scoped
+    # monkeypatch, undone when the module's tests end), so no other test sees the switch;
+    # child processes never get it (tests.conftest.subprocess_environ).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         yield from _launch()
-    finally:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
 def _launch():

@@ -6,6 +6,7 @@ are set) and, where marked, the real local Kubernetes control plane.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from django.contrib.auth.models import Group
 
 from environments.catalog.publishing import publish_blueprint
 from environments.models import Membership, Team
+from tests.factories import make_environment
 
 pytest_plugins = ["tests.kubecluster", "tests.browser"]
 
@@ -44,6 +46,28 @@ def _empty_cache():
 def _fast_hasher(settings):
     # Fast settings are fine; fake backends are not (STYLE.md rule 16).
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+# Set only while a browser is open (tests/browser.py); never inherited by anything else.
+ASYNC_UNSAFE = "DJANGO_ALLOW_ASYNC_UNSAFE"
+
+
+@pytest.fixture(autouse=True)
+def _async_unsafe_stays_in_browser_tests(request):
+    """Fail loudly if the browser tests' ``DJANGO_ALLOW_ASYNC_UNSAFE`` leaked out of them:
+    it would switch off Django's async-safety check here and in every subprocess."""
+    if request.node.get_closest_marker("browser") is None:
+        assert ASYNC_UNSAFE not in os.environ, (
+            f"{ASYNC_UNSAFE} is set outside the browser tests; scope it to them "
+            "(tests/browser.py sets it only while a browser is open)"
+        )
+
+
+def subprocess_environ(**extra: str) -> dict[str, str]:
+    """The environment for a child process: ours, minus switches meant for this process."""
+    environ = {k: v for k, v in os.environ.items() if k != ASYNC_UNSAFE}
+    environ.update(extra)
+    return environ
 
 
 @pytest.fixture
@@ -106,6 +130,15 @@ def portal_admin(db):
     return make_user("admin@example.com", roles=("admin",))
 
 
+def client_for(user):
+    """A Django test client signed in as ``user``."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client
+
+
 def load_sample(name: str):
     version, _ = publish_blueprint(source=(BLUEPRINTS / f"{name}.yaml").read_text())
     return version
@@ -116,6 +149,35 @@ def sample_blueprints(db):
     return {path.stem: load_sample(path.stem) for path in sorted(BLUEPRINTS.glob("*.yaml"))}
 
 
+@pytest.fixture
+def shop(sample_blueprints):
+    """The three-component sample blueprint's current version."""
+    return sample_blueprints["shop-demo"]
+
+
+@pytest.fixture
+def env(owner, team, shop):
+    """A ready shop-demo environment of ``owner`` in ``team`` (rows only, no cluster)."""
+    from environments.lifecycle.states import State
+
+    return make_environment(owner=owner, team=team, version=shop, state=State.READY)
+
+
+@pytest.fixture
+def on_cluster(settings, kube_config):
+    """Point the portal at the test cluster, with empty job queues (cluster tests)."""
+    import django_rq
+
+    from environments.kube import cluster
+
+    settings.KUBECONFIG = kube_config
+    cluster.reset_client()
+    for name in ("default", "provision", "teardown"):
+        django_rq.get_queue(name).empty()
+    yield
+    cluster.reset_client()
+
+
 def start_worker(
     kube_config: str, log_path: Path, *, queues=("provision", "teardown", "default"), **env
 ):
@@ -123,14 +185,12 @@ def start_worker(
 
     Its own session, so ``stop_worker`` (or a test's kill -9) reaches its work horse too.
     """
-    import os
     import subprocess
     import sys
 
     from django.conf import settings
 
-    environ = dict(os.environ)
-    environ.update(
+    environ = subprocess_environ(
         DATABASE_URL=database_url(),
         REDIS_URL=settings.REDIS_URL,
         KUBECONFIG=kube_config,
@@ -152,7 +212,6 @@ def start_worker(
 
 
 def stop_worker(process) -> None:
-    import os
     import signal
     import subprocess
 

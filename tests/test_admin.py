@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from environments.models import AuditEvent, BlueprintVersion
+from datetime import timedelta
+from decimal import Decimal
+
+from environments.governance.quotas import QUOTA_FIELDS, set_quota
+from environments.models import AuditEvent, BlueprintVersion, Quota
 from tests.conftest import make_user
 from tests.test_blueprints import GOOD
 
@@ -118,3 +122,53 @@ def test_it_audits_team_membership_changes_made_inline(client, django_user_model
     entry = AuditEvent.objects.get(action="team.change")
     assert entry.before["members"] == []
     assert entry.after["members"] == ["sam@example.com"]
+
+
+QUOTA_FORM = {
+    "max_environments": "3",
+    "max_cpu_millicores": "2000",
+    "max_memory_bytes": str(4 * 1024**3),
+    "max_ttl": "08:00:00",
+    "monthly_budget": "150.00",
+}
+
+
+def test_it_saves_quotas_through_the_quota_service_with_the_same_audit_entry(
+    client, django_user_model, team, other_team
+):
+    superuser_client(client, django_user_model)
+    response = client.post("/admin/environments/quota/add/", {**QUOTA_FORM, "team": team.pk})
+    assert response.status_code == 302, response.content.decode()[:3000]
+    quota = Quota.objects.get(team=team)
+    assert quota.max_ttl == timedelta(hours=8)
+    added = AuditEvent.objects.get(action="quota.change")
+    assert added.actor == "root@example.com"
+    assert (added.object_type, added.object_id) == ("quota", str(quota.pk))
+
+    # The same values through the service the portal's quota page uses: the same entry.
+    reference = set_quota(
+        actor=django_user_model.objects.get(username="root@example.com"),
+        team=other_team,
+        values={
+            "max_environments": 3,
+            "max_cpu_millicores": 2000,
+            "max_memory_bytes": 4 * 1024**3,
+            "max_ttl": timedelta(hours=8),
+            "monthly_budget": Decimal("150.00"),
+        },
+    )
+    expected = AuditEvent.objects.get(action="quota.change", object_id=str(reference.pk))
+    assert added.before is None and expected.before is None
+    assert added.after == expected.after
+    assert set(added.after) == set(QUOTA_FIELDS)
+
+    response = client.post(
+        f"/admin/environments/quota/{quota.pk}/change/",
+        {**QUOTA_FORM, "max_environments": "5", "monthly_budget": ""},
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    changed = AuditEvent.objects.filter(action="quota.change", object_id=str(quota.pk)).latest("pk")
+    assert changed.pk != added.pk
+    assert changed.before == added.after
+    assert changed.after == {**added.after, "max_environments": 5, "monthly_budget": None}
+    assert Quota.objects.filter(team=team).count() == 1

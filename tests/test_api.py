@@ -128,9 +128,7 @@ def test_it_refuses_a_boolean_or_tiny_ttl(api, sample_blueprints):
 
 def test_it_limits_the_call_rate_per_token(api, owner, settings, monkeypatch):
     # The window is fixed: hold the clock mid-window so no boundary falls between calls.
-    monkeypatch.setattr(
-        "environments.api.routes.time", SimpleNamespace(time=lambda: 1_800_000_030.0)
-    )
+    monkeypatch.setattr("environments.api.app.time", SimpleNamespace(time=lambda: 1_800_000_030.0))
     settings.API_RATE_LIMIT = (3, 60)
     for _ in range(3):
         assert api.get("/environments").status_code == 200

@@ -27,18 +27,11 @@ pytestmark = [
 
 
 @pytest.fixture
-def worker(kube_config, settings, tmp_path):
-    """A real RQ worker process on the test database and Redis."""
-    import django_rq
-
-    settings.KUBECONFIG = kube_config
-    cluster.reset_client()
-    for name in ("default", "provision", "teardown"):
-        django_rq.get_queue(name).empty()
+def worker(on_cluster, kube_config, tmp_path):
+    """A real RQ worker process on the test database, Redis and cluster."""
     process = start_worker(kube_config, tmp_path / "worker.log")
     yield process
     stop_worker(process)
-    cluster.reset_client()
 
 
 def test_it_requests_watches_extends_and_deletes_without_reloading(

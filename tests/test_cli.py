@@ -7,7 +7,6 @@ import stat
 import subprocess
 import sys
 
-import django_rq
 import pytest
 
 from environments.access import tokens
@@ -17,17 +16,11 @@ from environments.lifecycle.states import State
 from environments.models import Environment
 from tests.conftest import ROOT, start_worker, stop_worker, wait_for
 
-pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(autouse=True)
-def on_cluster(settings, kube_config):
-    settings.KUBECONFIG = kube_config
-    cluster.reset_client()
-    for name in ("default", "provision", "teardown"):
-        django_rq.get_queue(name).empty()
-    yield
-    cluster.reset_client()
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("on_cluster"),
+]
 
 
 @pytest.fixture

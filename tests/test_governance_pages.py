@@ -182,3 +182,56 @@ def test_it_answers_bad_admin_input_with_messages_not_errors(client, portal_admi
     assert "At most a year" in page or "not a duration" in page
     assert client.get(f"/admin-portal/quotas/user/{owner.pk}/").status_code == 200
     assert client.get("/admin-portal/quotas/user/nobody@example.com/").status_code == 404
+
+
+def governance_state() -> dict:
+    """Everything a governance page could change, to compare before and after."""
+    return {
+        "quotas": list(Quota.objects.order_by("pk").values()),
+        "versions": list(BlueprintVersion.objects.order_by("pk").values()),
+        "audit": AuditEvent.objects.count(),
+    }
+
+
+@pytest.mark.parametrize("user_fixture", ["owner", "approver"])
+def test_it_refuses_to_deprecate_a_blueprint_version_for_non_admins(
+    request, client, user_fixture, sample_blueprints
+):
+    version = sample_blueprints["shop-demo"]
+    client.force_login(request.getfixturevalue(user_fixture))
+    before = governance_state()
+    response = client.post(f"/admin-portal/blueprints/{version.pk}/deprecate/", {"deprecated": "1"})
+    assert response.status_code == 403
+    version.refresh_from_db()
+    assert not version.deprecated
+    assert not AuditEvent.objects.filter(action="blueprint.deprecate").exists()
+    assert governance_state() == before
+
+
+POSTS = [
+    ("/admin-portal/spend/", {"month": "2026-11"}),
+    ("/admin-portal/audit/", {"q": "x"}),
+    ("/admin-portal/quotas/", {"max_environments": "1"}),
+    (
+        "/admin-portal/quotas/team/sales/",
+        {"max_environments": "1", "max_ttl": "1h", "monthly_budget": "1"},
+    ),
+    (
+        "/admin-portal/quotas/user/{owner_pk}/",
+        {"max_environments": "1", "max_ttl": "1h", "monthly_budget": "1"},
+    ),
+    ("/admin-portal/blueprints/", {"source": GOOD}),
+]
+
+
+@pytest.mark.parametrize(("url", "data"), POSTS, ids=[url for url, _ in POSTS])
+@pytest.mark.parametrize("user_fixture", ["owner", "approver", "outsider"])
+def test_it_refuses_admin_page_posts_to_others_and_changes_nothing(
+    request, client, user_fixture, owner, team, sample_blueprints, url, data
+):
+    Quota.objects.create(team=team, monthly_budget=Decimal("100.00"), max_environments=5)
+    client.force_login(request.getfixturevalue(user_fixture))
+    before = governance_state()
+    response = client.post(url.format(owner_pk=owner.pk), data)
+    assert response.status_code in (403, 404)
+    assert governance_state() == before

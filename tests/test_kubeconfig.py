@@ -14,9 +14,13 @@ from environments.lib.errors import ServiceError
 from environments.lifecycle import services
 from environments.lifecycle.states import State
 from environments.models import AuditEvent, Environment
-from tests.test_provisioning import on_cluster, request, run_worker  # noqa: F401 (fixture)
+from tests.test_provisioning import request, run_worker
 
-pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("on_cluster"),
+]
 
 
 def api_for(kubeconfig_text: str) -> client.ApiClient:

@@ -264,3 +264,24 @@ def test_it_reads_secrets_across_a_secret_key_rotation(team, settings):
         Webhook.objects.get(pk=webhook.pk)
     settings.SECRET_KEY_FALLBACKS = [old]
     assert Webhook.objects.get(pk=webhook.pk).secret == "s3cret"
+
+
+def test_it_queues_each_webhook_delivery_with_its_retry_schedule(
+    environment, team, receiver, django_capture_on_commit_callbacks
+):
+    # RQ retries a failing delivery 4 more times, after 10 s, 1 min, 5 min and 15 min.
+    import django_rq
+
+    queue = django_rq.get_queue("default")
+    queue.empty()
+    Webhook.objects.create(team=team, url=receiver(200).url)
+    with django_capture_on_commit_callbacks(execute=True):  # django-rq enqueues on commit
+        notifications.deliver(notifications.READY, str(environment.pk))
+    delivery = WebhookDelivery.objects.get()
+    jobs = [job for job in queue.get_jobs() if job.func_name == "environments.tasks.send_webhook"]
+    assert len(jobs) == 1
+    job = jobs[0]
+    assert job.args == (delivery.pk,)
+    assert job.retries_left == 4
+    assert job.retry_intervals == [10, 60, 300, 900]
+    queue.empty()

@@ -6,6 +6,7 @@ kill -9 test). Nothing of the Kubernetes client is mocked.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -30,19 +31,13 @@ from environments.lifecycle.upkeep import reap_expired, reconcile
 from environments.models import Environment
 from tests.conftest import ROOT, start_worker, wait_for
 
-pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("on_cluster"),
+]
 
 THREE_COMPONENTS = "shop-demo"
-
-
-@pytest.fixture(autouse=True)
-def on_cluster(settings, kube_config):
-    settings.KUBECONFIG = kube_config
-    cluster.reset_client()
-    for name in ("default", "provision", "teardown"):
-        django_rq.get_queue(name).empty()
-    yield
-    cluster.reset_client()
 
 
 def run_worker() -> None:
@@ -81,26 +76,42 @@ def provision_in_thread(environment) -> tuple[threading.Thread, dict]:
     django_rq.get_queue("provision").empty()  # the job runs here, not in a worker
     outcome: dict[str, str] = {}
 
-    def provision():
+    def run():
         try:
             outcome["result"] = provision(str(environment.pk))
         finally:
             connection.close()
 
-    thread = threading.Thread(target=provision)
+    thread = threading.Thread(target=run)
     thread.start()
     return thread, outcome
 
 
-def settled_versions(namespace: str) -> dict[str, str]:
-    previous = None
-    for _ in range(30):
+def settled_versions(namespace: str, timeout: float = 60.0) -> dict[str, str]:
+    """The namespace's resourceVersions once they stayed the same for a second.
+
+    Controllers may still write status just after an environment is ready. Fails (rather
+    than returning a moving snapshot, which a strict comparison would then trip over at
+    random) if they never settle, naming the objects that kept changing."""
+    deadline = time.monotonic() + timeout
+    previous = cluster.resource_versions(namespace)
+    while True:
+        time.sleep(1)  # the interval that defines "settled", not a wait for something
         current = cluster.resource_versions(namespace)
         if current == previous:
             return current
+        if time.monotonic() > deadline:
+            changing = sorted(
+                name
+                for name in set(current) | set(previous)
+                if current.get(name) != previous.get(name)
+            )
+            pytest.fail(
+                f"resourceVersions in {namespace} did not settle within {timeout:.0f}s; "
+                f"still changing: {', '.join(changing)}",
+                pytrace=False,
+            )
         previous = current
-        time.sleep(1)
-    return current
 
 
 def request(owner, version, **kwargs) -> Environment:
@@ -228,13 +239,24 @@ def test_it_deletes_orphans_but_never_unlabelled_namespaces(settings, kube_clien
             metadata=client.V1ObjectMeta(name=orphan, labels={MANAGED_BY: "ephemera"})
         )
     )
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=plain)))
+    # A finalizer of our own keeps the unlabelled namespace Terminating if anything
+    # deletes it, so "left alone" below cannot be fooled by a deletion still under way.
+    hold = "ephemera.test/hold"
+    core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=plain, finalizers=[hold]))
+    )
     try:
         counts = reconcile()
         assert counts["orphans"] >= 1
         assert cluster.wait_namespace_gone(orphan, timeout=60)
-        assert cluster.namespace_exists(plain)
+        live = cluster.get(cluster.namespace_manifest(plain))
+        assert live is not None, "the unlabelled namespace was deleted"
+        assert not live["metadata"].get("deletionTimestamp"), (
+            f"the unlabelled namespace is being deleted: {live['metadata']}"
+        )
+        assert live["metadata"].get("finalizers") == [hold]
     finally:
+        core.patch_namespace(plain, {"metadata": {"finalizers": None}})
         cluster.delete(cluster.namespace_manifest(plain))
 
 
@@ -391,32 +413,68 @@ def test_it_records_pod_problems_as_plain_words(owner, sample_blueprints):
     assert problem.message.startswith("api was rejected by Pod Security")
 
 
-def test_it_rides_out_the_api_server_stopping_for_20_seconds(owner, sample_blueprints, settings):
+def test_it_rides_out_the_api_server_stopping_for_20_seconds(
+    owner, sample_blueprints, settings, caplog
+):
     # 20 s down, plus stopping and restarting it on a slow machine: retry well past that.
     settings.KUBE_RETRY_SECONDS = 240
     from tests.kubecluster import load_launcher
 
+    caplog.set_level(logging.WARNING, logger="environments.kube.cluster")
     launcher = load_launcher()
-    environment = request(owner, slow_blueprint(sample_blueprints, "3s"))
+    # Pods become ready 12 s after they start, so the job is still waiting for them
+    # (talking to the API server) when it stops, however slow the machine is.
+    environment = request(owner, slow_blueprint(sample_blueprints, "12s"))
     thread, outcome = provision_in_thread(environment)
     try:
-        wait_for(lambda: cluster.namespace_exists(environment.namespace), timeout=30, interval=0.05)
+        wait_for(
+            lambda: Environment.objects.get(pk=environment.pk).manifests,
+            timeout=60,
+            interval=0.05,
+        )
+        assert thread.is_alive(), outcome
         assert launcher.component_pid("kube-apiserver")
         # The launcher's own stop: SIGTERM, SIGKILL if it lingers, until it is gone.
+        stopping_at = time.time()
         launcher._stop_components(["kube-apiserver"], timeout=5)
+        stopped_at = time.time()
         assert launcher.component_pid("kube-apiserver") is None
         assert not launcher.apiserver_ready()
-        time.sleep(20)
+        # The job notices: it retries the calls it cannot make, while the server is down.
+        wait_for(
+            lambda: retries_since(caplog, stopping_at) or not thread.is_alive(),
+            timeout=60,
+            interval=0.1,
+        )
+        assert retries_since(caplog, stopping_at), f"no retry during the outage: {outcome}"
+        assert thread.is_alive(), outcome
+        # Down for 20 s in all.
+        time.sleep(max(0.0, stopped_at + 20 - time.time()))
+        assert launcher.component_pid("kube-apiserver") is None
     finally:
         restart_cluster(launcher)
+    restarted_at = time.time()
     thread.join(timeout=300)
     assert not thread.is_alive(), "provisioning did not finish"
-    assert not thread.is_alive()
     environment.refresh_from_db()
     # It retried through the outage and finished (the alternative, a clean failure
     # after its deadline, would say so in last_error).
     assert outcome["result"] == "ready", environment.last_error
     assert environment.state == State.READY
+    during = [r for r in retries_since(caplog, stopping_at) if r.created <= restarted_at]
+    assert during, "no retry was logged while the API server was down"
+
+
+def retries_since(caplog, since: float) -> list[logging.LogRecord]:
+    """The cluster module's retry warnings (failed call, or interrupted watch) since then."""
+    return [
+        r
+        for r in caplog.records
+        if r.name == "environments.kube.cluster"
+        and r.levelno == logging.WARNING
+        and r.created >= since
+        and ("retrying" in r.getMessage() or "re-listing" in r.getMessage())
+    ]
 
 
 def test_it_applies_new_parameters_that_arrive_mid_provisioning(owner, sample_blueprints):

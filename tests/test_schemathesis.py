@@ -21,7 +21,7 @@ from ninja.responses import NinjaJSONEncoder
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from environments.access import tokens
-from environments.api.routes import api
+from environments.api.urls import api
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

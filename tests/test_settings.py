@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 from django.conf import settings
 
-from tests.conftest import ROOT, database_url
+from tests.conftest import ASYNC_UNSAFE, ROOT, database_url, subprocess_environ
 
 PRODUCTION = {
     "DEBUG": "false",
@@ -21,11 +20,7 @@ PRODUCTION = {
 
 
 def run_manage(*args: str, extra_env: dict[str, str]) -> subprocess.CompletedProcess:
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"DEBUG", "SECRET_KEY", "DJANGO_ALLOW_ASYNC_UNSAFE"}
-    }
+    environ = {k: v for k, v in subprocess_environ().items() if k not in {"DEBUG", "SECRET_KEY"}}
     # Reuse the servers the tests already use (embedded or given).
     environ["DATABASE_URL"] = database_url()
     environ["REDIS_URL"] = settings.REDIS_URL
@@ -90,3 +85,18 @@ def test_it_runs_on_postgresql_and_redis(db):
     assert connection.cursor().connection.info.server_version >= 160000
     client = cache._cache.get_client()
     assert "redis_version" in client.info()
+
+
+def test_child_processes_never_inherit_the_browser_tests_async_switch(monkeypatch):
+    # The browser tests set DJANGO_ALLOW_ASYNC_UNSAFE while a browser is open; a worker
+    # or manage.py started then must still run with Django's async-safety check on.
+    monkeypatch.setenv(ASYNC_UNSAFE, "true")
+    result = subprocess.run(
+        [sys.executable, "-c", f"import os; print(os.environ.get({ASYNC_UNSAFE!r}))"],
+        env=subprocess_environ(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == "None"

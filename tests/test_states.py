@@ -15,6 +15,7 @@ from environments.lifecycle.states import (
 )
 from environments.lifecycle.transitions import transition
 from environments.models import Environment, EnvironmentEvent
+from tests.conftest import wait_for
 from tests.factories import make_environment
 
 ALLOWED = {
@@ -75,24 +76,58 @@ def test_it_does_nothing_when_the_row_is_in_another_state(db, owner, team, sampl
 
 @pytest.mark.django_db(transaction=True)
 def test_it_lets_exactly_one_of_two_racing_threads_win(owner, team, sample_blueprints):
+    """Both threads are proven to be inside transition() at the same time, each blocked
+    on its write behind a row lock the test holds; then the lock goes and they race.
+    A read-then-write transition would let both win here."""
     env = make_environment(
         owner=owner, team=team, version=sample_blueprints["shop-demo"], state="approved"
     )
-    barrier = threading.Barrier(2)
     results: list[bool] = []
+    backends: list[int] = []
+    errors: list[BaseException] = []
 
     def claim():
         try:
-            barrier.wait()
+            connection.ensure_connection()
+            backends.append(connection.connection.info.backend_pid)
             results.append(transition(env.pk, from_states="approved", to_state="provisioning"))
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
         finally:
             connection.close()
 
+    # A third session locks the row, as a slow transaction holding it would.
+    holder = connection.get_new_connection(connection.get_connection_params())
     threads = [threading.Thread(target=claim) for _ in range(2)]
+    try:
+        holder.execute("SELECT id FROM environments_environment WHERE id = %s FOR UPDATE", [env.pk])
+        for thread in threads:
+            thread.start()
+        # Proof of overlap: both threads' sessions wait on a lock at the same moment.
+        wait_for(
+            lambda: len(backends) == 2 and blocked(backends) == 2,
+            timeout=60,
+            interval=0.02,
+        )
+        assert results == [], "a thread finished while the row was locked"
+    finally:
+        holder.rollback()  # let them go
+        holder.close()
     for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+    assert errors == []
     assert sorted(results) == [False, True]
     assert Environment.objects.get(pk=env.pk).state == "provisioning"
     assert EnvironmentEvent.objects.filter(environment=env).count() == 1
+
+
+def blocked(backends: list[int]) -> int:
+    """How many of these database sessions are waiting for a lock right now."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM unnest(%s::int[]) AS pid"
+            " WHERE cardinality(pg_blocking_pids(pid)) > 0",
+            [list(backends)],
+        )
+        return cursor.fetchone()[0]

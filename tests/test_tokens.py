@@ -10,7 +10,9 @@ import pytest
 from django.utils import timezone
 
 from environments.access import tokens
-from environments.models import ApiToken, AuditEvent
+from environments.lifecycle.states import State
+from environments.models import ApiToken, AuditEvent, Environment, EnvironmentEvent
+from tests.factories import make_environment
 
 pytestmark = pytest.mark.django_db
 
@@ -69,6 +71,47 @@ def test_it_refuses_writes_with_a_read_only_token(client, owner, sample_blueprin
     )
     assert response.status_code == 403
     assert "read-only" in response.json()["detail"]
+
+
+def database_state() -> dict:
+    """Everything an API write could change, to compare before and after."""
+    return {
+        "environments": list(Environment.objects.order_by("pk").values()),
+        "events": EnvironmentEvent.objects.count(),
+        "audit": list(AuditEvent.objects.order_by("pk").values_list("action", flat=True)),
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/api/v1/environments", {"blueprint": "pr-preview"}),
+        ("post", "/api/v1/environments/{ref}/extend", {"seconds": 3600, "reason": "x"}),
+        ("delete", "/api/v1/environments/{ref}", None),
+        ("post", "/api/v1/environments/{ref}/kubeconfig", None),
+    ],
+    ids=["create", "extend", "delete", "kubeconfig"],
+)
+def test_it_refuses_every_write_endpoint_to_a_read_only_token(
+    client, owner, team, sample_blueprints, method, path, body
+):
+    environment = make_environment(
+        owner=owner, team=team, version=sample_blueprints["pr-preview"], state=State.READY
+    )
+    _, plaintext = tokens.create_token(user=owner, name="ro", scope="read", days=1)
+    ref = str(environment.pk)
+    assert client.get(f"/api/v1/environments/{ref}", **bearer(plaintext)).status_code == 200
+    before = database_state()
+    response = getattr(client, method)(
+        path.format(ref=ref),
+        body if body is not None else "",
+        content_type="application/json",
+        **bearer(plaintext),
+    )
+    assert response.status_code == 403, response.content
+    assert "read-only" in response.json()["detail"]
+    assert "kubeconfig" not in response.json()
+    assert database_state() == before
 
 
 def test_it_lets_only_the_owner_revoke(owner, teammate):

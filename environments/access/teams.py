@@ -30,6 +30,14 @@ def team_for(user, team: Team | None) -> Team:
     return teams[0]
 
 
+def requestable_teams(user) -> list[Team]:
+    """The teams ``user`` may request environments for, by name: what the form offers."""
+    teams = Team.objects.order_by("name")
+    if roles.is_admin(user):
+        return list(teams)
+    return list(teams.filter(memberships__user=user))
+
+
 def can_change(user, environment: Environment) -> bool:
     """Owners, their teammates and admins may act on an environment."""
     if environment.owner_id == user.pk or roles.is_admin(user):

@@ -6,11 +6,13 @@ requests x replicas x rates, plus the blueprint's flat hourly fee.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from django.conf import settings
 
-from environments.catalog.spec import component_totals
+from environments.catalog.spec import BlueprintSpec, as_blueprint_spec, component_totals
 
 GIB = Decimal(1024**3)
 CURRENCY_SYMBOLS = {
@@ -24,17 +26,19 @@ CURRENCY_SYMBOLS = {
 }
 
 
-def hourly_price(spec: dict) -> Decimal:
-    totals = component_totals(spec["components"])
+def hourly_price(spec: BlueprintSpec | Mapping[str, Any]) -> Decimal:
+    """Per hour: the components' requests at the rate card, plus the blueprint's fee."""
+    blueprint = as_blueprint_spec(spec)
+    totals = component_totals(blueprint.components)
     total = (
-        Decimal(spec.get("hourly_fee") or 0)
+        Decimal(blueprint.hourly_fee or 0)
         + Decimal(totals.cpu_millicores) / 1000 * settings.COST_PER_CPU_HOUR
         + Decimal(totals.memory_bytes) / GIB * settings.COST_PER_GIB_HOUR
     )
     return total.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
 
 
-def price_for(spec: dict, seconds: int | float) -> Decimal:
+def price_for(spec: BlueprintSpec | Mapping[str, Any], seconds: int | float) -> Decimal:
     return (hourly_price(spec) * Decimal(seconds) / 3600).quantize(
         Decimal("0.01"), rounding=ROUND_HALF_UP
     )

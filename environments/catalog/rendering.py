@@ -8,36 +8,48 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from environments.catalog.spec import (
     IMAGE_REFERENCE,
     PLACEHOLDER,
+    BlueprintSpec,
     ParametersInvalid,
+    as_blueprint_spec,
     coerce_parameter,
 )
 
 
-def spec_digest(spec: dict) -> str:
-    """Identifies a blueprint's content, so an unchanged file publishes nothing."""
+def spec_digest(spec: BlueprintSpec | Mapping[str, Any]) -> str:
+    """Identifies a blueprint's content, so an unchanged file publishes nothing.
+
+    The digest of the stored dict (``parse_blueprint``'s result, ``BlueprintSpec.to_dict``).
+    """
+    if isinstance(spec, BlueprintSpec):
+        spec = spec.to_dict()
     canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def resolve_parameters(spec: dict, values: dict[str, Any]) -> dict[str, Any]:
+def resolve_parameters(
+    spec: BlueprintSpec | Mapping[str, Any], values: Mapping[str, Any]
+) -> dict[str, Any]:
     """Fill defaults and check each value; raise ParametersInvalid with every problem."""
+    parameters = as_blueprint_spec(spec).parameters
     errors: dict[str, str] = {}
     resolved: dict[str, Any] = {}
-    declared = {p["name"] for p in spec["parameters"]}
+    declared = {p.name for p in parameters}
     for unknown in sorted(set(values) - declared):
         errors[unknown] = "is not a parameter of this blueprint"
-    for param in spec["parameters"]:
-        name = param["name"]
+    for param in parameters:
+        name = param.name
+        raw: Any
         if name in values and values[name] not in (None, ""):
             raw = values[name]
-        elif "default" in param:
-            raw = param["default"]
-        elif param["type"] == "boolean":
+        elif param.default is not None:
+            raw = param.default
+        elif param.type == "boolean":
             raw = False
         else:
             errors[name] = "is required"
@@ -51,10 +63,10 @@ def resolve_parameters(spec: dict, values: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def render_text(template: str, parameters: dict[str, Any]) -> str:
+def render_text(template: str, parameters: Mapping[str, Any]) -> str:
     """Substitute ``{{ name }}`` placeholders; nothing else is evaluated."""
 
-    def substitute(match: re.Match) -> str:
+    def substitute(match: re.Match[str]) -> str:
         value = parameters[match.group(1)]
         if isinstance(value, bool):
             return "true" if value else "false"
@@ -63,20 +75,25 @@ def render_text(template: str, parameters: dict[str, Any]) -> str:
     return PLACEHOLDER.sub(substitute, template)
 
 
-def render_components(spec: dict, parameters: dict[str, Any]) -> list[dict]:
-    """The components with parameters substituted; images re-checked afterwards."""
+def render_components(
+    spec: BlueprintSpec | Mapping[str, Any], parameters: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """The components with parameters substituted; images re-checked afterwards.
+
+    Plain dicts (a component's stored form), as the cluster side takes them.
+    """
     components = []
     errors: dict[str, str] = {}
-    for component in spec["components"]:
-        rendered = dict(component)
-        rendered["image"] = render_text(component["image"], parameters)
+    for component in as_blueprint_spec(spec).components:
+        rendered = component.model_dump()
+        rendered["image"] = render_text(component.image, parameters)
         if not IMAGE_REFERENCE.match(rendered["image"]):
-            errors[component["name"]] = (
+            errors[component.name] = (
                 f"the image {rendered['image']!r} made from these parameters is not a valid "
                 "image reference"
             )
-        rendered["env"] = {k: render_text(v, parameters) for k, v in component["env"].items()}
-        rendered["args"] = [render_text(a, parameters) for a in component["args"]]
+        rendered["env"] = {k: render_text(v, parameters) for k, v in component.env.items()}
+        rendered["args"] = [render_text(a, parameters) for a in component.args]
         components.append(rendered)
     if errors:
         raise ParametersInvalid(errors)

@@ -5,19 +5,60 @@ text into a normalised spec or raises ``BlueprintInvalid`` holding one
 ``field.path: reason`` line per problem. Names, quantities and images are checked
 by Kubernetes' own rules before anything reaches the cluster; templating is plain
 substitution of declared parameters, so no code ever runs from a blueprint.
+
+Two sets of pydantic models live here:
+
+- the raw models (``_Raw*``) check the YAML as written. Every field is ``Any`` and
+  checked by a validator of ours, so each problem reads as a sentence for the person
+  who wrote the file ("'Web_1' is not a valid DNS-1123 label ...") rather than as
+  pydantic's type names. Unknown fields, missing fields and non-mappings are
+  pydantic's own errors (``extra="forbid"``), reworded by ``_reason``.
+- the spec models (``BlueprintSpec`` and its parts) are the normalised result: what
+  ``parse_blueprint`` returns as a plain dict (stored in ``BlueprintVersion.spec`` and
+  hashed by ``spec_digest``, so its keys and values must not change) and what the rest
+  of the code reads through ``BlueprintSpec.model_validate(stored_dict)``.
+
+Checks that look past their own field are done with what earlier fields left in the
+validation context or in ``info.data``: the parameter names declared (placeholders in
+components and access must name one), the component names seen (duplicates) and each
+component's size (the quota must hold them). Fields are validated in the order they
+are declared, so a model declares a field after the fields its checks read.
+
+Error order: one error line per problem, in the order people read the file's rules
+(this is the order the hand-written checker that preceded these models used, and
+scripts compare the output). For each mapping: its unknown fields in the order they
+appear in the file, then its missing fields, then the checks of each field in the
+model's ``check_order``, then the checks comparing a field with the rest of the
+blueprint (``_LATE``: "components request 0.75 CPU, more than 500m"); lists in item
+order. Pydantic reports a model's fields first and its unknown fields last, so
+``_sort_key`` turns each error's location into that order and the errors are sorted
+on it; a sort is stable, so the problems one validator raised keep their order.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, ClassVar, Literal, NoReturn
 
 import yaml
 from kubernetes.utils.quantity import parse_quantity
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from environments.catalog.choices import ApprovalPolicy, Purpose
+from environments.catalog.choices import ApprovalPolicy, KubeAccess, Purpose
 from environments.lib.durations import format_duration, parse_duration
 from environments.lib.quantities import (
     cpu_to_millicores,
@@ -46,48 +87,126 @@ PLACEHOLDER = re.compile(r"\{\{\s*([^{}\s]*)\s*\}\}")
 
 PURPOSES = tuple(Purpose.values)
 APPROVALS = tuple(ApprovalPolicy.values)
+KUBE_ACCESS = tuple(KubeAccess.values)
 PARAMETER_TYPES = ("string", "integer", "boolean", "choice")
+ParameterType = Literal["string", "integer", "boolean", "choice"]
+DEFAULT_PATTERN = r"^[A-Za-z0-9._-]{1,63}$"
 # Component names become Service names and part of "<component>-<env>" hosts.
 MAX_COMPONENT_NAME = 40
 MAX_REPLICAS = 50
 
-TOP_FIELDS = {
-    "name": True,
-    "title": True,
-    "purpose": True,
-    "description": False,
-    "ttl": True,
-    "approval": False,
-    "auto_approve_ttl": False,
-    "parameters": False,
-    "components": True,
-    "quota": False,
-    "hourly_fee": False,
-    "access": False,
-    "kube_access": False,
-}
-COMPONENT_FIELDS = {
-    "name": True,
-    "image": True,
-    "port": False,
-    "replicas": False,
-    "resources": True,
-    "env": False,
-    "expose": False,
-    "args": False,
-    "annotations": False,
-}
-PARAMETER_FIELDS = {
-    "name": True,
-    "type": True,
-    "label": False,
-    "description": False,
-    "default": False,
-    "pattern": False,
-    "min": False,
-    "max": False,
-    "choices": False,
-}
+
+# --- the normalised spec ---------------------------------------------------------------
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class TTL(_Spec):
+    """Lifetimes in seconds."""
+
+    default: int
+    max: int
+
+
+class Resources(_Spec):
+    """A component's requests, as written (Kubernetes quantities)."""
+
+    cpu: str
+    memory: str
+
+
+class ComponentSpec(_Spec):
+    name: str
+    image: str
+    port: int | None = None
+    replicas: int = 1
+    resources: Resources
+    cpu_millicores: int
+    memory_bytes: int
+    env: dict[str, str] = Field(default_factory=dict)
+    args: list[str] = Field(default_factory=list)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    expose: bool = False
+
+
+class ParameterSpec(_Spec):
+    """A request parameter; ``pattern`` only for strings, ``min``/``max`` only for
+    integers, ``choices`` only for choices, ``default`` only when declared."""
+
+    name: str
+    type: ParameterType
+    label: str = ""
+    description: str = ""
+    default: str | int | bool | None = None
+    pattern: str | None = None
+    min: int | None = None
+    max: int | None = None
+    choices: list[str] | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The stored spec has no key at all for what a parameter does not declare.
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+class QuotaSpec(_Spec):
+    """The namespace's ResourceQuota, as written; only what the blueprint sets."""
+
+    cpu: str | None = None
+    memory: str | None = None
+    pods: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+class BlueprintSpec(_Spec):
+    """A validated blueprint, as stored in ``BlueprintVersion.spec``.
+
+    ``BlueprintSpec.model_validate(version.spec)`` loads a stored spec; the defaults
+    cover fields that specs stored by earlier versions of the portal lack.
+    ``to_dict()`` is the stored form.
+    """
+
+    name: str
+    title: str
+    purpose: Purpose
+    description: str = ""
+    approval: ApprovalPolicy = ApprovalPolicy.AUTO
+    ttl: TTL
+    auto_approve_ttl: int | None = None
+    hourly_fee: str = "0"
+    parameters: list[ParameterSpec] = Field(default_factory=list)
+    components: list[ComponentSpec]
+    quota: QuotaSpec = Field(default_factory=QuotaSpec)
+    access: dict[str, str] = Field(default_factory=dict)
+    kube_access: KubeAccess = KubeAccess.VIEW
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain, JSON-ready dict stored in the database and hashed."""
+        return self.model_dump(mode="json")
+
+
+def as_blueprint_spec(spec: BlueprintSpec | Mapping[str, Any]) -> BlueprintSpec:
+    """A ``BlueprintSpec`` from either one or a stored spec dict."""
+    if isinstance(spec, BlueprintSpec):
+        return spec
+    return BlueprintSpec.model_validate(spec)
+
+
+def _size(component: ComponentSpec | Mapping[str, Any]) -> tuple[int, int, int]:
+    """CPU millicores, memory bytes and replicas of one component."""
+    if isinstance(component, ComponentSpec):
+        return component.cpu_millicores, component.memory_bytes, component.replicas
+    if "cpu_millicores" in component:
+        cpu, memory = component["cpu_millicores"], component["memory_bytes"]
+    else:  # a component dict with its requests only
+        cpu = cpu_to_millicores(component["resources"]["cpu"])
+        memory = memory_to_bytes(component["resources"]["memory"])
+    return cpu, memory, component["replicas"]
 
 
 @dataclass(frozen=True)
@@ -99,16 +218,18 @@ class Totals:
     pods: int
 
 
-def component_totals(components: list[dict]) -> Totals:
+def component_totals(components: Iterable[ComponentSpec | Mapping[str, Any]]) -> Totals:
     """CPU, memory and pods of validated components, times their replicas.
 
     The one place this sum is made: prices, quotas, the namespace's ResourceQuota and
-    the blueprint's own quota check all use it.
+    the blueprint's own quota check all use it. Takes ``ComponentSpec``s or dicts with
+    ``cpu_millicores``, ``memory_bytes`` and ``replicas`` (rendered components).
     """
+    sizes = [_size(c) for c in components]
     return Totals(
-        cpu_millicores=sum(c["cpu_millicores"] * c["replicas"] for c in components),
-        memory_bytes=sum(c["memory_bytes"] * c["replicas"] for c in components),
-        pods=sum(c["replicas"] for c in components),
+        cpu_millicores=sum(cpu * replicas for cpu, _, replicas in sizes),
+        memory_bytes=sum(memory * replicas for _, memory, replicas in sizes),
+        pods=sum(replicas for _, _, replicas in sizes),
     )
 
 
@@ -137,51 +258,41 @@ class ParametersInvalid(ValueError):
         super().__init__("; ".join(f"{name}: {reason}" for name, reason in errors.items()))
 
 
-@dataclass
-class _Checker:
-    errors: list[tuple[str, str]] = field(default_factory=list)
+# --- checking the YAML as written ----------------------------------------------------------
 
-    def error(self, path: str, reason: str) -> None:
-        self.errors.append((path, reason))
+# Error types of our own (pydantic's are reworded by _reason).
+_CHECK = "blueprint"  # the field breaks one of its rules
+_LATE = "blueprint_late"  # the field does not fit the rest of the blueprint
+_MISSING = "missing"  # same as pydantic's: "missing required field"
 
-    def mapping(self, value: Any, path: str, fields: dict[str, bool]) -> dict | None:
-        if not isinstance(value, dict):
-            self.error(path, f"must be a mapping, got {_kind(value)}")
-            return None
-        for key in value:
-            if key not in fields:
-                self.error(f"{path}.{key}" if path else str(key), "unknown field")
-        for key, required in fields.items():
-            if required and key not in value:
-                self.error(f"{path}.{key}" if path else key, "missing required field")
-        return value
+Problem = tuple[tuple[str | int, ...], str, str]  # (location under the field, reason, type)
 
-    def string(self, value: Any, path: str, *, max_length: int = 1000) -> str | None:
-        if not isinstance(value, str) or not value.strip():
-            self.error(path, f"must be a non-empty string, got {_kind(value)}")
-            return None
-        if len(value) > max_length:
-            self.error(path, f"must be at most {max_length} characters")
-            return None
-        return value
 
-    def quantity(self, value: Any, path: str) -> str | None:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str):
-            self.error(
-                path, f"must be a Kubernetes quantity such as 250m or 1Gi, got {_kind(value)}"
-            )
-            return None
-        try:
-            number = parse_quantity(value)
-        except (ValueError, InvalidOperation):
-            self.error(path, f"{value!r} is not a valid Kubernetes quantity (such as 250m or 1Gi)")
-            return None
-        if number <= 0:
-            self.error(path, f"{value!r} must be greater than zero")
-            return None
-        return value
+class _Absent:
+    """The default of a field whose absence is checked by its validator."""
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+_ABSENT: Any = _Absent()
+
+
+def _problem(reason: str, kind: str = _CHECK) -> PydanticCustomError:
+    # The reason goes in the context: braces in it ({{ placeholders }}, regex
+    # repetitions) must not be read as the message template's.
+    return PydanticCustomError(kind, "{reason}", {"reason": reason})
+
+
+def _raise(problems: list[Problem]) -> NoReturn:
+    """Report several problems from one validator (pydantic prefixes their locations)."""
+    raise ValidationError.from_exception_data(
+        "blueprint",
+        [
+            InitErrorDetails(type=_problem(reason, kind), loc=loc, input=None)
+            for loc, reason, kind in problems
+        ],
+    )
 
 
 def _kind(value: Any) -> str:
@@ -192,8 +303,694 @@ def _kind(value: Any) -> str:
     )
 
 
-def parse_blueprint(text: str) -> dict:
-    """Validate blueprint YAML and return its normalised spec."""
+def _string(value: Any, *, max_length: int) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _problem(f"must be a non-empty string, got {_kind(value)}")
+    if len(value) > max_length:
+        raise _problem(f"must be at most {max_length} characters")
+    return value
+
+
+def _duration(value: Any) -> int:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise _problem(str(exc)) from None
+
+
+def _quantity(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise _problem(f"must be a Kubernetes quantity such as 250m or 1Gi, got {_kind(value)}")
+    try:
+        number = parse_quantity(value)
+    except (ValueError, InvalidOperation):
+        raise _problem(
+            f"{value!r} is not a valid Kubernetes quantity (such as 250m or 1Gi)"
+        ) from None
+    if number <= 0:
+        raise _problem(f"{value!r} must be greater than zero")
+    return value
+
+
+def _placeholders(text: str, info: ValidationInfo) -> list[str]:
+    """Problems with the ``{{ name }}`` placeholders in a text."""
+    declared = _context(info)["parameters"]
+    reasons = [
+        f"placeholder {{{{ {match.group(1)} }}}} names no declared parameter"
+        for match in PLACEHOLDER.finditer(text)
+        if match.group(1) not in declared
+    ]
+    if text.count("{{") != len(PLACEHOLDER.findall(text)):
+        reasons.append("has an unclosed or malformed {{ placeholder }}")
+    return reasons
+
+
+def _context(info: ValidationInfo) -> dict[str, Any]:
+    """What earlier fields left for later checks (made by ``parse_blueprint``):
+    ``parameters``: names declared; ``component_names``: valid component names seen;
+    ``sizes``: one dict per component (replicas, and cpu_millicores/memory_bytes once
+    both requests are valid); ``this_parameter``/``this_component``: the item being
+    checked."""
+    assert isinstance(info.context, dict), "validate the raw models with parse_blueprint"
+    return info.context
+
+
+class _Raw(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # The order the fields' problems are reported in (see the module docstring).
+    check_order: ClassVar[tuple[str, ...]] = ()
+    # Fields holding a mapping (or list of mappings) checked by another raw model.
+    nested: ClassVar[dict[str, type[_Raw]]] = {}
+
+
+class _RawTTL(_Raw):
+    check_order = ("default", "max")
+
+    max: Any  # before default: the default's check reads it
+    default: Any
+
+    @field_validator("max")
+    @classmethod
+    def _max(cls, value: Any) -> int:
+        return _duration(value)
+
+    @field_validator("default")
+    @classmethod
+    def _default(cls, value: Any, info: ValidationInfo) -> int:
+        seconds = _duration(value)
+        maximum = info.data.get("max")
+        if maximum is not None and seconds > maximum:
+            raise _problem(
+                f"{format_duration(seconds)} is longer than ttl.max {format_duration(maximum)}"
+            )
+        return seconds
+
+
+class _RawParameter(_Raw):
+    # A parameter whose name is wrong, taken or whose type is unknown gets no further
+    # checks; nor does the default of one whose pattern or choices are wrong.
+    check_order = (
+        "name",
+        "type",
+        "label",
+        "description",
+        "pattern",
+        "min",
+        "max",
+        "choices",
+        "default",
+    )
+
+    name: Any = Field(_ABSENT, validate_default=True)
+    type: Any = Field(_ABSENT, validate_default=True)
+    label: Any = None
+    description: Any = None
+    pattern: Any = Field(_ABSENT, validate_default=True)
+    max: Any = _ABSENT  # before min: min's check reads it
+    min: Any = _ABSENT
+    choices: Any = Field(_ABSENT, validate_default=True)
+    default: Any = _ABSENT
+
+    @model_validator(mode="before")
+    @classmethod
+    def _start(cls, data: Any, info: ValidationInfo) -> Any:
+        _context(info)["this_parameter"] = {}
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: Any, info: ValidationInfo) -> str:
+        declared = _context(info)["parameters"]
+        reason = f"{value if value is not _ABSENT else None!r} is not a valid parameter name "
+        reason += "(a-z, 0-9, _)"
+        if value is _ABSENT:
+            _raise([((), "missing required field", _MISSING), ((), reason, _CHECK)])
+        if not isinstance(value, str) or not PARAMETER_NAME.match(value):
+            raise _problem(reason)
+        if value in declared:
+            raise _problem(f"{value!r} is declared twice")
+        declared.add(value)
+        return value
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, value: Any, info: ValidationInfo) -> Any:
+        named = "name" in info.data
+        reason = f"{value if value is not _ABSENT else None!r} is not one of "
+        reason += ", ".join(PARAMETER_TYPES)
+        if value is _ABSENT:
+            problems: list[Problem] = [((), "missing required field", _MISSING)]
+            _raise([*problems, ((), reason, _CHECK)] if named else problems)
+        if named and value not in PARAMETER_TYPES:
+            raise _problem(reason)
+        return value
+
+    @staticmethod
+    def _type_of(info: ValidationInfo) -> str | None:
+        """The parameter's type once its name and type passed, else None."""
+        return info.data.get("type") if "name" in info.data and "type" in info.data else None
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, value: Any, info: ValidationInfo) -> Any:
+        if cls._type_of(info) != "string":
+            return value
+        pattern = DEFAULT_PATTERN if value is _ABSENT else value
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as exc:
+            raise _problem(f"{pattern!r} is not a valid regular expression: {exc}") from None
+        return pattern
+
+    @field_validator("max")
+    @classmethod
+    def _max(cls, value: Any, info: ValidationInfo) -> Any:
+        if cls._type_of(info) != "integer":
+            return value
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _problem("must be a whole number")
+        _context(info)["this_parameter"]["max"] = value
+        return value
+
+    @field_validator("min")
+    @classmethod
+    def _min(cls, value: Any, info: ValidationInfo) -> Any:
+        if cls._type_of(info) != "integer":
+            return value
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _problem("must be a whole number")
+        # Kept for the default's check even when greater than max.
+        _context(info)["this_parameter"]["min"] = value
+        maximum = info.data.get("max", _ABSENT)
+        if isinstance(maximum, int) and value > maximum:
+            raise _problem(f"{value} is greater than max {maximum}")
+        return value
+
+    @field_validator("choices")
+    @classmethod
+    def _choices(cls, value: Any, info: ValidationInfo) -> Any:
+        if cls._type_of(info) != "choice":
+            return value
+        if not isinstance(value, list) or not value:
+            raise _problem("must be a non-empty list")
+        return [str(choice) for choice in value]
+
+    @field_validator("default")
+    @classmethod
+    def _default(cls, value: Any, info: ValidationInfo) -> Any:
+        kind = cls._type_of(info)
+        rules: dict[str, Any] = {"type": kind, **_context(info)["this_parameter"]}
+        if kind == "string":
+            if "pattern" not in info.data:
+                return value
+            rules["pattern"] = info.data["pattern"]
+        elif kind == "choice":
+            if "choices" not in info.data:
+                return value
+            rules["choices"] = info.data["choices"]
+        elif kind is None:
+            return value
+        try:
+            return coerce_parameter(rules, value)
+        except ValueError as exc:
+            raise _problem(str(exc)) from None
+
+    def normalised(self) -> ParameterSpec:
+        name: str = self.name
+        spec: dict[str, Any] = {
+            "name": name,
+            "type": self.type,
+            "label": str(self.label or name.replace("_", " ").capitalize()),
+            "description": str(self.description or ""),
+        }
+        if self.type == "string":
+            spec["pattern"] = self.pattern
+        if self.type == "integer":
+            spec.update(
+                {k: v for k, v in (("min", self.min), ("max", self.max)) if v is not _ABSENT}
+            )
+        if self.type == "choice":
+            spec["choices"] = self.choices
+        if self.default is not _ABSENT:
+            spec["default"] = self.default
+        return ParameterSpec.model_validate(spec)
+
+
+class _RawResources(_Raw):
+    check_order = ("cpu", "memory")
+
+    cpu: Any
+    memory: Any
+
+    @field_validator("cpu", "memory")
+    @classmethod
+    def _request(cls, value: Any, info: ValidationInfo) -> str:
+        quantity = _quantity(value)
+        # The component's size counts towards the quota once both requests are valid,
+        # even if the resources mapping has other problems.
+        size = _context(info)["this_component"]
+        size[info.field_name] = quantity
+        if "cpu" in size and "memory" in size:
+            size["cpu_millicores"] = cpu_to_millicores(size["cpu"])
+            size["memory_bytes"] = memory_to_bytes(size["memory"])
+        return quantity
+
+
+class _RawComponent(_Raw):
+    check_order = (
+        "name",
+        "image",
+        "port",
+        "replicas",
+        "resources",
+        "env",
+        "args",
+        "annotations",
+        "expose",
+    )
+    nested = {"resources": _RawResources}
+
+    name: Any = Field(_ABSENT, validate_default=True)
+    image: Any = Field(_ABSENT, validate_default=True)
+    port: Any = None
+    replicas: Any = 1
+    resources: _RawResources
+    env: Any = Field(default_factory=dict)
+    args: Any = Field(default_factory=list)
+    annotations: Any = Field(default_factory=dict)
+    expose: Any = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _start(cls, data: Any, info: ValidationInfo) -> Any:
+        context = _context(info)
+        context["this_component"] = {"replicas": 1}
+        if isinstance(data, dict):
+            context["sizes"].append(context["this_component"])
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: Any, info: ValidationInfo) -> str:
+        names = _context(info)["component_names"]
+        reason = (
+            f"{value if value is not _ABSENT else None!r} is not a valid DNS-1123 label "
+            "(lowercase letters, digits and '-', starting with a letter, at most "
+            f"{MAX_COMPONENT_NAME} characters)"
+        )
+        if value is _ABSENT:
+            _raise([((), "missing required field", _MISSING), ((), reason, _CHECK)])
+        if (
+            not isinstance(value, str)
+            or not DNS1035_LABEL.match(value)
+            or len(value) > MAX_COMPONENT_NAME
+        ):
+            raise _problem(reason)
+        if value in names:
+            raise _problem(f"{value!r} is used by another component")
+        names.add(value)
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: Any, info: ValidationInfo) -> str:
+        problems: list[Problem] = []
+        if value is _ABSENT:
+            problems.append(((), "missing required field", _MISSING))
+            value = None
+        try:
+            image = _string(value, max_length=500)
+        except PydanticCustomError as exc:
+            _raise([*problems, ((), exc.message(), _CHECK)])
+        problems = [((), reason, _CHECK) for reason in _placeholders(image, info)]
+        if not PLACEHOLDER.search(image) and not IMAGE_REFERENCE.match(image):
+            problems.append(((), f"{image!r} is not a valid image reference", _CHECK))
+        if problems:
+            _raise(problems)
+        return image
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, value: Any) -> int | None:
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535
+        ):
+            raise _problem(f"{value!r} is not a port number (1-65535)")
+        return value
+
+    @field_validator("replicas")
+    @classmethod
+    def _replicas(cls, value: Any, info: ValidationInfo) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_REPLICAS:
+            raise _problem(f"{value!r} is not a whole number 1-{MAX_REPLICAS}")
+        _context(info)["this_component"]["replicas"] = value
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: Any, info: ValidationInfo) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise _problem(f"must be a mapping, got {_kind(value)}")
+        problems: list[Problem] = []
+        env = {}
+        for key, val in value.items():
+            where = (str(key),)
+            if not isinstance(key, str) or not ENV_VAR_NAME.match(key):
+                problems.append(
+                    (where, f"{key!r} is not a valid environment variable name", _CHECK)
+                )
+            elif isinstance(val, bool) or val is None or isinstance(val, dict | list):
+                problems.append((where, "must be a string or a number", _CHECK))
+            else:
+                problems += [(where, reason, _CHECK) for reason in _placeholders(str(val), info)]
+                env[key] = str(val)
+        if problems:
+            _raise(problems)
+        return env
+
+    @field_validator("args")
+    @classmethod
+    def _args(cls, value: Any, info: ValidationInfo) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(a, str | int) for a in value):
+            raise _problem("must be a list of strings")
+        problems: list[Problem] = [
+            ((position,), reason, _CHECK)
+            for position, arg in enumerate(value)
+            for reason in _placeholders(str(arg), info)
+        ]
+        if problems:
+            _raise(problems)
+        return [str(arg) for arg in value]
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, value: Any) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise _problem(f"must be a mapping, got {_kind(value)}")
+        problems: list[Problem] = []
+        annotations = {}
+        for key, val in value.items():
+            where = (str(key),)
+            if not isinstance(key, str) or not QUALIFIED_NAME.match(key) or len(key) > 316:
+                problems.append((where, f"{key!r} is not a valid annotation key", _CHECK))
+            elif not isinstance(val, str | int | float) or isinstance(val, bool):
+                problems.append((where, "must be a string", _CHECK))
+            else:
+                annotations[key] = str(val)
+        if problems:
+            _raise(problems)
+        return annotations
+
+    @field_validator("expose")
+    @classmethod
+    def _expose(cls, value: Any, info: ValidationInfo) -> bool:
+        if not isinstance(value, bool):
+            raise _problem("must be true or false")
+        # A port that failed its own check is not missing.
+        if value and "port" in info.data and info.data["port"] is None:
+            raise _problem("an exposed component needs a port")
+        return value
+
+    def normalised(self) -> ComponentSpec:
+        return ComponentSpec(
+            name=self.name,
+            image=self.image,
+            port=self.port,
+            replicas=self.replicas,
+            resources=Resources(cpu=self.resources.cpu, memory=self.resources.memory),
+            cpu_millicores=cpu_to_millicores(self.resources.cpu),
+            memory_bytes=memory_to_bytes(self.resources.memory),
+            env=self.env,
+            args=self.args,
+            annotations=self.annotations,
+            expose=self.expose,
+        )
+
+
+class _RawQuota(_Raw):
+    """Checked against the components' sizes (validated before it)."""
+
+    check_order = ("cpu", "memory", "pods")
+
+    cpu: Any = _ABSENT
+    memory: Any = _ABSENT
+    pods: Any = _ABSENT
+
+    @staticmethod
+    def _needs(info: ValidationInfo) -> tuple[Totals, int]:
+        sizes = _context(info)["sizes"]
+        complete = component_totals(s for s in sizes if "cpu_millicores" in s)
+        return complete, sum(s["replicas"] for s in sizes)
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, value: Any, info: ValidationInfo) -> str:
+        _quantity(value)
+        quota = str(value)
+        complete, _ = cls._needs(info)
+        if complete.pods and complete.cpu_millicores > cpu_to_millicores(quota):
+            needed = format_cpu(complete.cpu_millicores)
+            raise _problem(f"components request {needed} CPU, more than {quota}", _LATE)
+        return quota
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: Any, info: ValidationInfo) -> str:
+        _quantity(value)
+        quota = str(value)
+        complete, _ = cls._needs(info)
+        if complete.pods and complete.memory_bytes > memory_to_bytes(quota):
+            needed = format_memory(complete.memory_bytes)
+            raise _problem(f"components request {needed}, more than {quota}", _LATE)
+        return quota
+
+    @field_validator("pods")
+    @classmethod
+    def _pods(cls, value: Any, info: ValidationInfo) -> str:
+        if not str(value).isdigit() or int(value) < 1:
+            raise _problem(f"{value!r} is not a whole number of pods")
+        quota = str(value)
+        _, replicas = cls._needs(info)
+        if _context(info)["sizes"] and replicas > int(quota):
+            raise _problem(f"components run {replicas} pods, more than {quota}", _LATE)
+        return quota
+
+    def normalised(self) -> QuotaSpec:
+        return QuotaSpec.model_validate(
+            {
+                key: getattr(self, key)
+                for key in self.check_order
+                if getattr(self, key) is not _ABSENT
+            }
+        )
+
+
+class _RawBlueprint(_Raw):
+    check_order = (
+        "name",
+        "title",
+        "description",
+        "purpose",
+        "approval",
+        "ttl",
+        "auto_approve_ttl",
+        "hourly_fee",
+        "parameters",
+        "components",
+        "quota",
+        "access",
+        "kube_access",
+    )
+    nested = {
+        "ttl": _RawTTL,
+        "parameters": _RawParameter,
+        "components": _RawComponent,
+        "quota": _RawQuota,
+    }
+
+    name: Any
+    title: Any
+    description: Any = None
+    purpose: Any
+    approval: Any = ApprovalPolicy.AUTO.value
+    ttl: _RawTTL
+    auto_approve_ttl: Any = None
+    hourly_fee: Any = Field(0, validate_default=True)
+    parameters: list[_RawParameter] = Field(default_factory=list)
+    components: list[_RawComponent]
+    quota: _RawQuota = Field(default_factory=_RawQuota)
+    access: Any = Field(default_factory=dict)
+    kube_access: Any = KubeAccess.VIEW.value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: Any) -> str:
+        if not isinstance(value, str) or not DNS1123_LABEL.match(value) or len(value) > 63:
+            raise _problem(f"{value!r} is not a valid DNS-1123 label")
+        return value
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: Any) -> str:
+        return _string(value, max_length=200)
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, value: Any) -> str:
+        if not isinstance(value or "", str):
+            raise _problem("must be text")
+        return value or ""
+
+    @field_validator("purpose")
+    @classmethod
+    def _purpose(cls, value: Any) -> str:
+        if value not in PURPOSES:
+            raise _problem(f"{value!r} is not one of {', '.join(PURPOSES)}")
+        return value
+
+    @field_validator("approval")
+    @classmethod
+    def _approval(cls, value: Any) -> str:
+        if value not in APPROVALS:
+            raise _problem(f"{value!r} is not one of {', '.join(APPROVALS)}")
+        return value
+
+    @field_validator("auto_approve_ttl")
+    @classmethod
+    def _auto_approve_ttl(cls, value: Any) -> int:
+        return _duration(value)
+
+    @field_validator("hourly_fee")
+    @classmethod
+    def _hourly_fee(cls, value: Any) -> str:
+        try:
+            fee = Decimal(str(value))
+            if not fee.is_finite() or fee < 0:
+                raise InvalidOperation
+        except InvalidOperation:
+            raise _problem(f"{value!r} is not a non-negative amount") from None
+        return str(fee)
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _parameters(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise _problem(f"must be a list, got {_kind(value)}")
+        return value
+
+    @field_validator("components", mode="before")
+    @classmethod
+    def _components(cls, value: Any) -> Any:
+        if not isinstance(value, list) or not value:
+            raise _problem("must be a non-empty list")
+        return value
+
+    @field_validator("access")
+    @classmethod
+    def _access(cls, value: Any, info: ValidationInfo) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise _problem(f"must be a mapping of label to value, got {_kind(value)}")
+        problems: list[Problem] = []
+        access = {}
+        for key, val in value.items():
+            if not isinstance(val, str | int):
+                problems.append(((str(key),), "must be a string", _CHECK))
+                continue
+            problems += [((str(key),), reason, _CHECK) for reason in _placeholders(str(val), info)]
+            access[str(key)] = str(val)
+        if problems:
+            _raise(problems)
+        return access
+
+    @field_validator("kube_access")
+    @classmethod
+    def _kube_access(cls, value: Any) -> str:
+        if value not in KUBE_ACCESS:
+            raise _problem(f"{value!r} is not one of {', '.join(KUBE_ACCESS)}")
+        return value
+
+    def normalised(self) -> BlueprintSpec:
+        return BlueprintSpec(
+            name=self.name,
+            title=self.title,
+            description=self.description or "",
+            purpose=self.purpose,
+            approval=self.approval,
+            ttl=TTL(default=self.ttl.default, max=self.ttl.max),
+            auto_approve_ttl=self.auto_approve_ttl,
+            hourly_fee=self.hourly_fee,
+            parameters=[p.normalised() for p in self.parameters],
+            components=[c.normalised() for c in self.components],
+            quota=self.quota.normalised(),
+            access=self.access,
+            kube_access=self.kube_access,
+        )
+
+
+def _reason(error: Any) -> str:
+    """Our sentence for one of pydantic's errors."""
+    kind = error["type"]
+    if kind in ("extra_forbidden", "invalid_key"):
+        return "unknown field"
+    if kind == "missing":
+        return "missing required field"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"must be a mapping, got {_kind(error['input'])}"
+    return str(error["msg"])
+
+
+def _path(error: Any) -> str:
+    """``("components", 1, "env", "HOME")`` -> ``components[1].env.HOME``."""
+    path = ""
+    loc = error["loc"]
+    for depth, part in enumerate(loc):
+        # An unknown key that is no string (a number in YAML) is still a key.
+        key = error["type"] == "invalid_key" and depth == len(loc) - 1
+        if isinstance(part, int) and not key:
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _sort_key(error: Any, data: Any) -> tuple[tuple[int, ...], ...]:
+    """Where an error goes in the report (see the module docstring)."""
+    key: list[tuple[int, ...]] = []
+    model: type[_Raw] | None = _RawBlueprint
+    value = data
+    loc = error["loc"]
+    for depth, part in enumerate(loc):
+        if model is None:
+            break  # inside a field checked by one validator: its own order stands
+        if isinstance(part, int) and isinstance(value, list):  # an item of a list
+            key.append((part,))
+            value = value[part]
+            continue
+        last = depth == len(loc) - 1
+        if last and error["type"] in ("extra_forbidden", "invalid_key"):
+            keys = [str(k) for k in value] if isinstance(value, dict) else []
+            key.append((0, keys.index(str(part)) if str(part) in keys else len(keys)))
+            break
+        position = model.check_order.index(str(part))
+        if last and error["type"] == "missing":
+            key.append((1, position))
+        else:
+            key.append((3 if last and error["type"] == _LATE else 2, position))
+        model = model.nested.get(str(part))
+        value = value.get(part) if isinstance(value, dict) else None
+    return tuple(key)
+
+
+def parse_blueprint(text: str) -> dict[str, Any]:
+    """Validate blueprint YAML and return its normalised spec (``BlueprintSpec.to_dict``)."""
+    return load_blueprint(text).to_dict()
+
+
+def load_blueprint(text: str) -> BlueprintSpec:
+    """Validate blueprint YAML and return its ``BlueprintSpec``."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -201,152 +998,21 @@ def parse_blueprint(text: str) -> dict:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise BlueprintInvalid([(where, f"invalid YAML: {problem}")]) from exc
-    check = _Checker()
     if data is None:
         raise BlueprintInvalid([("", "the file is empty")])
-    if check.mapping(data, "", TOP_FIELDS) is None:
-        raise BlueprintInvalid(check.errors)
-
-    spec: dict[str, Any] = {}
-    name = data.get("name")
-    if name is not None:
-        if not isinstance(name, str) or not DNS1123_LABEL.match(name) or len(name) > 63:
-            check.error("name", f"{name!r} is not a valid DNS-1123 label")
-        spec["name"] = name
-    spec["title"] = check.string(data.get("title", "x"), "title", max_length=200)
-    spec["description"] = data.get("description") or ""
-    if not isinstance(spec["description"], str):
-        check.error("description", "must be text")
-
-    purpose = data.get("purpose")
-    if "purpose" in data and purpose not in PURPOSES:
-        check.error("purpose", f"{purpose!r} is not one of {', '.join(PURPOSES)}")
-    spec["purpose"] = purpose
-
-    approval = data.get("approval", "auto")
-    if approval not in APPROVALS:
-        check.error("approval", f"{approval!r} is not one of {', '.join(APPROVALS)}")
-    spec["approval"] = approval
-
-    spec["ttl"] = _check_ttl(check, data.get("ttl"))
-    spec["auto_approve_ttl"] = None
-    if "auto_approve_ttl" in data:
-        try:
-            spec["auto_approve_ttl"] = parse_duration(data["auto_approve_ttl"])
-        except ValueError as exc:
-            check.error("auto_approve_ttl", str(exc))
-
-    hourly_fee = data.get("hourly_fee", 0)
+    context: dict[str, Any] = {"parameters": set(), "component_names": set(), "sizes": []}
     try:
-        fee = Decimal(str(hourly_fee))
-        if not fee.is_finite() or fee < 0:
-            raise InvalidOperation
-        spec["hourly_fee"] = str(fee)
-    except InvalidOperation:
-        check.error("hourly_fee", f"{hourly_fee!r} is not a non-negative amount")
-
-    # Names declared even by a parameter with another problem, so one mistake
-    # gives one error line rather than one per placeholder.
-    parameters, declared = _check_parameters(check, data.get("parameters", []))
-    spec["parameters"] = parameters
-    spec["components"] = _check_components(check, data.get("components"), declared)
-    spec["quota"] = _check_quota(check, data.get("quota", {}), spec["components"])
-    spec["access"] = _check_access(check, data.get("access", {}), declared)
-    spec["kube_access"] = data.get("kube_access", "view")
-    if spec["kube_access"] not in ("view", "edit"):
-        check.error("kube_access", f"{spec['kube_access']!r} is not one of view, edit")
-
-    if check.errors:
-        raise BlueprintInvalid(check.errors)
-    return spec
+        raw = _RawBlueprint.model_validate(data, context=context)
+    except ValidationError as exc:
+        found = sorted(exc.errors(), key=lambda error: _sort_key(error, data))
+        raise BlueprintInvalid([(_path(error), _reason(error)) for error in found]) from None
+    return raw.normalised()
 
 
-def _check_ttl(check: _Checker, value: Any) -> dict | None:
-    if value is None:
-        return None
-    if check.mapping(value, "ttl", {"default": True, "max": True}) is None:
-        return None
-    result = {}
-    for key in ("default", "max"):
-        if key in value:
-            try:
-                result[key] = parse_duration(value[key])
-            except ValueError as exc:
-                check.error(f"ttl.{key}", str(exc))
-    if "default" in result and "max" in result and result["default"] > result["max"]:
-        check.error(
-            "ttl.default",
-            f"{format_duration(result['default'])} is longer than ttl.max "
-            f"{format_duration(result['max'])}",
-        )
-    return result
-
-
-def _check_parameters(check: _Checker, value: Any) -> tuple[list[dict], set[str]]:
-    if not isinstance(value, list):
-        check.error("parameters", f"must be a list, got {_kind(value)}")
-        return [], set()
-    result = []
-    seen = set()
-    for index, raw in enumerate(value):
-        path = f"parameters[{index}]"
-        if check.mapping(raw, path, PARAMETER_FIELDS) is None:
-            continue
-        name = raw.get("name")
-        if not isinstance(name, str) or not PARAMETER_NAME.match(name):
-            check.error(f"{path}.name", f"{name!r} is not a valid parameter name (a-z, 0-9, _)")
-            continue
-        if name in seen:
-            check.error(f"{path}.name", f"{name!r} is declared twice")
-            continue
-        seen.add(name)
-        kind = raw.get("type")
-        if kind not in PARAMETER_TYPES:
-            check.error(f"{path}.type", f"{kind!r} is not one of {', '.join(PARAMETER_TYPES)}")
-            continue
-        param = {
-            "name": name,
-            "type": kind,
-            "label": str(raw.get("label") or name.replace("_", " ").capitalize()),
-            "description": str(raw.get("description") or ""),
-        }
-        if kind == "string":
-            pattern = raw.get("pattern", r"^[A-Za-z0-9._-]{1,63}$")
-            try:
-                re.compile(pattern)
-                param["pattern"] = pattern
-            except (re.error, TypeError) as exc:
-                check.error(
-                    f"{path}.pattern", f"{pattern!r} is not a valid regular expression: {exc}"
-                )
-                continue
-        if kind == "integer":
-            for bound in ("min", "max"):
-                if bound in raw:
-                    if not isinstance(raw[bound], int) or isinstance(raw[bound], bool):
-                        check.error(f"{path}.{bound}", "must be a whole number")
-                    else:
-                        param[bound] = raw[bound]
-            if "min" in param and "max" in param and param["min"] > param["max"]:
-                check.error(f"{path}.min", f"{param['min']} is greater than max {param['max']}")
-        if kind == "choice":
-            choices = raw.get("choices")
-            if not isinstance(choices, list) or not choices:
-                check.error(f"{path}.choices", "must be a non-empty list")
-                continue
-            param["choices"] = [str(c) for c in choices]
-        if "default" in raw:
-            try:
-                param["default"] = coerce_parameter(param, raw["default"])
-            except ValueError as exc:
-                check.error(f"{path}.default", str(exc))
-                continue
-        result.append(param)
-    return result, seen
-
-
-def coerce_parameter(param: dict, value: Any) -> Any:
+def coerce_parameter(param: ParameterSpec | Mapping[str, Any], value: Any) -> Any:
     """Check one value against its parameter's rules; return it in its type."""
+    if isinstance(param, ParameterSpec):
+        param = param.model_dump()
     kind = param["type"]
     if kind == "integer":
         try:
@@ -377,179 +1043,3 @@ def coerce_parameter(param: dict, value: Any) -> Any:
     if not re.fullmatch(param["pattern"], text):
         raise ValueError(f"{text!r} does not match the pattern {param['pattern']}")
     return text
-
-
-def _placeholders(check: _Checker, text: str, path: str, declared: set[str]) -> None:
-    for match in PLACEHOLDER.finditer(text):
-        if match.group(1) not in declared:
-            check.error(path, f"placeholder {{{{ {match.group(1)} }}}} names no declared parameter")
-    if text.count("{{") != len(PLACEHOLDER.findall(text)):
-        check.error(path, "has an unclosed or malformed {{ placeholder }}")
-
-
-def _check_components(check: _Checker, value: Any, declared: set[str]) -> list[dict]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not value:
-        check.error("components", "must be a non-empty list")
-        return []
-    result = []
-    names: set[str] = set()
-    for index, raw in enumerate(value):
-        path = f"components[{index}]"
-        if check.mapping(raw, path, COMPONENT_FIELDS) is None:
-            continue
-        name = raw.get("name")
-        if (
-            not isinstance(name, str)
-            or not DNS1035_LABEL.match(name)
-            or len(name) > MAX_COMPONENT_NAME
-        ):
-            check.error(
-                f"{path}.name",
-                f"{name!r} is not a valid DNS-1123 label (lowercase letters, digits and '-', "
-                f"starting with a letter, at most {MAX_COMPONENT_NAME} characters)",
-            )
-        elif name in names:
-            check.error(f"{path}.name", f"{name!r} is used by another component")
-        names.add(name)
-        component: dict[str, Any] = {"name": name}
-
-        image = raw.get("image")
-        if check.string(image, f"{path}.image", max_length=500):
-            _placeholders(check, image, f"{path}.image", declared)
-            if not PLACEHOLDER.search(image) and not IMAGE_REFERENCE.match(image):
-                check.error(f"{path}.image", f"{image!r} is not a valid image reference")
-        component["image"] = image
-
-        port = raw.get("port")
-        if port is not None and (
-            not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535
-        ):
-            check.error(f"{path}.port", f"{port!r} is not a port number (1-65535)")
-        component["port"] = port
-
-        replicas = raw.get("replicas", 1)
-        if (
-            not isinstance(replicas, int)
-            or isinstance(replicas, bool)
-            or not 1 <= replicas <= MAX_REPLICAS
-        ):
-            check.error(f"{path}.replicas", f"{replicas!r} is not a whole number 1-{MAX_REPLICAS}")
-            replicas = 1
-        component["replicas"] = replicas
-
-        resources = raw.get("resources")
-        if resources is not None and check.mapping(
-            resources, f"{path}.resources", {"cpu": True, "memory": True}
-        ):
-            cpu = (
-                check.quantity(resources.get("cpu"), f"{path}.resources.cpu")
-                if "cpu" in resources
-                else None
-            )
-            memory = (
-                check.quantity(resources.get("memory"), f"{path}.resources.memory")
-                if "memory" in resources
-                else None
-            )
-            if cpu and memory:
-                component["resources"] = {"cpu": cpu, "memory": memory}
-                component["cpu_millicores"] = cpu_to_millicores(cpu)
-                component["memory_bytes"] = memory_to_bytes(memory)
-
-        env = raw.get("env", {})
-        if not isinstance(env, dict):
-            check.error(f"{path}.env", f"must be a mapping, got {_kind(env)}")
-            env = {}
-        component["env"] = {}
-        for key, val in env.items():
-            if not isinstance(key, str) or not ENV_VAR_NAME.match(key):
-                check.error(
-                    f"{path}.env.{key}", f"{key!r} is not a valid environment variable name"
-                )
-                continue
-            if isinstance(val, bool) or val is None or isinstance(val, dict | list):
-                check.error(f"{path}.env.{key}", "must be a string or a number")
-                continue
-            _placeholders(check, str(val), f"{path}.env.{key}", declared)
-            component["env"][key] = str(val)
-
-        args = raw.get("args", [])
-        if not isinstance(args, list) or not all(isinstance(a, str | int) for a in args):
-            check.error(f"{path}.args", "must be a list of strings")
-            args = []
-        for position, arg in enumerate(args):
-            _placeholders(check, str(arg), f"{path}.args[{position}]", declared)
-        component["args"] = [str(a) for a in args]
-
-        annotations = raw.get("annotations", {})
-        if not isinstance(annotations, dict):
-            check.error(f"{path}.annotations", f"must be a mapping, got {_kind(annotations)}")
-            annotations = {}
-        component["annotations"] = {}
-        for key, val in annotations.items():
-            if not isinstance(key, str) or not QUALIFIED_NAME.match(key) or len(key) > 316:
-                check.error(f"{path}.annotations.{key}", f"{key!r} is not a valid annotation key")
-            elif not isinstance(val, str | int | float) or isinstance(val, bool):
-                check.error(f"{path}.annotations.{key}", "must be a string")
-            else:
-                component["annotations"][key] = str(val)
-
-        expose = raw.get("expose", False)
-        if not isinstance(expose, bool):
-            check.error(f"{path}.expose", "must be true or false")
-        elif expose and port is None:
-            check.error(f"{path}.expose", "an exposed component needs a port")
-        component["expose"] = bool(expose)
-        result.append(component)
-    return result
-
-
-def _check_quota(check: _Checker, value: Any, components: list[dict]) -> dict:
-    if check.mapping(value, "quota", {"cpu": False, "memory": False, "pods": False}) is None:
-        return {}
-    quota = {}
-    for key in ("cpu", "memory"):
-        if key in value and check.quantity(value[key], f"quota.{key}"):
-            quota[key] = str(value[key])
-    if "pods" in value:
-        pods = value["pods"]
-        if not str(pods).isdigit() or int(pods) < 1:
-            check.error("quota.pods", f"{pods!r} is not a whole number of pods")
-        else:
-            quota["pods"] = str(pods)
-    complete = component_totals([c for c in components if "cpu_millicores" in c])
-    if "cpu" in quota and complete.pods:
-        needed = complete.cpu_millicores
-        if needed > cpu_to_millicores(quota["cpu"]):
-            check.error(
-                "quota.cpu",
-                f"components request {format_cpu(needed)} CPU, more than {quota['cpu']}",
-            )
-    if "memory" in quota and complete.pods:
-        needed = complete.memory_bytes
-        if needed > memory_to_bytes(quota["memory"]):
-            check.error(
-                "quota.memory",
-                f"components request {format_memory(needed)}, more than {quota['memory']}",
-            )
-    if "pods" in quota and components:
-        replicas = sum(c["replicas"] for c in components)
-        if replicas > int(quota["pods"]):
-            check.error("quota.pods", f"components run {replicas} pods, more than {quota['pods']}")
-    return quota
-
-
-def _check_access(check: _Checker, value: Any, declared: set[str]) -> dict:
-    if not isinstance(value, dict):
-        check.error("access", f"must be a mapping of label to value, got {_kind(value)}")
-        return {}
-    result = {}
-    for key, val in value.items():
-        if not isinstance(val, str | int):
-            check.error(f"access.{key}", "must be a string")
-            continue
-        _placeholders(check, str(val), f"access.{key}", declared)
-        result[str(key)] = str(val)
-    return result

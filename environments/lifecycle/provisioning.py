@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 def environment_spec(environment: Environment) -> EnvironmentSpec:
     version = environment.blueprint_version
+    blueprint = version.blueprint_spec
     return EnvironmentSpec(
         environment_id=str(environment.pk),
         name=environment.name,
@@ -44,13 +45,13 @@ def environment_spec(environment: Environment) -> EnvironmentSpec:
         team=environment.team.slug,
         blueprint=version.blueprint.name,
         expires_at=(environment.expires_at or timezone.now()).isoformat(),
-        components=render_components(version.spec, environment.parameters),
-        quota=version.spec.get("quota", {}),
+        components=render_components(blueprint, environment.parameters),
+        quota=blueprint.quota.model_dump(),
         base_domain=settings.BASE_DOMAIN,
         ingress_namespace=settings.INGRESS_NAMESPACE,
         ingress_class=settings.INGRESS_CLASS,
         instance=settings.EPHEMERA_INSTANCE,
-        kube_access=version.spec.get("kube_access", "view"),
+        kube_access=blueprint.kube_access.value,
     )
 
 

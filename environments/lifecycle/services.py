@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
@@ -47,13 +48,13 @@ MIN_EXTENSION_SECONDS = 60
 
 
 def _resolve_ttl(version: BlueprintVersion, ttl_seconds: int | None) -> int:
-    seconds = ttl_seconds or version.spec["ttl"]["default"]
+    seconds = ttl_seconds or version.blueprint_spec.ttl.default
     if seconds < MIN_TTL_SECONDS:
         raise ServiceError(
             f"The time to live must be at least {format_duration(MIN_TTL_SECONDS)}; "
             f"you asked for {seconds} s."
         )
-    blueprint_max = version.spec["ttl"]["max"]
+    blueprint_max = version.blueprint_spec.ttl.max
     if seconds > blueprint_max:
         raise ServiceError(
             f"{version.title} may live at most {format_duration(blueprint_max)}; "
@@ -68,7 +69,7 @@ def demand_for(version: BlueprintVersion, ttl_seconds: int, *, count: int = 1) -
         cpu_millicores=version.cpu_millicores,
         memory_bytes=version.memory_bytes,
         ttl_seconds=ttl_seconds,
-        cost=price_for(version.spec, ttl_seconds),
+        cost=price_for(version.blueprint_spec, ttl_seconds),
         label=_demand_label(version, ttl_seconds),
     )
 
@@ -102,15 +103,15 @@ def request_environment(
     if version.deprecated:
         raise ServiceError(f"{version} is deprecated; request the current version instead.")
     team = team_for(user, team)
-    resolved = resolve_parameters(version.spec, parameters or {})
-    render_components(version.spec, resolved)  # rendered images must be valid references
+    resolved = resolve_parameters(version.blueprint_spec, parameters or {})
+    render_components(version.blueprint_spec, resolved)  # rendered images must be valid references
     seconds = _resolve_ttl(version, ttl_seconds)
     demand = demand_for(version, seconds)
 
     quotas.lock(team=team, user=user)
     refusals = quotas.check(team=team, user=user, demand=demand)
-    policy = version.spec["approval"]
-    auto_ttl = version.spec.get("auto_approve_ttl") or version.spec["ttl"]["default"]
+    policy = version.blueprint_spec.approval
+    auto_ttl = version.blueprint_spec.auto_approve_ttl or version.blueprint_spec.ttl.default
     if policy == "auto":
         needs_approval = False
     elif policy == "required":
@@ -201,7 +202,7 @@ def approve_environment(*, environment: Environment, approver, ip: str | None = 
     )
     seconds = int(environment.ttl.total_seconds())
     version = environment.blueprint_version
-    if version.spec["approval"] != "over-quota":
+    if version.blueprint_spec.approval != "over-quota":
         # The approver vouches for the request, not for breaking the team's limits.
         quotas.lock(team=environment.team, user=environment.owner)
         refusals = quotas.check(
@@ -275,7 +276,7 @@ def extend_environment(
         )
     version = environment.blueprint_version
     new_ttl = int(environment.ttl.total_seconds()) + seconds
-    blueprint_max = version.spec["ttl"]["max"]
+    blueprint_max = version.blueprint_spec.ttl.max
     if new_ttl > blueprint_max:
         raise ServiceError(
             f"{version.title} may live at most {format_duration(blueprint_max)} in all; "
@@ -283,9 +284,9 @@ def extend_environment(
             f"{format_duration(new_ttl)}."
         )
     reason = (reason or "").strip()
-    if new_ttl > version.spec["ttl"]["default"] and not reason:
+    if new_ttl > version.blueprint_spec.ttl.default and not reason:
         raise ServiceError(
-            f"Going past the usual {format_duration(version.spec['ttl']['default'])} needs a "
+            f"Going past the usual {format_duration(version.blueprint_spec.ttl.default)} needs a "
             "reason; say why this environment should live longer."
         )
     quotas.lock(team=environment.team, user=environment.owner)
@@ -431,11 +432,11 @@ def clone_environment(*, environment: Environment, user, ip: str | None = None) 
     """A new request with the same blueprint (its current version) and parameters."""
     if not can_change(user, environment):
         raise PermissionDenied("You cannot clone this environment.")
-    version = environment.blueprint_version
-    if version.deprecated:
+    version: BlueprintVersion | None = environment.blueprint_version
+    if version is not None and version.deprecated:
         version = version.blueprint.current_version()
-        if version is None:
-            raise ServiceError("This blueprint has no version open to new requests.")
+    if version is None:
+        raise ServiceError("This blueprint has no version open to new requests.")
     return request_environment(
         user=user,
         version=version,
@@ -462,13 +463,13 @@ def update_environment(
         raise PermissionDenied("You cannot change this environment.")
     environment = Environment.objects.select_for_update().get(pk=environment.pk)
     version = environment.blueprint_version
-    resolved = resolve_parameters(version.spec, {**environment.parameters, **parameters})
-    render_components(version.spec, resolved)
+    resolved = resolve_parameters(version.blueprint_spec, {**environment.parameters, **parameters})
+    render_components(version.blueprint_spec, resolved)
     if resolved == environment.parameters and environment.state == State.READY:
         return environment  # nothing changed: a repeated event is a no-op
     before = {"parameters": environment.parameters}
     now = timezone.now()
-    common = {
+    common: dict[str, Any] = {
         "parameters": resolved,
         "manifests": [],
         "lease_until": None,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 
-from environments.catalog.spec import coerce_parameter, format_duration
+from environments.catalog.spec import ParameterSpec, coerce_parameter, format_duration
 from environments.models import BlueprintVersion, Team
 
 PARAM_PREFIX = "param_"
@@ -34,23 +36,23 @@ def duration_choices(*, maximum: int, include: int | None = None) -> list[tuple[
     return [(s, format_duration(s)) for s in sorted(seconds)]
 
 
-def _parameter_field(param: dict) -> forms.Field:
-    common = {
-        "label": param["label"],
-        "help_text": param.get("description", ""),
+def _parameter_field(param: ParameterSpec) -> forms.Field:
+    common: dict[str, Any] = {
+        "label": param.label,
+        "help_text": param.description,
         "required": False,  # blank means the blueprint's default; the service checks
-        "initial": param.get("default"),
+        "initial": param.default,
     }
-    kind = param["type"]
+    kind = param.type
     if kind == "integer":
-        return forms.IntegerField(min_value=param.get("min"), max_value=param.get("max"), **common)
+        return forms.IntegerField(min_value=param.min, max_value=param.max, **common)
     if kind == "boolean":
         return forms.BooleanField(**common)
     if kind == "choice":
-        return forms.ChoiceField(choices=[(c, c) for c in param["choices"]], **common)
+        return forms.ChoiceField(choices=[(c, c) for c in param.choices or []], **common)
     field = forms.CharField(max_length=1000, **common)
     # The browser can hint; the service's check of the full pattern is the one that counts.
-    field.widget.attrs["data-pattern"] = param.get("pattern", "")
+    field.widget.attrs["data-pattern"] = param.pattern or ""
     return field
 
 
@@ -72,17 +74,20 @@ class RequestForm(forms.Form):
     ):
         super().__init__(*args, **kwargs)
         self.version = version
-        ttl = version.spec["ttl"]
-        self.fields["ttl_seconds"].choices = duration_choices(
-            maximum=ttl["max"], include=ttl["default"]
-        )
-        self.fields["ttl_seconds"].initial = ttl["default"]
+        ttl = version.blueprint_spec.ttl
+        ttl_field = self.fields["ttl_seconds"]
+        assert isinstance(ttl_field, forms.TypedChoiceField)
+        ttl_field.choices = duration_choices(maximum=ttl.max, include=ttl.default)
+        self.fields["ttl_seconds"].initial = ttl.default
         self.fields[
             "ttl_seconds"
-        ].help_text = (
-            f"Usually {format_duration(ttl['default'])}, at most {format_duration(ttl['max'])}."
-        )
-        self.fields["team"].queryset = Team.objects.filter(pk__in=[t.pk for t in teams])
+        ].help_text = f"Usually {format_duration(ttl.default)}, at most {format_duration(ttl.max)}."
+        # Any team validates; which one the user may use is the service's decision
+        # (access.teams.team_for), so the form and the API give the same answer.
+        team_field = self.fields["team"]
+        assert isinstance(team_field, forms.ModelChoiceField)
+        team_field.queryset = Team.objects.all()
+        team_field.widget.choices = [(t.pk, t.name) for t in teams]
         if len(teams) == 1:
             self.fields["team"].initial = teams[0].pk
             self.fields["team"].widget = forms.HiddenInput()
@@ -101,8 +106,8 @@ class RequestForm(forms.Form):
             self.fields["team"].widget.attrs.update(live)
         # Parameter fields come first, in the blueprint's order.
         fields = {}
-        for param in version.spec["parameters"]:
-            fields[PARAM_PREFIX + param["name"]] = _parameter_field(param)
+        for param in version.blueprint_spec.parameters:
+            fields[PARAM_PREFIX + param.name] = _parameter_field(param)
         fields.update(self.fields)
         self.fields = fields
 
@@ -110,8 +115,8 @@ class RequestForm(forms.Form):
         # Every parameter problem in one round: the blueprint's own checks (patterns,
         # ranges) run here too, for the fields that passed their form-level checks.
         cleaned = super().clean()
-        for param in self.version.spec["parameters"]:
-            field = PARAM_PREFIX + param["name"]
+        for param in self.version.blueprint_spec.parameters:
+            field = PARAM_PREFIX + param.name
             value = cleaned.get(field)
             if field in self.errors or value is None or value == "":
                 continue
@@ -131,11 +136,11 @@ class RequestForm(forms.Form):
     def parameters(self) -> dict:
         """The cleaned parameter values by name; blanks are left for defaults."""
         values = {}
-        for param in self.version.spec["parameters"]:
-            value = self.cleaned_data.get(PARAM_PREFIX + param["name"])
+        for param in self.version.blueprint_spec.parameters:
+            value = self.cleaned_data.get(PARAM_PREFIX + param.name)
             if value is None or value == "":
                 continue
-            values[param["name"]] = value
+            values[param.name] = value
         return values
 
     def add_parameter_errors(self, errors: dict[str, str]) -> None:

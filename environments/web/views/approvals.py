@@ -34,7 +34,7 @@ def approvals(request):
             demand=services.demand_for(env.blueprint_version, int(env.ttl.total_seconds())),
             exclude=env,
         )
-        env.policy = env.blueprint_version.spec.get("approval", "auto")
+        env.policy = env.blueprint_version.blueprint_spec.approval.value
     return render(
         request,
         "environments/approvals.html",

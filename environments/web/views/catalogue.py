@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
+from environments.access.teams import requestable_teams
 from environments.catalog import selectors as catalog_selectors
 from environments.catalog.pricing import price_for
 from environments.catalog.spec import ParametersInvalid
@@ -34,7 +35,7 @@ def _estimate_context(version, *, seconds: int, team: Team | None) -> dict:
     return {
         "version": version,
         "estimate_seconds": seconds,
-        "estimate_price": price_for(version.spec, seconds),
+        "estimate_price": price_for(version.blueprint_spec, seconds),
         "estimate_team": team,
         "budget": quotas.budget_summary(team=team) if team is not None else None,
     }
@@ -69,7 +70,7 @@ def _initial_from(source: Environment, teams: list[Team]) -> dict:
 @login_required
 def request_environment(request, name: str):
     version = catalog_selectors.requestable_version(name)
-    teams = selectors.teams_of(request.user)
+    teams = requestable_teams(request.user)
     source = _clone_source(request, version)
     form = RequestForm(
         request.POST or None,
@@ -121,8 +122,8 @@ def _estimate_seconds(version, raw) -> int:
     try:
         seconds = int(raw)
     except (TypeError, ValueError):
-        seconds = version.spec["ttl"]["default"]
-    return min(max(seconds, services.MIN_TTL_SECONDS), version.spec["ttl"]["max"])
+        seconds = version.blueprint_spec.ttl.default
+    return min(max(seconds, services.MIN_TTL_SECONDS), version.blueprint_spec.ttl.max)
 
 
 @login_required
@@ -130,7 +131,7 @@ def _estimate_seconds(version, raw) -> int:
 def estimate(request, name: str):
     """The price of the chosen TTL and the team's budget left (a partial for htmx)."""
     version = catalog_selectors.requestable_version(name)
-    teams = selectors.teams_of(request.user)
+    teams = requestable_teams(request.user)
     context = _estimate_context(
         version,
         seconds=_estimate_seconds(version, request.GET.get("ttl_seconds")),

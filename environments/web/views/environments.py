@@ -99,12 +99,12 @@ def environment_rows(request):
 
 def _access_lines(environment: Environment) -> list[tuple[str, str]]:
     """The blueprint's access info with this environment's parameters filled in."""
-    spec = environment.blueprint_version.spec
+    spec = environment.blueprint_version.blueprint_spec
     # Defaults first, so rows from before a parameter existed still render.
-    parameters = {p["name"]: p["default"] for p in spec["parameters"] if "default" in p}
+    parameters = {p.name: p.default for p in spec.parameters if p.default is not None}
     parameters.update(environment.parameters or {})
     lines = []
-    for label, value in (spec.get("access") or {}).items():
+    for label, value in spec.access.items():
         try:
             lines.append((label, render_text(value, parameters)))
         except KeyError:
@@ -114,7 +114,7 @@ def _access_lines(environment: Environment) -> list[tuple[str, str]]:
 
 def _detail_context(request, environment: Environment) -> dict:
     version = environment.blueprint_version
-    extend_left = version.spec["ttl"]["max"] - int(environment.ttl.total_seconds())
+    extend_left = version.blueprint_spec.ttl.max - int(environment.ttl.total_seconds())
     return {
         "env": environment,
         "version": version,
@@ -156,7 +156,7 @@ def extend_environment(request, pk):
     environment = selectors.environment_for(user=request.user, pk=pk)
     spent = int(environment.ttl.total_seconds())
     form = ExtendForm(
-        request.POST, maximum=environment.blueprint_version.spec["ttl"]["max"] - spent
+        request.POST, maximum=environment.blueprint_version.blueprint_spec.ttl.max - spent
     )
     if not form.is_valid():
         messages.error(request, "Choose how long to extend by.")

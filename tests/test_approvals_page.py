@@ -1,0 +1,96 @@
+"""The approval queue: what approvers see, approve, reject, and who may not."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from environments.lifecycle.states import State
+from environments.models import Quota
+from tests.conftest import client_for
+from tests.factories import make_environment
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def pending(owner, team, sample_blueprints):
+    return make_environment(
+        owner=owner,
+        team=team,
+        version=sample_blueprints["benchmark"],
+        state=State.PENDING_APPROVAL,
+        expires_at=None,
+        reason="load test for release 7",
+    )
+
+
+def test_it_lists_pending_requests_for_approvers(approver, pending):
+    response = client_for(approver).get(reverse("approvals"))
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert pending.namespace in body
+    assert "load test for release 7" in body
+    assert "quotas and budget." in body and "Approval will be refused" not in body
+
+
+def test_it_tells_approvers_what_approving_would_exceed(approver, team, pending):
+    Quota.objects.create(team=team, monthly_budget=Decimal("0.01"))
+    body = client_for(approver).get(reverse("approvals")).content.decode()
+    assert "Team Sales has $0.01 of $0.01 left this month" in body
+    policy = pending.blueprint_version.spec["approval"]
+    assert (
+        "Approving goes over this" if policy == "over-quota" else "Approval will be refused"
+    ) in body
+
+
+def test_it_shows_an_empty_approval_queue(approver, shop):
+    response = client_for(approver).get(reverse("approvals"))
+    assert "No requests are waiting" in response.content.decode()
+
+
+@pytest.mark.parametrize("user_fixture", ["outsider", "owner"])
+def test_it_refuses_the_approval_queue_to_non_approvers(request, user_fixture, pending):
+    client = client_for(request.getfixturevalue(user_fixture))
+    assert client.get(reverse("approvals")).status_code == 403
+    assert client.post(reverse("approve", args=[pending.pk])).status_code == 403
+    assert client.post(reverse("reject", args=[pending.pk]), {"reason": "no"}).status_code == 403
+    pending.refresh_from_db()
+    assert pending.state == State.PENDING_APPROVAL
+
+
+def test_it_approves_a_request(approver, pending):
+    response = client_for(approver).post(reverse("approve", args=[pending.pk]))
+    assert response.status_code == 302
+    pending.refresh_from_db()
+    assert pending.state == State.APPROVED
+    assert pending.approved_by == approver
+
+
+def test_it_needs_a_reason_to_reject(approver, pending):
+    client = client_for(approver)
+    response = client.post(reverse("reject", args=[pending.pk]), {"reason": ""}, follow=True)
+    assert "Say why" in response.content.decode()
+    pending.refresh_from_db()
+    assert pending.state == State.PENDING_APPROVAL
+    client.post(reverse("reject", args=[pending.pk]), {"reason": "Use the staging rig"})
+    pending.refresh_from_db()
+    assert pending.state == State.REJECTED
+
+
+def test_it_explains_why_an_approver_cannot_approve_their_own_request(approver, shop, team):
+    environment = make_environment(
+        owner=approver, team=team, version=shop, state=State.PENDING_APPROVAL
+    )
+    response = client_for(approver).post(reverse("approve", args=[environment.pk]), follow=True)
+    assert response.status_code == 200
+    assert "your own request" in response.content.decode()
+    environment.refresh_from_db()
+    assert environment.state == State.PENDING_APPROVAL
+
+
+def test_it_shows_the_approvals_link_only_to_approvers(approver, owner, shop):
+    assert reverse("approvals") in client_for(approver).get(reverse("catalogue")).content.decode()
+    assert reverse("approvals") not in client_for(owner).get(reverse("catalogue")).content.decode()
