@@ -22,7 +22,7 @@ from django.urls import reverse
 from django.utils.html import format_html_join
 
 from environments.catalog.publishing import publish_blueprint, set_blueprint_version_deprecated
-from environments.catalog.spec import BlueprintInvalid, parse_blueprint
+from environments.catalog.spec import BlueprintInvalid, load_blueprint
 from environments.governance import audit, quotas
 from environments.models import (
     ApiToken,
@@ -175,12 +175,12 @@ class BlueprintYamlForm(forms.ModelForm):
     def clean_source(self):
         source = self.cleaned_data["source"]
         try:
-            spec = parse_blueprint(source)
+            spec = load_blueprint(source)
         except BlueprintInvalid as exc:
             raise forms.ValidationError([f"{p}: {r}" if p else r for p, r in exc.errors]) from exc
-        if self.instance.pk and spec["name"] != self.instance.name:
+        if self.instance.pk and spec.name != self.instance.name:
             raise forms.ValidationError(
-                f"name: {spec['name']!r} differs from this blueprint's name "
+                f"name: {spec.name!r} differs from this blueprint's name "
                 f"{self.instance.name!r}; add a new blueprint instead"
             )
         return source

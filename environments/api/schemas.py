@@ -15,6 +15,8 @@ from django.conf import settings
 from ninja import Field, Schema
 from pydantic import field_validator
 
+from environments.catalog.choices import ApprovalPolicy, Purpose
+from environments.catalog.spec import ParameterSpec
 from environments.lifecycle import services
 from environments.models import BlueprintVersion, Environment, EnvironmentEvent
 
@@ -40,15 +42,16 @@ READ_ERRORS = {401: Error, 404: Error, 422: Error, 429: Error}
 class BlueprintOut(Schema):
     name: str
     title: str
-    purpose: str
+    purpose: Purpose
     description: str
     version: int
     hourly_price: str
     currency: str
     ttl_default_seconds: int
     ttl_max_seconds: int
-    approval: str
-    parameters: list[dict[str, Any]]
+    approval: ApprovalPolicy
+    # The blueprint format's own model: the API documents exactly what a blueprint declares.
+    parameters: list[ParameterSpec]
 
 
 class EnvironmentOut(Schema):
@@ -150,19 +153,19 @@ def _money(amount: Decimal) -> str:
 
 def blueprint_out(version: BlueprintVersion) -> dict[str, Any]:
     """A ``BlueprintOut`` for one requestable blueprint version."""
-    spec = version.spec
+    spec = version.blueprint_spec
     return {
         "name": version.blueprint.name,
-        "title": spec["title"],
-        "purpose": spec["purpose"],
-        "description": spec.get("description", ""),
+        "title": spec.title,
+        "purpose": spec.purpose,
+        "description": spec.description,
         "version": version.number,
         "hourly_price": f"{version.hourly_price:.4f}",
         "currency": settings.COST_CURRENCY,
-        "ttl_default_seconds": spec["ttl"]["default"],
-        "ttl_max_seconds": spec["ttl"]["max"],
-        "approval": spec["approval"],
-        "parameters": spec["parameters"],
+        "ttl_default_seconds": spec.ttl.default,
+        "ttl_max_seconds": spec.ttl.max,
+        "approval": spec.approval,
+        "parameters": spec.parameters,
     }
 
 

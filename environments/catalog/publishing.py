@@ -6,7 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from environments.catalog.rendering import spec_digest
-from environments.catalog.spec import parse_blueprint
+from environments.catalog.spec import load_blueprint
 from environments.governance import audit
 from environments.models import Blueprint, BlueprintVersion
 
@@ -22,11 +22,12 @@ def publish_blueprint(
     earlier version is not published again, so a version an admin published in the
     portal since is not replaced by an old copy from disk.
     """
-    spec = parse_blueprint(source)
-    digest = spec_digest(spec)
+    spec = load_blueprint(source)
+    stored = spec.to_dict()
+    digest = spec_digest(stored)
     # The row lock means two publishers cannot take the same version number.
     blueprint, _ = Blueprint.objects.select_for_update().get_or_create(
-        name=spec["name"], defaults={"title": spec["title"], "purpose": spec["purpose"]}
+        name=spec.name, defaults={"title": spec.title, "purpose": spec.purpose}
     )
     latest = blueprint.versions.order_by("-number").first()
     if latest is not None and latest.digest == digest:
@@ -35,15 +36,13 @@ def publish_blueprint(
         known = blueprint.versions.filter(digest=digest).order_by("-number").first()
         if known is not None:
             return known, False
-    if (blueprint.title, blueprint.purpose) != (spec["title"], spec["purpose"]):
-        Blueprint.objects.filter(pk=blueprint.pk).update(
-            title=spec["title"], purpose=spec["purpose"]
-        )
+    if (blueprint.title, blueprint.purpose) != (spec.title, spec.purpose):
+        Blueprint.objects.filter(pk=blueprint.pk).update(title=spec.title, purpose=spec.purpose)
     version = BlueprintVersion.objects.create(
         blueprint=blueprint,
         number=(latest.number + 1) if latest else 1,
         source=source,
-        spec=spec,
+        spec=stored,
         digest=digest,
         published_by=actor if actor is not None and actor.is_authenticated else None,
     )

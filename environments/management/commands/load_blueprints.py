@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from environments.catalog.publishing import publish_blueprint
-from environments.catalog.spec import BlueprintInvalid, parse_blueprint
+from environments.catalog.spec import BlueprintInvalid, load_blueprint
 
 
 class Command(BaseCommand):
@@ -38,20 +38,20 @@ class Command(BaseCommand):
         for path in files:
             try:
                 source = path.read_text(encoding="utf-8")
-                spec = parse_blueprint(source)
+                spec = load_blueprint(source)
             except UnicodeDecodeError:
                 errors.append(f"{path.name}: the file is not UTF-8 text")
                 continue
             except BlueprintInvalid as exc:
                 errors.extend(exc.lines(path.name))
                 continue
-            if spec["name"] in names:
+            if spec.name in names:
                 errors.append(
-                    f"{path.name}: name: {spec['name']!r} is also the name in {names[spec['name']].name}"
+                    f"{path.name}: name: {spec.name!r} is also the name in {names[spec.name].name}"
                 )
                 continue
-            names[spec["name"]] = path
-            sources.append((path, source, spec["name"]))
+            names[spec.name] = path
+            sources.append((path, source, spec.name))
         if errors:
             for line in errors:
                 self.stderr.write(line)
