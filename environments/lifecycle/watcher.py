@@ -191,7 +191,7 @@ def run(stop: threading.Event, name: str | None = None) -> None:
     view.start()
     leader = AdvisoryLeader(settings.EPHEMERA_INSTANCE)
     watcher = Watcher(view, name)
-    leading = False
+    leading: bool | None = None  # unknown until the first check
     log.info("watcher %s started (instance %s)", name, settings.EPHEMERA_INSTANCE)
     try:
         while not stop.is_set():
