@@ -9,11 +9,11 @@ import signal
 import time
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import django_rq
 import pytest
 import yaml
-from pathlib import Path
 from django.utils import timezone
 from rq.job import JobStatus
 
