@@ -13,6 +13,7 @@ view from one LIST of each kind, for a synchronous pass (tests, the reconciler).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -232,7 +233,7 @@ def snapshot(instance: str) -> ClusterView:
     view = ClusterView(instance)
     for kind, reflector in view.reflectors.items():
         items, _ = cluster.with_retries(
-            lambda kind=kind: cluster.list_objects(kind), what=f"list {kind}"
+            functools.partial(cluster.list_objects, kind), what=f"list {kind}"
         )
         reflector.replace(items)
         reflector.synced.set()

@@ -16,6 +16,7 @@ import logging
 import time
 
 from django.db import DatabaseError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class AdvisoryLeader:
     def __init__(self, name: str, *, recheck_seconds: float = 1.0):
         self.key = lock_key(name)
         self.recheck_seconds = recheck_seconds
-        self.db = None
+        self.db: BaseDatabaseWrapper | None = None
         self.leading = False
         self.checked_at = 0.0
 

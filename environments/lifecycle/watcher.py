@@ -157,11 +157,11 @@ class Watcher:
         for environment_id, name, changed_at in Environment.objects.filter(
             state=State.TEARING_DOWN
         ).values_list("pk", "name", "state_changed_at"):
-            namespace = self.view.namespace(namespace_for(name))
-            if namespace is None:
+            standing = self.view.namespace(namespace_for(name))
+            if standing is None:
                 if self._acted(mark_deleted(environment_id, actor=actor)):
                     counts["deleted"] += 1
-            elif not namespace.terminating and changed_at < resend:
+            elif not standing.terminating and changed_at < resend:
                 try:
                     enqueue("teardown", environment_id, replace_started=True)
                 except Exception as exc:
@@ -179,7 +179,7 @@ class Watcher:
 
 def reconcile_once(name: str = "sync") -> dict[str, int]:
     """One pass from a fresh listing of the cluster, synchronously (tests, scripts)."""
-    view = reflector.snapshot(settings.EPHEMERA_INSTANCE)
+    view = reflector.snapshot(str(settings.EPHEMERA_INSTANCE))
     return Watcher(view, name).run_pass()
 
 
@@ -187,9 +187,11 @@ def run(stop: threading.Event, name: str | None = None) -> None:
     """The watcher process: watch, elect, and act while leading, until ``stop``."""
     name = name or identity()
     changed = threading.Event()
-    view = reflector.ClusterView(settings.EPHEMERA_INSTANCE, on_change=lambda kind: changed.set())
+    view = reflector.ClusterView(
+        str(settings.EPHEMERA_INSTANCE), on_change=lambda kind: changed.set()
+    )
     view.start()
-    leader = AdvisoryLeader(settings.EPHEMERA_INSTANCE)
+    leader = AdvisoryLeader(str(settings.EPHEMERA_INSTANCE))
     watcher = Watcher(view, name)
     leading: bool | None = None  # unknown until the first check
     log.info("watcher %s started (instance %s)", name, settings.EPHEMERA_INSTANCE)
