@@ -17,7 +17,7 @@ from environments.kube import cluster
 from environments.lifecycle.states import State
 from environments.models import Environment
 from tests.browser import sign_in
-from tests.conftest import start_worker, stop_worker
+from tests.conftest import start_watcher, start_worker, stop_worker
 
 pytestmark = [
     pytest.mark.browser,
@@ -36,7 +36,9 @@ def worker(kube_config, settings, tmp_path):
     for name in ("default", "provision", "teardown"):
         django_rq.get_queue(name).empty()
     process = start_worker(kube_config, tmp_path / "worker.log")
+    watcher = start_watcher(kube_config, tmp_path / "watcher.log")
     yield process
+    stop_worker(watcher)
     stop_worker(process)
     cluster.reset_client()
 

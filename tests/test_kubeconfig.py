@@ -14,7 +14,8 @@ from environments.lib.errors import ServiceError
 from environments.lifecycle import services
 from environments.lifecycle.states import State
 from environments.models import AuditEvent, Environment
-from tests.test_provisioning import on_cluster, request, run_worker  # noqa: F401 (fixture)
+from tests.test_provisioning import on_cluster, request  # noqa: F401 (fixture)
+from tests.test_provisioning import run_worker_and_watcher as run_worker
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 

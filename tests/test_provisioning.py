@@ -53,6 +53,20 @@ def run_worker() -> None:
     worker.work(burst=True)
 
 
+def run_worker_and_watcher(timeout: float = 120) -> None:
+    """What a worker and the watcher do together: run every queued job and watcher
+    passes until no environment is in flight (approved, provisioning, tearing down)."""
+
+    def idle():
+        run_worker()
+        reconcile_once()
+        return not Environment.objects.filter(
+            state__in=[State.APPROVED, State.PROVISIONING, State.TEARING_DOWN]
+        ).exists()
+
+    wait_for(idle, timeout, interval=0.2)
+
+
 def settle(*environments, states=(State.READY, State.FAILED, State.DELETED), timeout=120):
     """Run queued jobs and watcher passes until every environment is in ``states``."""
     ids = [e.pk for e in environments]
