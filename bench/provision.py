@@ -41,6 +41,7 @@ from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
+from environments.catalog.publishing import publish_blueprint  # noqa: E402
 from environments.kube import cluster  # noqa: E402
 from environments.lifecycle import services  # noqa: E402
 from environments.lifecycle.provisioning import provision, teardown  # noqa: E402
@@ -49,7 +50,22 @@ from environments.lifecycle.watcher import reconcile_once  # noqa: E402
 from environments.models import Blueprint, Environment, Membership, Quota, Team  # noqa: E402
 
 BLUEPRINT = "shop-demo"  # three components
-SMALL = "pr-preview"  # one component: the 1,000 live environments
+# One component, no port: no Service, so no service IP. The local control plane's
+# service range is a /24 (254 addresses, shared by every session on the cluster):
+# 100 shop-demos (300 Services) or 1,000 previews would not fit.
+SMALL_SOURCE = """
+name: bench-small
+title: Benchmark, one component
+purpose: benchmark
+description: One small Deployment, no Service.
+ttl: {default: 2h, max: 12h}
+approval: auto
+components:
+  - name: app
+    image: ghcr.io/stefanprodan/podinfo:6.7.1
+    resources: {cpu: 10m, memory: 16Mi}
+quota: {cpu: 100m, memory: 64Mi, pods: "2"}
+"""
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -69,10 +85,14 @@ def setup():
     Quota.objects.filter(team=team).delete()
     for queue in ("provision", "teardown", "default"):
         django_rq.get_queue(queue).empty()
+    # Left over by an interrupted run: not provisioned again, its rows closed.
+    Environment.objects.exclude(state__in=[State.DELETED, State.REJECTED]).update(
+        state=State.DELETED, manifests=[]
+    )
     return (
         user,
         Blueprint.objects.get(name=BLUEPRINT).current_version(),
-        Blueprint.objects.get(name=SMALL).current_version(),
+        publish_blueprint(source=SMALL_SOURCE)[0],
     )
 
 
@@ -210,10 +230,12 @@ def main() -> None:
         )
         jobs = args.single_runs
         for count in args.concurrent:
-            latencies, after_last, after_first = run_batch(user, version, count)
+            batch_version = version if count <= 20 else small
+            latencies, after_last, after_first = run_batch(user, batch_version, count)
             jobs += count
             print(
-                f"{count} concurrent, {args.workers} workers + 1 watcher, approval -> ready: "
+                f"{count} concurrent ({batch_version.blueprint.name}), {args.workers} workers "
+                "+ 1 watcher, approval -> ready: "
                 f"p50 {percentile(latencies, 50):.2f}s  p95 {percentile(latencies, 95):.2f}s  "
                 f"max {max(latencies):.2f}s; {count} deleted one by one: all deleted "
                 f"{after_last:.2f}s after the last delete ({after_first:.2f}s after the first)"
