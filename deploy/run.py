@@ -1,6 +1,6 @@
-"""`make run`: prepare the database, then run web, worker and scheduler together.
+"""`make run`: prepare the database, then run web, worker, scheduler and watcher together.
 
-Ctrl-C (SIGINT) or SIGTERM stops all three, then the embedded PostgreSQL and Redis
+Ctrl-C (SIGINT) or SIGTERM stops all four, then the embedded PostgreSQL and Redis
 if this run used them. Everything a fresh machine needs is done here or by the
 Makefile: migrate, load the sample blueprints, create the first admin.
 """
@@ -51,6 +51,8 @@ def main() -> int:
         ],
         "worker": [*MANAGE, "rqworker", "provision", "teardown", "default", "--with-scheduler"],
         "scheduler": [*MANAGE, "rqcron", "environments.cron"],
+        # Observes the cluster and moves environments to ready / failed / deleted.
+        "watcher": [*MANAGE, "watch_cluster"],
     }
     if os.environ.get("DEBUG", "").lower() in {"1", "true", "yes", "on"}:
         # Development: serve static files from static/ without collectstatic.
@@ -80,7 +82,7 @@ def main() -> int:
                 break
         time.sleep(0.5)
 
-    print("\n==> Stopping web, worker and scheduler")
+    print("\n==> Stopping web, worker, scheduler and watcher")
     for process in processes.values():
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

@@ -295,6 +295,10 @@ class Environment(models.Model):
     # The owner token makes renewal exclusive: a job whose lease was taken over stops.
     lease_until = models.DateTimeField(null=True, blank=True)
     lease_owner = models.UUIDField(null=True, blank=True, editable=False)
+    # Failed only because the API server could not be reached: the watcher retries it
+    # when the server answers again, at most OUTAGE_RETRY_LIMIT times in a row.
+    failed_unreachable = models.BooleanField(default=False, editable=False)
+    outage_retries = models.PositiveSmallIntegerField(default=0, editable=False)
 
     # Cost: price fixed at request time; accrual adds whole minutes as they pass.
     hourly_price = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal(0))

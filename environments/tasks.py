@@ -15,12 +15,12 @@ from environments.lifecycle import provisioning, upkeep
 
 
 def provision(environment_id: str) -> str:
-    """Claim, render, apply and watch one environment until it is ready or failed."""
+    """Claim, render and apply one environment; the watcher sees it become ready."""
     return provisioning.provision(environment_id)
 
 
 def teardown(environment_id: str) -> str:
-    """Delete one environment's namespace and mark it deleted once it is gone."""
+    """Delete one environment's namespace; the watcher marks it deleted once it is gone."""
     return provisioning.teardown(environment_id)
 
 

@@ -339,14 +339,21 @@ FAILURE_TTL_MINUTES = env_int("FAILURE_TTL_MINUTES", 60, minimum=0)
 PROVISION_DEADLINE_SECONDS = env_int("PROVISION_DEADLINE_SECONDS", 300, minimum=10)
 # A managed namespace with no live environment is deleted after this grace period.
 ORPHAN_GRACE_SECONDS = env_int("ORPHAN_GRACE_SECONDS", 300, minimum=0)
-# A provision job holds a lease it renews while working; a job whose lease ran out
-# (its worker died) is started again by the reconciler.
-# Longer than one API call's retry window (KUBE_RETRY_SECONDS), so a job still retrying
-# is not mistaken for a dead one.
-PROVISION_LEASE_SECONDS = env_int("PROVISION_LEASE_SECONDS", 90, minimum=5)
+# A provision job holds a lease while it applies; a job whose lease ran out (its worker
+# died) is enqueued again by the watcher. A heartbeat thread in the job renews it every
+# quarter of this, apart from the API calls (which may retry for KUBE_RETRY_SECONDS).
+PROVISION_LEASE_SECONDS = env_int("PROVISION_LEASE_SECONDS", 20, minimum=4)
 # API calls are retried (timeouts, 429, 5xx) for this long before giving up.
 KUBE_RETRY_SECONDS = env_int("KUBE_RETRY_SECONDS", 60, minimum=1)
 TEARDOWN_TIMEOUT_SECONDS = env_int("TEARDOWN_TIMEOUT_SECONDS", 180, minimum=10)
+# The cluster watcher (manage.py watch_cluster): its periodic pass (deadlines, lost
+# jobs, outage retries) runs this often; a watch event triggers one sooner.
+WATCHER_TICK_SECONDS = env_int("WATCHER_TICK_SECONDS", 2, minimum=1)
+# An environment that failed only because the API server was unreachable is retried
+# when the server is back, at most this many times in a row.
+OUTAGE_RETRY_LIMIT = env_int("OUTAGE_RETRY_LIMIT", 3, minimum=0)
+# This watcher's name in logs and in the acted-by counter (default: host:pid).
+WATCHER_ID = env("WATCHER_ID", "")
 INGRESS_URL_SCHEME: str = env("INGRESS_URL_SCHEME", "https")
 if INGRESS_URL_SCHEME not in {"http", "https"}:
     raise ImproperlyConfigured("INGRESS_URL_SCHEME: http or https")

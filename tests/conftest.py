@@ -211,6 +211,42 @@ def start_worker(
         log.close()  # the child has its own copy
 
 
+def start_watcher(kube_config: str, log_path: Path, *, name: str | None = None, **env):
+    """A real watcher process (``manage.py watch_cluster``) on the test database, Redis,
+    cluster and instance label. Its own session, like a worker; stop it with
+    ``stop_worker`` (or kill -9 it)."""
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    environ = dict(os.environ)
+    environ.update(
+        DATABASE_URL=database_url(),
+        REDIS_URL=settings.REDIS_URL,
+        KUBECONFIG=kube_config,
+        EPHEMERA_INSTANCE=settings.EPHEMERA_INSTANCE,
+        DEBUG="true",
+        **env,
+    )
+    command = [sys.executable, "manage.py", "watch_cluster"]
+    if name:
+        command += ["--id", name]
+    log = log_path.open("w")
+    try:
+        return subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=environ,
+            start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    finally:
+        log.close()
+
+
 def stop_worker(process) -> None:
     import signal
     import subprocess

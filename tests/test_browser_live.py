@@ -17,7 +17,7 @@ from environments.kube import cluster
 from environments.lifecycle.states import State
 from environments.models import Environment
 from tests.browser import sign_in
-from tests.conftest import start_worker, stop_worker
+from tests.conftest import start_watcher, start_worker, stop_worker
 
 pytestmark = [
     pytest.mark.browser,
@@ -30,7 +30,9 @@ pytestmark = [
 def worker(on_cluster, kube_config, tmp_path):
     """A real RQ worker process on the test database, Redis and cluster."""
     process = start_worker(kube_config, tmp_path / "worker.log")
+    watcher = start_watcher(kube_config, tmp_path / "watcher.log")
     yield process
+    stop_worker(watcher)
     stop_worker(process)
 
 

@@ -14,7 +14,7 @@ from environments.catalog.publishing import publish_blueprint
 from environments.kube import cluster
 from environments.lifecycle.states import State
 from environments.models import Environment
-from tests.conftest import ROOT, start_worker, stop_worker, wait_for
+from tests.conftest import ROOT, start_watcher, start_worker, stop_worker, wait_for
 
 pytestmark = [
     pytest.mark.cluster,
@@ -52,7 +52,9 @@ def cli(live_server, owner, tmp_path):
 @pytest.fixture
 def worker(kube_config, tmp_path):
     process = start_worker(kube_config, tmp_path / "worker.log")
+    watcher = start_watcher(kube_config, tmp_path / "watcher.log")
     yield process
+    stop_worker(watcher)
     stop_worker(process)
 
 

@@ -117,8 +117,7 @@ def test_it_opens_updates_and_closes_a_preview_on_the_cluster(client, hook, sett
     for name in ("default", "provision", "teardown"):
         django_rq.get_queue(name).empty()
 
-    def run_worker():
-        django_rq.get_worker("provision", "teardown", "default").work(burst=True)
+    from tests.test_provisioning import run_worker_and_watcher as run_worker
 
     try:
         opened = deliver(client, pull_request("opened"))

@@ -14,7 +14,8 @@ from environments.lib.errors import ServiceError
 from environments.lifecycle import services
 from environments.lifecycle.states import State
 from environments.models import AuditEvent, Environment
-from tests.test_provisioning import request, run_worker
+from tests.test_provisioning import request
+from tests.test_provisioning import run_worker_and_watcher as run_worker
 
 pytestmark = [
     pytest.mark.cluster,

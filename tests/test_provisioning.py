@@ -1,7 +1,8 @@
 """Provisioning, teardown and reconciliation against the real local control plane.
 
 Jobs run in a real RQ worker (burst mode, or a separate worker process for the
-kill -9 test). Nothing of the Kubernetes client is mocked.
+kill -9 test); the watcher's decisions run as one synchronous pass at a time
+(``settle``), or as a real watcher process. Nothing of the Kubernetes client is mocked.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from environments.lifecycle import services
 from environments.lifecycle.provisioning import provision, teardown
 from environments.lifecycle.states import State
 from environments.lifecycle.upkeep import reap_expired, reconcile
+from environments.lifecycle.watcher import reconcile_once
 from environments.models import Environment
-from tests.conftest import ROOT, start_worker, wait_for
+from tests.conftest import ROOT, start_watcher, start_worker, stop_worker, wait_for
 
 pytestmark = [
     pytest.mark.cluster,
@@ -44,6 +46,34 @@ def run_worker() -> None:
     """A real RQ worker, burst mode: runs every queued job, then returns."""
     worker = django_rq.get_worker("provision", "teardown", "default")
     worker.work(burst=True)
+
+
+def run_worker_and_watcher(timeout: float = 120) -> None:
+    """What a worker and the watcher do together: run every queued job and watcher
+    passes until no environment is in flight (approved, provisioning, tearing down)."""
+
+    def idle():
+        run_worker()
+        reconcile_once()
+        return not Environment.objects.filter(
+            state__in=[State.APPROVED, State.PROVISIONING, State.TEARING_DOWN]
+        ).exists()
+
+    wait_for(idle, timeout, interval=0.2)
+
+
+def settle(*environments, states=(State.READY, State.FAILED, State.DELETED), timeout=120):
+    """Run queued jobs and watcher passes until every environment is in ``states``."""
+    ids = [e.pk for e in environments]
+
+    def settled():
+        run_worker()
+        reconcile_once()
+        return not Environment.objects.filter(pk__in=ids).exclude(state__in=states).exists()
+
+    wait_for(settled, timeout, interval=0.2)
+    for environment in environments:
+        environment.refresh_from_db()
 
 
 def slow_blueprint(sample_blueprints, delay: str):
@@ -125,9 +155,7 @@ def test_it_provisions_a_three_component_blueprint_and_is_idempotent(
     assert len(version.components) == 3
     environment = request(owner, version)
     assert environment.state == State.APPROVED
-    run_worker()
-
-    environment.refresh_from_db()
+    settle(environment)
     assert environment.state == State.READY, environment.last_error
     assert environment.urls == {
         "web": f"https://web-{environment.name}.{settings.BASE_DOMAIN}/",
@@ -161,21 +189,20 @@ def test_it_provisions_a_three_component_blueprint_and_is_idempotent(
     before = settled_versions(environment.namespace)
     assert len(before) == len(environment.manifests)
     Environment.objects.filter(pk=environment.pk).update(state=State.PROVISIONING, lease_until=None)
-    assert provision(str(environment.pk)) == "ready"
+    assert provision(str(environment.pk)) == "applied"
+    assert reconcile_once()["ready"] == 1
     assert cluster.resource_versions(environment.namespace) == before
 
 
 def test_it_tears_down_completely_and_twice_is_fine(owner, sample_blueprints):
     environment = request(owner, sample_blueprints["pr-preview"])
-    run_worker()
-    environment.refresh_from_db()
+    settle(environment)
     assert environment.state == State.READY
     assert environment.urls and environment.component_status
 
     assert services.delete_environment(environment=environment, user=owner) is True
     assert services.delete_environment(environment=environment, user=owner) is False
-    run_worker()
-    environment.refresh_from_db()
+    settle(environment)
     assert environment.state == State.DELETED
     assert not cluster.namespace_exists(environment.namespace)
     # Nothing of it is shown as reachable or ready any more.
@@ -185,16 +212,14 @@ def test_it_tears_down_completely_and_twice_is_fine(owner, sample_blueprints):
 
 def test_it_tears_down_from_the_recorded_manifests(owner, sample_blueprints):
     environment = request(owner, sample_blueprints["pr-preview"])
-    run_worker()
-    environment.refresh_from_db()
+    settle(environment)
     recorded = environment.manifests
     # A new blueprint version does not change what teardown deletes.
     publish_blueprint(
         source=environment.blueprint_version.source.replace("port: 9898", "port: 9999")
     )
     services.delete_environment(environment=environment, user=owner)
-    run_worker()
-    environment.refresh_from_db()
+    settle(environment)
     assert environment.state == State.DELETED
     assert environment.manifests == recorded
 
@@ -210,8 +235,7 @@ def test_it_fails_with_a_readable_reason_when_a_component_cannot_be_scheduled(
     )
     version, _ = publish_blueprint(source=source)
     environment = request(owner, version)
-    run_worker()
-    environment.refresh_from_db()
+    settle(environment)
     assert environment.state == State.FAILED
     assert "app cannot be scheduled" in environment.last_error
     assert "Insufficient cpu" in environment.last_error
@@ -220,8 +244,7 @@ def test_it_fails_with_a_readable_reason_when_a_component_cannot_be_scheduled(
 
     # The owner can retry; it fails the same way, cleanly.
     services.retry_environment(environment=environment, user=owner)
-    run_worker()
-    environment.refresh_from_db()
+    settle(environment)
     assert environment.state == State.FAILED
     assert environment.attempts == 2
 
@@ -262,8 +285,7 @@ def test_it_deletes_orphans_but_never_unlabelled_namespaces(settings, kube_clien
 
 def test_it_fails_a_ready_environment_whose_namespace_vanished(owner, sample_blueprints):
     environment = request(owner, sample_blueprints["pr-preview"])
-    run_worker()
-    environment.refresh_from_db()
+    settle(environment)
     assert environment.state == State.READY
     cluster.delete(cluster.namespace_manifest(environment.namespace))
     assert cluster.wait_namespace_gone(environment.namespace, timeout=60)
@@ -276,13 +298,12 @@ def test_it_fails_a_ready_environment_whose_namespace_vanished(owner, sample_blu
 
 def test_it_reaps_an_expired_environment_within_one_cycle(owner, sample_blueprints):
     environment = request(owner, sample_blueprints["pr-preview"])
-    run_worker()
+    settle(environment)
     Environment.objects.filter(pk=environment.pk).update(
         expires_at=timezone.now() - timedelta(seconds=1)
     )
     assert reap_expired() == 1
-    run_worker()
-    environment.refresh_from_db()
+    settle(environment)
     assert environment.state == State.DELETED
     assert not cluster.namespace_exists(environment.namespace)
     assert environment.events.filter(message="Expired.").exists()
@@ -290,7 +311,7 @@ def test_it_reaps_an_expired_environment_within_one_cycle(owner, sample_blueprin
 
 def test_it_starts_deleting_a_whole_batch_of_expired_environments_at_once(owner, sample_blueprints):
     environments = [request(owner, sample_blueprints["pr-preview"]) for _ in range(3)]
-    run_worker()
+    settle(*environments)
     Environment.objects.filter(pk__in=[e.pk for e in environments]).update(
         expires_at=timezone.now() - timedelta(seconds=1)
     )
@@ -302,8 +323,9 @@ def test_it_starts_deleting_a_whole_batch_of_expired_environments_at_once(owner,
     for environment in environments:
         live = cluster.get(cluster.namespace_manifest(environment.namespace))
         assert live is None or live["metadata"].get("deletionTimestamp"), live["metadata"]
+    settle(*environments)
     for environment in environments:
-        assert teardown(str(environment.pk)) == "deleted"
+        assert environment.state == State.DELETED
         assert not cluster.namespace_exists(environment.namespace)
 
 
@@ -335,11 +357,17 @@ def test_it_finishes_after_the_worker_is_killed_mid_provisioning(
             os.killpg(worker.pid, signal.SIGKILL)
     environment.refresh_from_db()
     assert environment.state == State.PROVISIONING
+    killed_mid_apply = environment.lease_owner is not None
 
-    # Once the dead worker's lease runs out, the reconciler starts the job again.
-    wait_for(lambda: Environment.objects.get(pk=environment.pk).lease_until < timezone.now(), 15)
-    assert reconcile()["restarted"] == 1
-    run_worker()
+    # A new worker and the watcher: the watcher enqueues the job again once the dead
+    # job's lease runs out (if it died holding it), and sees the Deployments available.
+    worker = start_worker(kube_config, tmp_path / "worker2.log", PROVISION_LEASE_SECONDS="5")
+    watcher = start_watcher(kube_config, tmp_path / "watcher.log")
+    try:
+        wait_for(lambda: Environment.objects.get(pk=environment.pk).state == State.READY, 60)
+    finally:
+        stop_worker(watcher)
+        stop_worker(worker)
     environment.refresh_from_db()
     assert environment.state == State.READY, environment.last_error
     deployments = cluster.list_deployments(environment.namespace)["items"]
@@ -354,27 +382,33 @@ def test_it_finishes_after_the_worker_is_killed_mid_provisioning(
         "cache",
         "web",
     ]
-    assert environment.attempts == 2
+    assert environment.attempts == (2 if killed_mid_apply else 1)
     assert environment.events.filter(state=State.READY).count() == 1
 
 
 def test_a_job_whose_lease_was_taken_over_stops_and_leaves_the_work_to_the_new_one(
-    owner, sample_blueprints
+    owner, sample_blueprints, monkeypatch
 ):
     # A job that only looked dead (a long GC pause, a partitioned worker) must not fight
     # the job that took its lease over, nor fail the environment under it.
-    environment = request(owner, slow_blueprint(sample_blueprints, "6s"))
-    thread, outcome = provision_in_thread(environment)
-    wait_for(lambda: Environment.objects.get(pk=environment.pk).manifests, 30, interval=0.05)
-    assert Environment.objects.get(pk=environment.pk).lease_owner is not None
+    environment = request(owner, sample_blueprints[THREE_COMPONENTS])
+    django_rq.get_queue("provision").empty()
+    real_apply = cluster.apply
+    applied = []
 
-    # Another job takes the lease over (what _claim does once a lease has run out).
-    Environment.objects.filter(pk=environment.pk).update(
-        lease_owner=uuid.uuid4(), lease_until=timezone.now() + timedelta(seconds=60)
-    )
-    thread.join(timeout=60)
-    assert not thread.is_alive(), "the first job did not stop"
-    assert outcome["result"].startswith("stopped"), outcome
+    def apply_then_lose_the_lease(manifest):
+        applied.append(manifest["kind"])
+        if len(applied) == 3:
+            # Another job takes the lease over (what _claim does once a lease ran out).
+            Environment.objects.filter(pk=environment.pk).update(
+                lease_owner=uuid.uuid4(), lease_until=timezone.now() + timedelta(seconds=60)
+            )
+        return real_apply(manifest)  # the real call: only the timing is arranged
+
+    monkeypatch.setattr(cluster, "apply", apply_then_lose_the_lease)
+    assert provision(str(environment.pk)).startswith("stopped")
+    assert len(applied) == 3  # it stopped before its next apply
+    monkeypatch.setattr(cluster, "apply", real_apply)
     environment.refresh_from_db()
     assert environment.state == State.PROVISIONING  # left alone, not failed
 
@@ -383,8 +417,8 @@ def test_a_job_whose_lease_was_taken_over_stops_and_leaves_the_work_to_the_new_o
     Environment.objects.filter(pk=environment.pk).update(
         lease_until=timezone.now() - timedelta(seconds=1)
     )
-    assert provision(str(environment.pk)) == "ready"
-    environment.refresh_from_db()
+    assert provision(str(environment.pk)) == "applied"
+    settle(environment)
     assert environment.state == State.READY, environment.last_error
     assert environment.lease_owner is None
     assert not environment.events.filter(state=State.FAILED).exists()
@@ -422,17 +456,10 @@ def test_it_rides_out_the_api_server_stopping_for_20_seconds(
 
     caplog.set_level(logging.WARNING, logger="environments.kube.cluster")
     launcher = load_launcher()
-    # Pods become ready 12 s after they start, so the job is still waiting for them
-    # (talking to the API server) when it stops, however slow the machine is.
-    environment = request(owner, slow_blueprint(sample_blueprints, "12s"))
-    thread, outcome = provision_in_thread(environment)
+    environment = request(owner, slow_blueprint(sample_blueprints, "3s"))
+    thread = None
+    outcome: dict = {}
     try:
-        wait_for(
-            lambda: Environment.objects.get(pk=environment.pk).manifests,
-            timeout=60,
-            interval=0.05,
-        )
-        assert thread.is_alive(), outcome
         assert launcher.component_pid("kube-apiserver")
         # The launcher's own stop: SIGTERM, SIGKILL if it lingers, until it is gone.
         stopping_at = time.time()
@@ -440,7 +467,10 @@ def test_it_rides_out_the_api_server_stopping_for_20_seconds(
         stopped_at = time.time()
         assert launcher.component_pid("kube-apiserver") is None
         assert not launcher.apiserver_ready()
-        # The job notices: it retries the calls it cannot make, while the server is down.
+        # The job starts while the server is down (applying takes a fraction of a
+        # second, so starting it earlier would race the stop): every call it makes
+        # fails and is retried until the server is back.
+        thread, outcome = provision_in_thread(environment)
         wait_for(
             lambda: retries_since(caplog, stopping_at) or not thread.is_alive(),
             timeout=60,
@@ -449,20 +479,22 @@ def test_it_rides_out_the_api_server_stopping_for_20_seconds(
         assert retries_since(caplog, stopping_at), f"no retry during the outage: {outcome}"
         assert thread.is_alive(), outcome
         # Down for 20 s in all.
-        time.sleep(max(0.0, stopped_at + 20 - time.time()))
+        wait_for(lambda: time.time() >= stopped_at + 20, timeout=60, interval=0.2)
         assert launcher.component_pid("kube-apiserver") is None
     finally:
         restart_cluster(launcher)
     restarted_at = time.time()
+    assert thread is not None
     thread.join(timeout=300)
     assert not thread.is_alive(), "provisioning did not finish"
     environment.refresh_from_db()
-    # It retried through the outage and finished (the alternative, a clean failure
-    # after its deadline, would say so in last_error).
-    assert outcome["result"] == "ready", environment.last_error
-    assert environment.state == State.READY
+    # It retried through the outage and finished applying (the alternative, a clean
+    # failure, would say so in last_error); the watcher then sees it ready.
+    assert outcome["result"] == "applied", environment.last_error
     during = [r for r in retries_since(caplog, stopping_at) if r.created <= restarted_at]
     assert during, "no retry was logged while the API server was down"
+    settle(environment)
+    assert environment.state == State.READY, environment.last_error
 
 
 def retries_since(caplog, since: float) -> list[logging.LogRecord]:
@@ -493,8 +525,10 @@ def test_it_applies_new_parameters_that_arrive_mid_provisioning(owner, sample_bl
     )
     thread.join(timeout=120)
     assert not thread.is_alive(), "provisioning did not finish"
-    environment.refresh_from_db()
-    assert outcome["result"] == "ready"
+    assert outcome["result"] == "applied", outcome
+    # If the job had finished before the update, the watcher enqueues it again.
+    settle(environment)
+    assert environment.state == State.READY, environment.last_error
     assert environment.parameters["customer"] == "globex"
     web = next(
         m

@@ -607,13 +607,20 @@ def node_ready() -> bool:
     return code == 200 and bool(json.loads(body).get("spec", {}).get("holderIdentity"))
 
 
-def _wait(what: str, check, timeout: float, names: list[str]) -> None:
+def _wait(what: str, check, timeout: float, names: list[str], respawn=None) -> None:
+    """Poll ``check`` until true. A component that exits meanwhile fails the start,
+    unless ``respawn(name)`` returns True: it was a process this run found already
+    running (e.g. an apiserver still shutting down after SIGTERM, which takes up to a
+    minute) and has now started afresh."""
     deadline = time.monotonic() + timeout
     misses = dict.fromkeys(names, 0)
     while not check():
         for n in names:
             # Gone on three polls in a row, not one: a single odd /proc read is no exit.
             misses[n] = 0 if component_pid(n) else misses[n] + 1
+            if misses[n] >= 3 and respawn is not None and respawn(n):
+                misses[n] = 0
+                continue
             if misses[n] >= 3:
                 raise ClusterError(
                     f"{n} exited while waiting for {what}; see {log_file(n)}:\n"
@@ -685,20 +692,37 @@ def start(timeout: float = 120) -> Path:
         ensure_kubeconfigs()
 
         started: list[str] = []
+        found_running: set[str] = set()
 
         def up(name: str) -> None:
             if component_pid(name):
+                found_running.add(name)  # healthy, starting, or still shutting down
                 return
             pid = _spawn(name)
             started.append(name)
             _say(f"{elapsed()} started {name} (pid {pid}, log {log_file(name)})")
+
+        def respawn(name: str) -> bool:
+            """One we found running has exited (it was shutting down): start it again."""
+            if name not in found_running or name in started:
+                return False
+            found_running.discard(name)
+            _say(f"{elapsed()} {name} we found running has exited (it was stopping); starting it")
+            up(name)
+            return True
 
         try:
             up("etcd")
             _wait("etcd health", etcd_healthy, 30, ["etcd"])
             _say(f"{elapsed()} etcd healthy")
             up("kube-apiserver")
-            _wait("kube-apiserver /readyz", apiserver_ready, timeout, ["etcd", "kube-apiserver"])
+            _wait(
+                "kube-apiserver /readyz",
+                apiserver_ready,
+                timeout,
+                ["etcd", "kube-apiserver"],
+                respawn=respawn,
+            )
             t_ready = time.monotonic() - t0
             _say(f"{elapsed()} kube-apiserver /readyz ok")
             if not component_pid("kwok"):
@@ -709,7 +733,7 @@ def start(timeout: float = 120) -> Path:
             for n in ("kube-controller-manager", "kube-scheduler", "kwok"):
                 up(n)
             _create_node()
-            _wait(f"node {NODE_NAME} Ready", node_ready, timeout, COMPONENTS)
+            _wait(f"node {NODE_NAME} Ready", node_ready, timeout, COMPONENTS, respawn=respawn)
             t_node = time.monotonic() - t0
             _say(f"{elapsed()} node {NODE_NAME} Ready")
             _wait(

@@ -7,7 +7,8 @@
   backoff, honouring Retry-After, until a deadline. A 409 on create means "already
   exists" and a 404 on delete means "already gone"; anything else raises
   ``ClusterError`` with the API server's own message.
-- Readiness is a watch on Deployments with a deadline, restarted on 410 Gone.
+- The watcher's list and watch calls (``list_objects``, ``watch_objects``) are here too:
+  raw JSON, no model deserialisation; ``kube.reflector`` keeps the local stores.
 - Pod and Event reasons become ``Problem``s in plain words.
 """
 
@@ -26,7 +27,7 @@ from typing import Any
 
 import urllib3
 from django.conf import settings
-from kubernetes import client, config, watch
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from environments.kube.objects import INSTANCE_LABEL, MANAGED_BY, MANAGER
@@ -298,6 +299,94 @@ def list_deployments(namespace: str) -> dict:
     )
 
 
+# --- the watcher's list and watch (kube.reflector keeps the stores) -------------------
+
+# What the watcher lists and watches, across all namespaces: path, label selector,
+# field selector. Events carry no labels: Warnings only, filtered to managed namespaces
+# by the reflector.
+MANAGED_SELECTOR = f"{MANAGED_BY}={MANAGER}"
+WATCHED: dict[str, tuple[str, str, str]] = {
+    "namespaces": ("/api/v1/namespaces", MANAGED_SELECTOR, ""),
+    "deployments": ("/apis/apps/v1/deployments", MANAGED_SELECTOR, ""),
+    "pods": ("/api/v1/pods", MANAGED_SELECTOR, ""),
+    "events": ("/api/v1/events", "", "type=Warning"),
+}
+
+
+class WatchExpired(ClusterError):
+    """410 Gone: the resourceVersion is too old; list again."""
+
+
+def _selectors(label_selector: str, field_selector: str) -> list[tuple[str, str]]:
+    query = []
+    if label_selector:
+        query.append(("labelSelector", label_selector))
+    if field_selector:
+        query.append(("fieldSelector", field_selector))
+    return query
+
+
+def list_objects(kind: str, *, timeout: float = 30) -> tuple[list[dict], str]:
+    """One LIST of a watched kind across all namespaces: (items, resourceVersion).
+
+    No retries here: the reflector backs off and lists again itself."""
+    path, labels, fields = WATCHED[kind]
+    data = _request("GET", path, query=_selectors(labels, fields), timeout=timeout)
+    return data.get("items", []), data["metadata"].get("resourceVersion", "")
+
+
+def watch_objects(kind: str, resource_version: str, *, timeout_seconds: int = 60) -> Iterator[dict]:
+    """WATCH a watched kind from ``resource_version``: yields {"type", "object"} dicts.
+
+    Ends when the server closes the watch (``timeout_seconds``). Raises WatchExpired on
+    410 Gone, ApiException on other HTTP errors, urllib3 / OS errors when the API
+    server goes away.
+    """
+    global request_count
+    path, labels, fields = WATCHED[kind]
+    api = api_client()
+    query = [
+        *_selectors(labels, fields),
+        ("watch", "true"),
+        ("resourceVersion", resource_version),
+        ("allowWatchBookmarks", "true"),
+        ("timeoutSeconds", str(timeout_seconds)),
+    ]
+    serialized = api.param_serialize(
+        method="GET",
+        resource_path=path,
+        query_params=query,
+        header_params={"Accept": "application/json"},
+        auth_settings=["BearerToken"],
+    )
+    request_count += 1
+    response = api.call_api(*serialized, _request_timeout=(10, timeout_seconds + 15))
+    raw = response.response  # urllib3 response, not preloaded: read it line by line
+    try:
+        if not 200 <= response.status <= 299:
+            response.read()
+            exc = ApiException(http_resp=response)
+            if exc.status == 410:
+                raise WatchExpired(_api_message(exc), 410)
+            raise exc
+        buffer = b""
+        for chunk in raw.stream(64 * 1024, decode_content=True):
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object", {})
+                    if status.get("code") == 410:
+                        raise WatchExpired(status.get("message", "Gone"), 410)
+                    raise ClusterError(f"watch {kind}: {status.get('message')}", status.get("code"))
+                yield event
+    finally:
+        raw.close()  # never return a half-read stream to the pool
+
+
 @dataclass(frozen=True)
 class Problem:
     """Something wrong in an environment, in plain words."""
@@ -351,23 +440,16 @@ WAITING_REASONS = {
 }
 
 
-def problems(namespace: str, components: list[str]) -> list[Problem]:
-    """Current problems from Events and Pod statuses, in plain words."""
+def problems_from(events: list[dict], pods: list[dict], components: list[str]) -> list[Problem]:
+    """Problems, in plain words, from Warning Events and Pods (raw or as the reflector
+    keeps them: see ``compact_event`` and ``compact_pod``)."""
     found: list[Problem] = []
-    events = with_retries(
-        lambda: _request("GET", f"/api/v1/namespaces/{namespace}/events"),
-        what=f"list Events in {namespace}",
-    )
-    for event in events.get("items", []):
-        if event.get("type") == "Warning":
+    for event in events:
+        if event.get("type", "Warning") == "Warning":
             problem = _explain_event(event, components)
             if problem:
                 found.append(problem)
-    pods = with_retries(
-        lambda: _request("GET", f"/api/v1/namespaces/{namespace}/pods"),
-        what=f"list Pods in {namespace}",
-    )
-    for pod in pods.get("items", []):
+    for pod in pods:
         name = pod["metadata"]["name"]
         for status in pod.get("status", {}).get("containerStatuses", []) or []:
             waiting = (status.get("state") or {}).get("waiting") or {}
@@ -383,6 +465,19 @@ def problems(namespace: str, components: list[str]) -> list[Problem]:
                     )
                 )
     return found
+
+
+def problems(namespace: str, components: list[str]) -> list[Problem]:
+    """Current problems from Events and Pod statuses, in plain words."""
+    events = with_retries(
+        lambda: _request("GET", f"/api/v1/namespaces/{namespace}/events"),
+        what=f"list Events in {namespace}",
+    )
+    pods = with_retries(
+        lambda: _request("GET", f"/api/v1/namespaces/{namespace}/pods"),
+        what=f"list Pods in {namespace}",
+    )
+    return problems_from(events.get("items", []), pods.get("items", []), components)
 
 
 def _deployment_ready(deployment: dict) -> bool:
@@ -405,84 +500,6 @@ def readiness(deployments: list[dict]) -> dict[str, dict]:
         }
         for d in deployments
     }
-
-
-def watch_until_ready(
-    namespace: str,
-    expected: list[str],
-    *,
-    deadline: float,
-    on_progress: Callable[[dict[str, dict]], None],
-    on_tick: Callable[[], bool],
-    tick_seconds: int = 3,
-) -> dict[str, dict]:
-    """Watch Deployments until all ``expected`` are available, or until ``deadline``
-    (a ``time.monotonic()`` value). ``on_tick`` runs between watch windows and returns
-    False to stop early (a fatal problem was found). Restarts the watch on 410 Gone.
-    Returns the last readiness map.
-    """
-    state: dict[str, dict] = {}
-    apps = client.AppsV1Api(api_client())
-
-    def listing() -> str:
-        data = list_deployments(namespace)
-        for item in data.get("items", []):
-            state[item["metadata"]["name"]] = item
-        return data["metadata"].get("resourceVersion", "")
-
-    def done() -> bool:
-        ready = readiness(list(state.values()))
-        return all(ready.get(name, {}).get("ready") for name in expected)
-
-    resource_version = listing()
-    on_progress(readiness(list(state.values())))
-    while not done():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        if not on_tick():
-            break
-        stream = watch.Watch()
-        try:
-            events: Iterator[dict] = stream.stream(
-                apps.list_namespaced_deployment,
-                namespace,
-                resource_version=resource_version,
-                timeout_seconds=max(1, min(tick_seconds, int(remaining))),
-                allow_watch_bookmarks=True,
-                _request_timeout=tick_seconds + 10,
-            )
-            for event in events:
-                obj = event["raw_object"]
-                resource_version = obj["metadata"].get("resourceVersion", resource_version)
-                if event["type"] == "ERROR":
-                    if obj.get("code") == 410:
-                        resource_version = with_retries(listing, what="re-list Deployments")
-                    break
-                if event["type"] == "BOOKMARK":
-                    continue
-                name = obj["metadata"]["name"]
-                if event["type"] == "DELETED":
-                    state.pop(name, None)
-                else:
-                    state[name] = obj
-                on_progress(readiness(list(state.values())))
-                if done():
-                    break
-        except ApiException as exc:
-            if exc.status == 410:
-                resource_version = with_retries(listing, what="re-list Deployments")
-            elif exc.status not in RETRYABLE_STATUS:
-                raise ClusterError(f"watch Deployments: {_api_message(exc)}", exc.status) from exc
-            else:
-                time.sleep(1)
-        except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
-            # The API server went away mid-watch: list again (with retries) and go on.
-            log.warning("watch on %s interrupted (%s); re-listing", namespace, exc)
-            resource_version = with_retries(listing, what="re-list Deployments")
-        finally:
-            stream.stop()
-    return readiness(list(state.values()))
 
 
 def resource_versions(namespace: str) -> dict[str, str]:

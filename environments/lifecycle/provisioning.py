@@ -1,21 +1,28 @@
-"""Provisioning and teardown: what the provision and teardown jobs do.
+"""Provisioning and teardown: what the provision and teardown jobs do, and the outcomes
+the cluster watcher records.
 
-Each function receives an id, re-reads the row, checks the state and claims its work
-with a guarded UPDATE, so running it twice, or two workers at once, is safe. A
-provision job holds a lease it renews as it goes; if its worker dies (even ``kill -9``),
-the lease runs out and the reconciler starts the job again, which re-applies the
-recorded manifests (server-side apply, a no-op for what already exists) and carries on.
-See docs/contributing.md ("Jobs").
+Jobs never wait on Kubernetes. ``provision`` claims (a lease), renders once, applies and
+returns; ``teardown`` issues the namespace deletes and returns. Whether the environment
+became ready, failed or is gone is observed by the watcher (``lifecycle.watcher``),
+which calls ``mark_ready``, ``fail`` and ``mark_deleted`` here.
+
+Each job receives an id, re-reads the row, checks the state and claims its work with a
+guarded UPDATE, so running it twice, or two workers at once, is safe. A provision job
+holds a lease that a heartbeat thread renews every few seconds; if its worker dies (even
+``kill -9``), the lease runs out within ``PROVISION_LEASE_SECONDS`` and the watcher
+enqueues the job again, which re-applies the recorded manifests (server-side apply, a
+no-op for what already exists). See docs/contributing.md ("Jobs").
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import threading
 import uuid
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -78,10 +85,19 @@ def _claim(environment_id) -> uuid.UUID | None:
         attempts=F("attempts") + 1,
     ):
         return token
+    # A job that died, or an update (ready -> provisioning) or a lost job: the lease is
+    # free or has run out. A restarted job gets a whole deadline of its own: the time
+    # the dead one used is not held against it.
     taken = (
         Environment.objects.filter(pk=environment_id, state=State.PROVISIONING)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(lease_until=lease, lease_owner=token, attempts=F("attempts") + 1, updated_at=now)
+        .update(
+            lease_until=lease,
+            lease_owner=token,
+            attempts=F("attempts") + 1,
+            provision_started_at=now,
+            updated_at=now,
+        )
     )
     return token if taken else None
 
@@ -105,74 +121,137 @@ def record_problem(environment_id, problem: cluster.Problem) -> None:
     )
 
 
-def _fail(environment_id, message: str) -> None:
+def fail(environment_id, message: str, *, unreachable: bool = False, actor: str = "") -> bool:
+    """provisioning -> failed with the reason in plain words.
+
+    ``unreachable``: it failed only because the API server could not be reached; the
+    watcher retries it once the server answers again (``OUTAGE_RETRY_LIMIT`` times).
+    """
     if transition(
         environment_id,
         from_states=State.PROVISIONING,
         to_state=State.FAILED,
         message=f"Provisioning failed: {message}",
         last_error=message,
+        failed_unreachable=unreachable,
         lease_until=None,
         lease_owner=None,
         accrued_until=None,  # failed environments are not billed
     ):
+        log.info("environment %s failed%s: %s", environment_id, actor, message)
         notifications.send_later(notifications.FAILED, environment_id)
+        return True
+    return False
 
 
-def _apply_and_watch(
-    environment: Environment, token: uuid.UUID, deadline: float, fatal: list
-) -> tuple | None:
-    """Render (once) and apply the manifests, then watch until ready or a fatal problem.
+def mark_ready(environment_id, component_status: dict, *, actor: str = "") -> bool:
+    """provisioning -> ready: accrual starts (or resumes after an update), the lease ends."""
+    now = timezone.now()
+    if transition(
+        environment_id,
+        from_states=State.PROVISIONING,
+        to_state=State.READY,
+        message="Ready: every component is available.",
+        ready_at=now,
+        # After an update, billing resumes where it paused (the pods kept running).
+        accrued_until=Coalesce(F("accrued_until"), Value(now)),
+        lease_until=None,
+        lease_owner=None,
+        component_status=component_status,
+        failed_unreachable=False,
+        outage_retries=0,
+    ):
+        log.info("environment %s ready%s", environment_id, actor)
+        notifications.send_later(notifications.READY, environment_id)
+        return True
+    return False
 
-    Returns None when the parameters changed while rendering (an update raced us).
-    """
+
+def mark_deleted(environment_id, *, actor: str = "") -> bool:
+    """tearing_down -> deleted, once the namespace is gone: bill up to now, then stop."""
+    accrue(environment_id)
+    if transition(
+        environment_id,
+        from_states=State.TEARING_DOWN,
+        to_state=State.DELETED,
+        message="Deleted: the namespace and everything in it is gone.",
+        deleted_at=timezone.now(),
+        # Nothing answers there any more: no links, no "Ready" components.
+        urls={},
+        component_status={},
+        lease_until=None,
+        lease_owner=None,
+    ):
+        log.info("environment %s deleted%s", environment_id, actor)
+        return True
+    return False
+
+
+class _Heartbeat:
+    """Renews a provision job's lease every few seconds, apart from its API calls (one
+    call may retry for ``KUBE_RETRY_SECONDS``), so a short lease still means a live job.
+    Dies with the job's process: a killed job's lease runs out at once."""
+
+    def __init__(self, environment_id, token: uuid.UUID):
+        self.environment_id = environment_id
+        self.token = token
+        self.stopped = threading.Event()
+        self.lost = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="lease-heartbeat")
+
+    def _run(self) -> None:
+        interval = max(1.0, settings.PROVISION_LEASE_SECONDS / 4)
+        try:
+            while not self.stopped.wait(interval):
+                try:
+                    _renew_lease(self.environment_id, self.token)
+                except LeaseLost:
+                    self.lost.set()
+                    return
+        finally:
+            connection.close()
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=10)
+
+
+def _render_once(environment: Environment) -> list[dict] | None:
+    """The recorded manifests, rendering and recording them if there are none yet.
+
+    Returns None when the parameters changed while rendering (an update raced us)."""
     environment_id = environment.pk
     manifests, parameters = Environment.objects.values_list("manifests", "parameters").get(
         pk=environment_id
     )
-    if not manifests:
-        # Rendered once and recorded: re-runs and teardown use exactly these. The write
-        # is guarded so that parameters changed meanwhile are never overwritten.
-        environment.parameters = parameters
-        spec = environment_spec(environment)
-        manifests = build_manifests(spec)
-        written = Environment.objects.filter(
-            pk=environment_id, manifests=[], parameters=parameters
-        ).update(
-            manifests=manifests,
-            urls=urls(spec, settings.INGRESS_URL_SCHEME),
-            updated_at=timezone.now(),
-        )
-        if not written:
-            return None
-    for manifest in manifests:
-        _renew_lease(environment_id, token)  # never apply on a lease another job holds
-        cluster.apply(manifest)
-    components = [m["metadata"]["name"] for m in manifests if m["kind"] == "Deployment"]
-
-    def on_progress(ready: dict) -> None:
-        Environment.objects.filter(pk=environment_id).update(component_status=ready)
-
-    def on_tick() -> bool:
-        _renew_lease(environment_id, token)  # LeaseLost ends the watch and the job
-        for problem in cluster.problems(environment.namespace, components):
-            record_problem(environment_id, problem)
-            if problem.fatal:
-                fatal.append(problem)
-        return not fatal
-
-    ready = cluster.watch_until_ready(
-        environment.namespace,
-        components,
-        deadline=deadline,
-        on_progress=on_progress,
-        on_tick=on_tick,
+    if manifests:
+        return manifests
+    # Rendered once and recorded: re-runs and teardown use exactly these. The write is
+    # guarded so that parameters changed meanwhile are never overwritten.
+    environment.parameters = parameters
+    spec = environment_spec(environment)
+    manifests = build_manifests(spec)
+    written = Environment.objects.filter(
+        pk=environment_id, manifests=[], parameters=parameters
+    ).update(
+        manifests=manifests,
+        urls=urls(spec, settings.INGRESS_URL_SCHEME),
+        component_status={},
+        updated_at=timezone.now(),
     )
-    return components, ready
+    return manifests if written else None
 
 
 def provision(environment_id: str) -> str:
-    """Create the environment's objects and wait until every Deployment is available."""
+    """Claim, render (once) and apply the environment's objects, then return.
+
+    The watcher turns the Deployments becoming available into ``ready`` (or a problem
+    into ``failed``). Returns "applied", "failed", or why there was nothing to do.
+    """
     environment = (
         Environment.objects.select_related("blueprint_version__blueprint", "team")
         .filter(pk=environment_id)
@@ -186,65 +265,49 @@ def provision(environment_id: str) -> str:
     if token is None:
         return "another worker holds the lease"
     environment.refresh_from_db()
-
-    started = environment.provision_started_at or timezone.now()
-    deadline_at = started + timedelta(seconds=settings.PROVISION_DEADLINE_SECONDS)
-    deadline = time.monotonic() + (deadline_at - timezone.now()).total_seconds()
-
-    fatal: list[cluster.Problem] = []
     try:
-        # More than one round only when an update (new parameters, e.g. a pull
-        # request's new commit) arrives while this job is working: it clears the
-        # recorded manifests, and the next round renders and applies the new ones.
-        components, ready = [], {}
-        while time.monotonic() < deadline:
-            result = _apply_and_watch(environment, token, deadline, fatal)
-            if result is not None:
-                components, ready = result
-                updated = Environment.objects.filter(pk=environment_id, manifests=[]).exists()
-                if fatal or not updated:
-                    break
-            if not Environment.objects.filter(pk=environment_id, state=State.PROVISIONING).exists():
-                break  # deleted meanwhile
+        with _Heartbeat(environment_id, token) as heartbeat:
+            # More than one round only when an update (new parameters, e.g. a pull
+            # request's new commit) arrives while this job applies: it clears the
+            # recorded manifests, and the next round renders and applies the new ones.
+            while True:
+                manifests = _render_once(environment)
+                if manifests is not None:
+                    for manifest in manifests:
+                        if heartbeat.lost.is_set():
+                            raise LeaseLost
+                        _renew_lease(environment_id, token)  # never apply on another's lease
+                        cluster.apply(manifest)
+                    # Done: give the lease back, unless new parameters arrived meanwhile.
+                    released = (
+                        Environment.objects.filter(
+                            pk=environment_id, state=State.PROVISIONING, lease_owner=token
+                        )
+                        .exclude(manifests=[])
+                        .update(lease_owner=None, lease_until=None, updated_at=timezone.now())
+                    )
+                    if released:
+                        return "applied"
+                _renew_lease(environment_id, token)  # LeaseLost if it left provisioning
     except LeaseLost:
         return "stopped: the environment left provisioning, or another job took it over"
+    except cluster.ClusterUnavailable as exc:
+        fail(environment_id, str(exc), unreachable=True)
+        return "failed"
     except cluster.ClusterError as exc:
-        _fail(environment_id, str(exc))
+        fail(environment_id, str(exc))
         return "failed"
 
-    if fatal:
-        _fail(environment_id, fatal[0].message)
-        return "failed"
-    applied = Environment.objects.filter(pk=environment_id).exclude(manifests=[]).exists()
-    if components and applied and all(ready.get(name, {}).get("ready") for name in components):
-        now = timezone.now()
-        if transition(
-            environment_id,
-            from_states=State.PROVISIONING,
-            to_state=State.READY,
-            message="Ready.",
-            ready_at=now,
-            # After an update, billing resumes where it paused (the pods kept running).
-            accrued_until=Coalesce(F("accrued_until"), Value(now)),
-            lease_until=None,
-            lease_owner=None,
-            component_status=ready,
-        ):
-            notifications.send_later(notifications.READY, environment_id)
-        return "ready"
-    if Environment.objects.filter(pk=environment_id, state=State.PROVISIONING).exists():
-        waiting = ", ".join(
-            f"{name} {info['available']}/{info['replicas']}"
-            for name, info in sorted(ready.items())
-            if not info["ready"]
-        )
-        minutes = settings.PROVISION_DEADLINE_SECONDS // 60 or 1
-        _fail(
-            environment_id,
-            f"not ready after {minutes} min (still waiting for {waiting or 'the components'}).",
-        )
-        return "failed"
-    return "stopped: the environment left provisioning"
+
+def job_lost() -> Q:
+    """Provisioning environments that need their job again: the job died holding its
+    lease (which ran out), or no job holds it and nothing is applied yet (an update's
+    or a retry's job was lost). A job that finished applying leaves no lease and a
+    non-empty manifest list: the watcher waits for readiness, nothing to restart."""
+    now = timezone.now()
+    died = Q(lease_owner__isnull=False, lease_until__lt=now)
+    never_applied = Q(lease_owner__isnull=True, manifests=[])
+    return Q(state=State.PROVISIONING) & (died | never_applied)
 
 
 # --- teardown -------------------------------------------------------------------------
@@ -258,12 +321,10 @@ def _namespaces_of(environment: Environment) -> list[dict]:
 
 
 def start_deleting(environment_ids) -> None:
-    """Issue the namespace deletes for many environments at once, without waiting.
+    """Issue the namespace deletes for many environments at once (the reaper's batch).
 
-    Kubernetes' namespace controller waits 5 s before it empties a deleted namespace, and
-    each teardown job holds a worker until its namespace is gone. Deleting a batch's
-    namespaces up front lets those waits overlap: the teardown jobs that follow mostly
-    find their namespace already gone. Best effort: the jobs delete again anyway.
+    Best effort: the teardown jobs delete again anyway; the watcher marks each deleted
+    once its namespace is gone.
     """
     rows = Environment.objects.filter(pk__in=list(environment_ids), state=State.TEARING_DOWN)
     for environment in rows.only("pk", "name", "manifests"):
@@ -275,7 +336,11 @@ def start_deleting(environment_ids) -> None:
 
 
 def teardown(environment_id: str) -> str:
-    """Delete the namespace recorded at provisioning and wait until it is gone."""
+    """Delete the namespace recorded at provisioning, and return.
+
+    The namespace controller empties it (after a 5 s wait); the watcher marks the
+    environment deleted when the namespace is gone. If it is gone already, so does this.
+    """
     environment = Environment.objects.filter(pk=environment_id).first()
     if environment is None:
         return "no such environment"
@@ -283,35 +348,8 @@ def teardown(environment_id: str) -> str:
         return "already deleted"
     if environment.state != State.TEARING_DOWN:
         return f"nothing to do: {environment.state}"
-    namespaces = _namespaces_of(environment)
-    for manifest in namespaces:
-        cluster.delete(manifest)
-    for manifest in namespaces:
-        if not cluster.wait_namespace_gone(
-            manifest["metadata"]["name"], timeout=settings.TEARDOWN_TIMEOUT_SECONDS
-        ):
-            # Left in tearing_down: the reconciler runs teardown again.
-            raise cluster.ClusterError(
-                f"namespace {manifest['metadata']['name']} still exists after "
-                f"{settings.TEARDOWN_TIMEOUT_SECONDS} s"
-            )
-    accrue(environment_id)
-    transition(
-        environment_id,
-        from_states=State.TEARING_DOWN,
-        to_state=State.DELETED,
-        message="Deleted: the namespace and everything in it is gone.",
-        deleted_at=timezone.now(),
-        # Nothing answers there any more: no links, no "Ready" components.
-        urls={},
-        component_status={},
-        lease_until=None,
-        lease_owner=None,
-    )
-    return "deleted"
-
-
-# --- cost -----------------------------------------------------------------------------
-
-
-# --- scheduled --------------------------------------------------------------------------
+    gone = [not cluster.delete(manifest) for manifest in _namespaces_of(environment)]
+    if all(gone):
+        mark_deleted(environment_id, actor=" (teardown job: nothing left to delete)")
+        return "deleted"
+    return "deleting"

@@ -42,7 +42,7 @@ def enqueue(action: str, environment_id, *, replace_started: bool = False) -> bo
     if status == JobStatus.STARTED and not replace_started:
         return False
     if existing is not None:
-        existing.delete()
+        _delete(queue, existing)
     queue.enqueue(
         TASKS[action],
         str(environment_id),
@@ -52,6 +52,30 @@ def enqueue(action: str, environment_id, *, replace_started: bool = False) -> bo
         failure_ttl=7 * 86400,
     )
     return True
+
+
+def _delete(queue, job: Job) -> None:
+    """Delete a job, even one whose worker died long ago.
+
+    RQ keeps a started job's executions in a set, each with its own hash that expires.
+    When the hash expired first (the worker died 90-150 s ago), ``Job.delete()`` raises
+    ``ValueError: Execution ... not found in Redis`` half-way. Remove what is left by
+    key instead: the job, its executions, its entries in the queue and the registries.
+    """
+    try:
+        job.delete()
+        return
+    except ValueError as exc:
+        if "not found in Redis" not in str(exc):
+            raise
+    redis = queue.connection
+    prefix = f"{job.id}:".encode()
+    for registry in (queue.started_job_registry, queue.failed_job_registry):
+        for entry in redis.zrange(registry.key, 0, -1):
+            if entry == job.id.encode() or entry.startswith(prefix):
+                redis.zrem(registry.key, entry)
+    queue.remove(job.id)
+    redis.delete(job.key, job.dependents_key, job.dependencies_key, job.execution_registry.key)
 
 
 def enqueue_on_commit(action: str, environment_id) -> None:

@@ -428,6 +428,56 @@ def retry_environment(*, environment: Environment, user, ip: str | None = None) 
     enqueue_on_commit("provision", environment.pk)
 
 
+def retry_after_outage(environment_id) -> bool:
+    """The watcher's retry of an environment that failed only because the API server
+    could not be reached, once the server answers again. At most
+    ``OUTAGE_RETRY_LIMIT`` times in a row; an event says what was done, and why not.
+    Returns True if it was retried."""
+    limit = settings.OUTAGE_RETRY_LIMIT
+    with transaction.atomic():
+        environment = (
+            Environment.objects.select_for_update()
+            .select_related("blueprint_version", "team", "owner")
+            .filter(pk=environment_id, state=State.FAILED, failed_unreachable=True)
+            .first()
+        )
+        if environment is None:
+            return False
+        refusal = ""
+        if environment.outage_retries >= limit:
+            refusal = f"it was already retried {limit} times after an outage"
+        else:
+            try:
+                _check_revival(environment)
+            except ServiceError as exc:
+                refusal = str(exc)
+        if refusal:
+            Environment.objects.filter(pk=environment_id).update(failed_unreachable=False)
+            EnvironmentEvent.objects.create(
+                environment_id=environment_id,
+                kind=EnvironmentEvent.Kind.INFO,
+                message=f"Not retried automatically: {refusal}. Retry it by hand.",
+            )
+            return False
+        attempt = environment.outage_retries + 1
+        if not transition(
+            environment_id,
+            from_states=State.FAILED,
+            to_state=State.APPROVED,
+            message="Retrying: it failed only because the Kubernetes API server could not "
+            f"be reached, and the server answers again (automatic retry {attempt} of {limit}).",
+            last_error="",
+            failed_unreachable=False,
+            outage_retries=attempt,
+            lease_until=None,
+            lease_owner=None,
+            provision_started_at=None,
+        ):
+            return False
+        enqueue_on_commit("provision", environment_id)
+    return True
+
+
 def clone_environment(*, environment: Environment, user, ip: str | None = None) -> Environment:
     """A new request with the same blueprint (its current version) and parameters."""
     if not can_change(user, environment):

@@ -9,7 +9,6 @@ import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 
 from environments.governance.billing import accrue
@@ -17,7 +16,7 @@ from environments.integrations import notifications
 from environments.kube import cluster
 from environments.lib.naming import namespace_for
 from environments.lifecycle import services
-from environments.lifecycle.provisioning import start_deleting
+from environments.lifecycle.provisioning import job_lost, start_deleting
 from environments.lifecycle.queue import enqueue
 from environments.lifecycle.states import DELETABLE_STATES, FINAL_STATES, State
 from environments.lifecycle.transitions import transition
@@ -104,8 +103,8 @@ def reconcile() -> dict[str, int]:
 
     - managed namespaces with no live environment (orphans) are deleted after a grace
       period; namespaces without the managed-by label are never touched;
-    - provisioning whose worker died (lease expired) is started again, or fails once
-      past its deadline (the provision job decides);
+    - provisioning whose job died (lease expired) or was lost is enqueued again (the
+      watcher does so within seconds; this is the backstop);
     - approved environments whose job was lost are enqueued again;
     - tearing-down environments get their teardown job again;
     - a ready environment whose namespace vanished becomes failed, with an event;
@@ -130,22 +129,27 @@ def reconcile() -> dict[str, int]:
             cluster.delete(cluster.namespace_manifest(ns.name))
             counts["orphans"] += 1
 
-    lease_expired = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
-    for environment_id in Environment.objects.filter(
-        lease_expired, state=State.PROVISIONING
-    ).values_list("pk", flat=True):
-        if enqueue("provision", environment_id, replace_started=True):
+    def requeue(action: str, environment_id, **kwargs) -> bool:
+        # One broken job in Redis must not end the run for every other environment.
+        try:
+            return enqueue(action, environment_id, **kwargs)
+        except Exception:
+            log.exception("could not enqueue %s for %s", action, environment_id)
+            return False
+
+    for environment_id in Environment.objects.filter(job_lost()).values_list("pk", flat=True):
+        if requeue("provision", environment_id, replace_started=True):
             counts["restarted"] += 1
     stale = now - timedelta(seconds=30)
     for environment_id in Environment.objects.filter(
         state=State.APPROVED, state_changed_at__lt=stale
     ).values_list("pk", flat=True):
-        if enqueue("provision", environment_id):
+        if requeue("provision", environment_id):
             counts["restarted"] += 1
     for environment_id in Environment.objects.filter(
         state=State.TEARING_DOWN, state_changed_at__lt=stale
     ).values_list("pk", flat=True):
-        if enqueue("teardown", environment_id):
+        if requeue("teardown", environment_id):
             counts["teardowns"] += 1
 
     for environment_id, name in Environment.objects.filter(state=State.READY).values_list(

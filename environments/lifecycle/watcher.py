@@ -1,0 +1,225 @@
+"""The cluster watcher's decisions: one shared view of the cluster drives every
+environment's state.
+
+``run()`` is the process (``manage.py watch_cluster``): a ``kube.reflector.ClusterView``
+lists and watches namespaces, Deployments, Pods and Warning Events across all
+namespaces; whenever something changes, and every ``WATCHER_TICK_SECONDS`` anyway, the
+leader (``lifecycle.leader``) makes one pass over the environments in flight:
+
+- provisioning, applied (the job gave its lease back): every component's Deployment
+  available -> ``ready``; a fatal problem (image pull, crash loop, unschedulable, quota,
+  Pod Security) -> ``failed`` with the reason in plain words; past the deadline
+  (``PROVISION_DEADLINE_SECONDS`` from when the current job started) -> ``failed``;
+  otherwise the component status is kept current for the pages;
+- provisioning whose job died (lease ran out) or was lost -> the job is enqueued again;
+- tearing_down whose namespace is gone -> ``deleted`` (billed up to now first); whose
+  namespace still stands, not terminating, after a while -> the teardown job again;
+- failed only because the API server was unreachable -> retried once it answers
+  (``OUTAGE_RETRY_LIMIT`` times), with an event saying so.
+
+Level-triggered: a pass looks at the whole state, never at the event that woke it, so a
+missed event, a 410, an outage (the view re-lists itself) or a new leader can never
+leave an environment stuck. ``reconcile_once()`` runs one pass from a fresh listing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from datetime import timedelta
+
+import django_rq
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections
+from django.db.models import JSONField
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
+
+from environments.kube import reflector
+from environments.lib.naming import namespace_for
+from environments.lifecycle import services
+from environments.lifecycle.leader import AdvisoryLeader
+from environments.lifecycle.provisioning import (
+    fail,
+    job_lost,
+    mark_deleted,
+    mark_ready,
+    record_problem,
+)
+from environments.lifecycle.queue import enqueue
+from environments.lifecycle.states import State
+from environments.models import Environment
+
+log = logging.getLogger(__name__)
+
+# A tearing-down namespace that is still there, not terminating, after this long: the
+# teardown job died before its delete; enqueue it again.
+TEARDOWN_RESEND_SECONDS = 15
+
+COMPONENTS_SQL = (
+    "COALESCE(jsonb_path_query_array(manifests, "
+    "'$[*] ? (@.kind == \"Deployment\").metadata.name'), '[]'::jsonb)"
+)
+
+
+def identity() -> str:
+    return settings.WATCHER_ID or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def acted_key() -> str:
+    """Redis hash: watcher identity -> number of state changes it made."""
+    return f"ephemera:watcher:{settings.EPHEMERA_INSTANCE}:acted"
+
+
+class Watcher:
+    def __init__(self, view: reflector.ClusterView, name: str):
+        self.view = view
+        self.name = name
+        self.recorded: set[tuple[str, str]] = set()  # problems already recorded
+
+    def _acted(self, done: bool) -> bool:
+        if done:
+            try:
+                django_rq.get_connection("default").hincrby(acted_key(), self.name, 1)
+            except Exception as exc:  # a counter, never a reason to stop
+                log.warning("could not count the change: %s", exc)
+        return done
+
+    def run_pass(self) -> dict[str, int]:
+        counts = {"ready": 0, "failed": 0, "deleted": 0, "restarted": 0, "retried": 0}
+        synced = self.view.synced
+        now = timezone.now()
+        actor = f" (watcher {self.name})"
+        for environment_id in Environment.objects.filter(job_lost()).values_list("pk", flat=True):
+            try:
+                if enqueue("provision", environment_id, replace_started=True):
+                    counts["restarted"] += 1
+            except Exception as exc:
+                log.warning("could not enqueue provision for %s: %s", environment_id, exc)
+        rows = (
+            Environment.objects.filter(state=State.PROVISIONING, lease_owner__isnull=True)
+            .exclude(manifests=[])
+            .annotate(components=RawSQL(COMPONENTS_SQL, [], output_field=JSONField()))  # noqa: S611 (constant)
+            .values_list("pk", "name", "provision_started_at", "component_status", "components")
+        )
+        deadline = timedelta(seconds=settings.PROVISION_DEADLINE_SECONDS)
+        for environment_id, name, started, current, components in rows:
+            past_deadline = started is not None and now - started > deadline
+            if not synced:
+                if past_deadline:
+                    minutes = settings.PROVISION_DEADLINE_SECONDS // 60 or 1
+                    message = f"not ready after {minutes} min: the API server could not be reached."
+                    if self._acted(fail(environment_id, message, unreachable=True, actor=actor)):
+                        counts["failed"] += 1
+                continue
+            namespace = namespace_for(name)
+            live = self.view.readiness(namespace)
+            status = {
+                component: live.get(component, {"ready": False, "available": 0, "replicas": 1})
+                for component in components
+            }
+            fatal = None
+            for problem in self.view.problems(namespace, components):
+                if (str(environment_id), problem.key) not in self.recorded:
+                    record_problem(environment_id, problem)
+                    self.recorded.add((str(environment_id), problem.key))
+                if problem.fatal and fatal is None:
+                    fatal = problem
+            if fatal is not None:
+                if self._acted(fail(environment_id, fatal.message, actor=actor)):
+                    counts["failed"] += 1
+            elif components and all(info["ready"] for info in status.values()):
+                if self._acted(mark_ready(environment_id, status, actor=actor)):
+                    counts["ready"] += 1
+            elif past_deadline:
+                waiting = ", ".join(
+                    f"{component} {info['available']}/{info['replicas']}"
+                    for component, info in sorted(status.items())
+                    if not info["ready"]
+                )
+                minutes = settings.PROVISION_DEADLINE_SECONDS // 60 or 1
+                message = (
+                    f"not ready after {minutes} min (still waiting for "
+                    f"{waiting or 'the components'})."
+                )
+                if self._acted(fail(environment_id, message, actor=actor)):
+                    counts["failed"] += 1
+            elif status != current:
+                Environment.objects.filter(pk=environment_id, state=State.PROVISIONING).update(
+                    component_status=status
+                )
+        if not synced:
+            return counts  # nothing below may be decided from a stale view
+
+        resend = now - timedelta(seconds=TEARDOWN_RESEND_SECONDS)
+        for environment_id, name, changed_at in Environment.objects.filter(
+            state=State.TEARING_DOWN
+        ).values_list("pk", "name", "state_changed_at"):
+            standing = self.view.namespace(namespace_for(name))
+            if standing is None:
+                if self._acted(mark_deleted(environment_id, actor=actor)):
+                    counts["deleted"] += 1
+            elif not standing.terminating and changed_at < resend:
+                try:
+                    enqueue("teardown", environment_id, replace_started=True)
+                except Exception as exc:
+                    log.warning("could not enqueue teardown for %s: %s", environment_id, exc)
+
+        for environment_id in Environment.objects.filter(
+            state=State.FAILED, failed_unreachable=True
+        ).values_list("pk", flat=True):
+            if self._acted(services.retry_after_outage(environment_id)):
+                counts["retried"] += 1
+        if len(self.recorded) > 100_000:
+            self.recorded.clear()  # bounded: forgetting only means one more get_or_create
+        return counts
+
+
+def reconcile_once(name: str = "sync") -> dict[str, int]:
+    """One pass from a fresh listing of the cluster, synchronously (tests, scripts)."""
+    view = reflector.snapshot(str(settings.EPHEMERA_INSTANCE))
+    return Watcher(view, name).run_pass()
+
+
+def run(stop: threading.Event, name: str | None = None) -> None:
+    """The watcher process: watch, elect, and act while leading, until ``stop``."""
+    name = name or identity()
+    changed = threading.Event()
+    view = reflector.ClusterView(
+        str(settings.EPHEMERA_INSTANCE), on_change=lambda kind: changed.set()
+    )
+    view.start()
+    leader = AdvisoryLeader(str(settings.EPHEMERA_INSTANCE))
+    watcher = Watcher(view, name)
+    leading: bool | None = None  # unknown until the first check
+    log.info("watcher %s started (instance %s)", name, settings.EPHEMERA_INSTANCE)
+    try:
+        while not stop.is_set():
+            now_leading = leader.check()
+            if now_leading != leading:
+                leading = now_leading
+                log.info("watcher %s is %s", name, "the leader" if leading else "on standby")
+                print(f"watcher {name}: {'leader' if leading else 'standby'}", flush=True)
+            if not leading:
+                stop.wait(1.0)
+                continue
+            changed.wait(timeout=settings.WATCHER_TICK_SECONDS)
+            stop.wait(0.05)  # gather a burst of events into one pass
+            changed.clear()
+            try:
+                close_old_connections()
+                counts = watcher.run_pass()
+                if any(counts.values()):
+                    log.info("pass: %s", counts)
+            except DatabaseError as exc:
+                log.warning("database unavailable (%s); trying again", exc)
+                close_old_connections()
+                stop.wait(1.0)
+            except Exception:
+                log.exception("watcher pass failed; trying again")
+                stop.wait(1.0)
+    finally:
+        view.close()
+        leader.release()
