@@ -298,6 +298,9 @@ class Environment(models.Model):
     # Failed only because the API server could not be reached: the watcher retries it
     # when the server answers again, at most OUTAGE_RETRY_LIMIT times in a row.
     failed_unreachable = models.BooleanField(default=False, editable=False)
+    # metadata.generation of each Deployment the last provision job applied: the watcher
+    # waits until it sees at least these, so a stale view never makes an update "ready".
+    applied_generations = models.JSONField(default=dict, blank=True, editable=False)
     outage_retries = models.PositiveSmallIntegerField(default=0, editable=False)
 
     # Cost: price fixed at request time; accrual adds whole minutes as they pass.

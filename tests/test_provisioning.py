@@ -23,13 +23,13 @@ from django.db import connection
 from django.utils import timezone
 
 from environments.catalog.publishing import publish_blueprint
-from environments.kube import cluster
+from environments.kube import cluster, reflector
 from environments.kube.objects import MANAGED_BY
 from environments.lifecycle import services
 from environments.lifecycle.provisioning import provision, teardown
 from environments.lifecycle.states import State
 from environments.lifecycle.upkeep import reap_expired, reconcile
-from environments.lifecycle.watcher import reconcile_once
+from environments.lifecycle.watcher import Watcher, reconcile_once
 from environments.models import Environment
 from tests.conftest import ROOT, start_watcher, start_worker, stop_worker, wait_for
 
@@ -507,6 +507,27 @@ def retries_since(caplog, since: float) -> list[logging.LogRecord]:
         and r.created >= since
         and ("retrying" in r.getMessage() or "re-listing" in r.getMessage())
     ]
+
+
+def test_a_view_that_has_not_seen_an_update_yet_does_not_make_it_ready(owner, sample_blueprints):
+    """The watcher's view can lag behind an apply. After an update of a ready
+    environment, the old Deployments are still available in a stale view; that must
+    not make the update ready before the new version has rolled out."""
+    environment = request(owner, sample_blueprints[THREE_COMPONENTS])
+    settle(environment)
+    assert environment.state == State.READY, environment.last_error
+    stale = reflector.snapshot(str(settings.EPHEMERA_INSTANCE))  # before the update
+    services.update_environment(
+        environment=environment, user=owner, parameters={"customer": "globex"}
+    )
+    django_rq.get_queue("provision").empty()  # the job runs here, not in a worker
+    assert provision(str(environment.pk)) == "applied"
+    Watcher(stale, "stale").run_pass()
+    environment.refresh_from_db()
+    assert environment.state == State.PROVISIONING
+    assert environment.applied_generations["web"] >= 2
+    settle(environment)  # a fresh view: ready once the new version is available
+    assert environment.state == State.READY, environment.last_error
 
 
 def test_it_applies_new_parameters_that_arrive_mid_provisioning(owner, sample_blueprints):

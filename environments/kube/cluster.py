@@ -491,12 +491,13 @@ def _deployment_ready(deployment: dict) -> bool:
 
 
 def readiness(deployments: list[dict]) -> dict[str, dict]:
-    """name -> {"ready": bool, "available": n, "replicas": n}."""
+    """name -> {"ready": bool, "available": n, "replicas": n, "generation": n}."""
     return {
         d["metadata"]["name"]: {
             "ready": _deployment_ready(d),
             "available": d.get("status", {}).get("availableReplicas", 0),
             "replicas": d.get("spec", {}).get("replicas", 1),
+            "generation": d["metadata"].get("generation", 0),
         }
         for d in deployments
     }

@@ -215,7 +215,7 @@ class ClusterView:
 
     def readiness(self, namespace: str) -> dict[str, dict]:
         return {
-            d["name"]: {k: d[k] for k in ("ready", "available", "replicas")}
+            d["name"]: {k: d[k] for k in ("ready", "available", "replicas", "generation")}
             for d in self._in("deployments", namespace)
         }
 

@@ -273,18 +273,29 @@ def provision(environment_id: str) -> str:
             while True:
                 manifests = _render_once(environment)
                 if manifests is not None:
+                    generations = {}
                     for manifest in manifests:
                         if heartbeat.lost.is_set():
                             raise LeaseLost
                         _renew_lease(environment_id, token)  # never apply on another's lease
-                        cluster.apply(manifest)
+                        applied = cluster.apply(manifest)
+                        if manifest["kind"] == "Deployment":
+                            meta = applied.get("metadata", {})
+                            generations[meta.get("name")] = meta.get("generation", 0)
                     # Done: give the lease back, unless new parameters arrived meanwhile.
+                    # The generations let the watcher tell this apply's Deployments from
+                    # the previous ones still in its view (an update of a ready one).
                     released = (
                         Environment.objects.filter(
                             pk=environment_id, state=State.PROVISIONING, lease_owner=token
                         )
                         .exclude(manifests=[])
-                        .update(lease_owner=None, lease_until=None, updated_at=timezone.now())
+                        .update(
+                            lease_owner=None,
+                            lease_until=None,
+                            applied_generations=generations,
+                            updated_at=timezone.now(),
+                        )
                     )
                     if released:
                         return "applied"

@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 # teardown job died before its delete; enqueue it again.
 TEARDOWN_RESEND_SECONDS = 15
 
+# A component whose Deployment the view has not seen yet.
+NOT_SEEN = {"ready": False, "available": 0, "replicas": 1, "generation": 0}
+
 COMPONENTS_SQL = (
     "COALESCE(jsonb_path_query_array(manifests, "
     "'$[*] ? (@.kind == \"Deployment\").metadata.name'), '[]'::jsonb)"
@@ -102,10 +105,17 @@ class Watcher:
             Environment.objects.filter(state=State.PROVISIONING, lease_owner__isnull=True)
             .exclude(manifests=[])
             .annotate(components=RawSQL(COMPONENTS_SQL, [], output_field=JSONField()))  # noqa: S611 (constant)
-            .values_list("pk", "name", "provision_started_at", "component_status", "components")
+            .values_list(
+                "pk",
+                "name",
+                "provision_started_at",
+                "component_status",
+                "components",
+                "applied_generations",
+            )
         )
         deadline = timedelta(seconds=settings.PROVISION_DEADLINE_SECONDS)
-        for environment_id, name, started, current, components in rows:
+        for environment_id, name, started, current, components, generations in rows:
             past_deadline = started is not None and now - started > deadline
             if not synced:
                 if past_deadline:
@@ -116,10 +126,14 @@ class Watcher:
                 continue
             namespace = namespace_for(name)
             live = self.view.readiness(namespace)
-            status = {
-                component: live.get(component, {"ready": False, "available": 0, "replicas": 1})
-                for component in components
-            }
+            status = {}
+            for component in components:
+                info = dict(live.get(component, NOT_SEEN))
+                if info.pop("generation") < (generations or {}).get(component, 0):
+                    # The view still holds the Deployment as it was before this apply
+                    # (an update of a ready environment): its readiness is the old one's.
+                    info["ready"] = False
+                status[component] = info
             fatal = None
             for problem in self.view.problems(namespace, components):
                 if (str(environment_id), problem.key) not in self.recorded:

@@ -17,6 +17,11 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name='environment',
+            name='applied_generations',
+            field=models.JSONField(blank=True, default=dict, editable=False),
+        ),
+        migrations.AddField(
+            model_name='environment',
             name='outage_retries',
             field=models.PositiveSmallIntegerField(default=0, editable=False),
         ),
