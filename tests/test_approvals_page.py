@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
+from environments.catalog.pricing import money
 from environments.lifecycle.states import State
 from environments.models import Quota
 from tests.conftest import client_for
@@ -33,17 +34,16 @@ def test_it_lists_pending_requests_for_approvers(approver, pending):
     body = response.content.decode()
     assert pending.namespace in body
     assert "load test for release 7" in body
-    assert "quotas and budget." in body and "Approval will be refused" not in body
+    assert "This blueprint always needs approval; it is within every limit." in body
+    assert "Approval will be refused" not in body
 
 
 def test_it_tells_approvers_what_approving_would_exceed(approver, team, pending):
     Quota.objects.create(team=team, monthly_budget=Decimal("0.01"))
     body = client_for(approver).get(reverse("approvals")).content.decode()
-    assert "Team Sales has $0.01 of $0.01 left this month" in body
-    policy = pending.blueprint_version.spec["approval"]
-    assert (
-        "Approving goes over this" if policy == "over-quota" else "Approval will be refused"
-    ) in body
+    assert pending.blueprint_version.spec["approval"] == "required"
+    cost = money(pending.projected_cost)
+    assert f"Approval will be refused: costs {cost}; the team has $0.01 of $0.01 left" in body
 
 
 def test_it_shows_an_empty_approval_queue(approver, shop):

@@ -20,6 +20,7 @@ from environments.lifecycle.services import ServiceError
 from environments.lifecycle.states import State
 from environments.lifecycle.upkeep import reap_expired, remind_approvers, warn_expiring
 from environments.models import AuditEvent, CostEntry, Environment, Quota
+from tests.factories import make_environment
 from tests.test_blueprints import GOOD
 
 TWO_COMPONENTS = GOOD  # web 250m/256Mi + db 500m/512Mi
@@ -148,8 +149,8 @@ def test_it_creates_exactly_n_environments_from_50_concurrent_requests(owner, te
     refusals = [r for r in results if r != "created"]
     assert len(refusals) == 50 - limit
     assert all(
-        r == f"Team Sales already has {limit} of {limit} environments running or requested; "
-        f"this Shop for 4h needs 1 more, and 0 are left."
+        r == f"Team Sales already has {limit} of {limit} environments "
+        f"(0 running, {limit} approved or pending); this Shop for 4h needs 1 more, and 0 are left."
         for r in refusals
     ), refusals[0]
 
@@ -379,3 +380,80 @@ def test_it_stops_billing_a_failed_environment(owner, rates):
     failed(environment)
     later = timezone.now() + timedelta(hours=5)
     assert accrue(environment.pk, now=later) == Decimal(0)
+
+
+# --- one decision for the service, the estimate and the queue (issue 12, items 4-6) ---
+
+
+def test_it_decides_requests_and_estimates_with_the_same_function(owner, team, rates):
+    from environments.governance import quotas
+
+    over_quota = publish(with_policy("over-quota"))
+    Quota.objects.create(team=team, monthly_budget=Decimal("0.01"))
+    demand = quotas.demand_for(over_quota, 4 * 3600)
+    outcome = quotas.decide(team=team, user=owner, version=over_quota, demand=demand)
+    # Over budget on an over-quota blueprint goes to approval; it is not refused.
+    assert outcome.needs_approval and not outcome.refused
+    assert [b.limit for b in outcome.breaches] == ["budget"]
+    assert outcome.summary == "Needs approval: over budget."
+    environment = services.request_environment(user=owner, version=over_quota)
+    assert environment.state == State.PENDING_APPROVAL
+
+    auto = publish(with_policy("auto").replace("name: shop", "name: shop-auto"))
+    demand = quotas.demand_for(auto, 4 * 3600)
+    outcome = quotas.decide(team=team, user=owner, version=auto, demand=demand)
+    assert outcome.refused and outcome.summary == "Would be refused: over budget."
+    with pytest.raises(ServiceError) as excinfo:
+        services.request_environment(user=owner, version=auto)
+    assert str(excinfo.value) == outcome.message  # the very same sentences
+
+
+def test_it_checks_ttl_cpu_memory_and_environment_count_in_one_outcome(owner, team):
+    from environments.governance import quotas
+
+    version = publish(with_policy("auto"))  # 750m CPU, 768Mi memory
+    Quota.objects.create(
+        team=team,
+        max_environments=0,
+        max_cpu_millicores=500,
+        max_memory_bytes=512 * 1024**2,
+        max_ttl=timedelta(hours=2),
+    )
+    outcome = quotas.decide(
+        team=team, user=owner, version=version, demand=quotas.demand_for(version, 4 * 3600)
+    )
+    assert outcome.refused
+    assert [b.limit for b in outcome.breaches] == ["environments", "cpu", "memory", "ttl"]
+    assert [b.short for b in outcome.breaches] == [
+        "needs 1 more environment; the team has 0 of 0 left",
+        "needs 0.75 CPU; the team has 0.5 left",
+        "needs 768 MiB memory; the team has 512 MiB left",
+        "4h is over the team's 2h maximum time to live",
+    ]
+
+
+def test_it_names_running_approved_and_pending_use_in_quota_refusals(owner, team):
+    version = publish(with_policy("auto"))  # 750m CPU each
+    Quota.objects.create(team=team, max_cpu_millicores=2000)
+    make_environment(owner=owner, team=team, version=version, state=State.READY)
+    make_environment(owner=owner, team=team, version=version, state=State.PENDING_APPROVAL)
+    with pytest.raises(ServiceError) as excinfo:
+        services.request_environment(user=owner, version=version)
+    assert str(excinfo.value) == (
+        "Team Sales uses 0.75 CPU running, 0.75 approved or pending of 2 CPU; "
+        "this Shop for 4h needs 0.75 CPU and 0.5 is left."
+    )
+
+
+def test_it_keeps_the_reason_in_request_and_extension_audit_entries(owner):
+    environment = ready(
+        services.request_environment(user=owner, version=publish(GOOD), reason="Globex demo")
+    )
+    services.extend_environment(
+        environment=environment, user=owner, seconds=3600, reason="Customer call moved"
+    )
+    request_entry = AuditEvent.objects.get(action="environment.request")
+    assert request_entry.after["reason"] == "Globex demo"
+    extend_entry = AuditEvent.objects.get(action="environment.extend")
+    assert extend_entry.after["reason"] == "Customer call moved"
+    assert extend_entry.after["extended_by_seconds"] == 3600

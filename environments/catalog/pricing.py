@@ -39,8 +39,10 @@ def hourly_price(spec: BlueprintSpec | Mapping[str, Any]) -> Decimal:
 
 
 def price_for(spec: BlueprintSpec | Mapping[str, Any], seconds: int | float) -> Decimal:
+    """The price of ``seconds``, to a hundredth of a cent: a short environment of a cheap
+    blueprint costs $0.0023, not $0.00, so budgets compare and add up as shown."""
     return (hourly_price(spec) * Decimal(seconds) / 3600).quantize(
-        Decimal("0.01"), rounding=ROUND_HALF_UP
+        Decimal("0.0001"), rounding=ROUND_HALF_UP
     )
 
 
@@ -61,8 +63,22 @@ def money_cents(amount: Decimal | int | float | None) -> Decimal:
     return Decimal(amount or 0).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
-def money(amount: Decimal | int | float | None) -> str:
-    """Format an amount in the configured currency, e.g. €18.24."""
-    amount = money_cents(amount)
+def money(amount: Decimal | int | float | None, *, precise: bool = False) -> str:
+    """Format an amount in the configured currency, e.g. €18.24.
+
+    Under one cent (and when ``precise``) to four decimals, €0.0045, so that a small
+    price never reads as €0.00 and a sum of shown amounts makes sense.
+    """
+    exact = Decimal(amount or 0)
     symbol = _symbol()
-    return f"{symbol}{amount:,.2f}"
+    if precise or (exact != 0 and abs(exact) < Decimal("0.01")):
+        return f"{symbol}{exact.quantize(Decimal('0.0001'), rounding=ROUND_HALF_UP):,.4f}"
+    return f"{symbol}{money_cents(exact):,.2f}"
+
+
+def money_pair(first, second) -> tuple[str, str]:
+    """Two amounts compared in one sentence: to four decimals when cents would show them
+    equal ("$0.50 left; this costs $0.50" while it costs $0.5012)."""
+    if first != second and money(first) == money(second):
+        return money(first, precise=True), money(second, precise=True)
+    return money(first), money(second)

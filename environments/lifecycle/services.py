@@ -17,7 +17,6 @@ from django.utils import timezone
 
 from environments.access import roles
 from environments.access.teams import can_change, team_for
-from environments.catalog.pricing import price_for
 from environments.catalog.rendering import render_components, resolve_parameters
 from environments.governance import audit, quotas
 from environments.governance.billing import accrue
@@ -36,10 +35,6 @@ from environments.models import (
 )
 
 # --- Environments -----------------------------------------------------------------------
-
-
-def _demand_label(version: BlueprintVersion, seconds: int) -> str:
-    return f"this {version.title} for {format_duration(seconds)}"
 
 
 # Shorter would expire before it is useful (and before the reaper's next minute).
@@ -63,15 +58,8 @@ def _resolve_ttl(version: BlueprintVersion, ttl_seconds: int | None) -> int:
     return seconds
 
 
-def demand_for(version: BlueprintVersion, ttl_seconds: int, *, count: int = 1) -> quotas.Demand:
-    return quotas.Demand(
-        environments=count,
-        cpu_millicores=version.cpu_millicores,
-        memory_bytes=version.memory_bytes,
-        ttl_seconds=ttl_seconds,
-        cost=price_for(version.blueprint_spec, ttl_seconds),
-        label=_demand_label(version, ttl_seconds),
-    )
+# The one way to say what a request needs (kept here for the callers that import it).
+demand_for = quotas.demand_for
 
 
 def _snapshot(environment: Environment) -> dict:
@@ -109,18 +97,11 @@ def request_environment(
     demand = demand_for(version, seconds)
 
     quotas.lock(team=team, user=user)
-    refusals = quotas.check(team=team, user=user, demand=demand)
-    policy = version.blueprint_spec.approval
-    auto_ttl = version.blueprint_spec.auto_approve_ttl or version.blueprint_spec.ttl.default
-    if policy == "auto":
-        needs_approval = False
-    elif policy == "required":
-        needs_approval = True
-    else:  # over-quota: people approve what policy would refuse
-        needs_approval = bool(refusals) or seconds > auto_ttl
-        refusals = []
-    if refusals:
-        raise ServiceError(" ".join(refusals))
+    # The same decision the request form's estimate and the approval queue show.
+    outcome = quotas.decide(team=team, user=user, version=version, demand=demand)
+    if outcome.refused:
+        raise ServiceError(outcome.message)
+    needs_approval = outcome.needs_approval
 
     environment = Environment.objects.create(
         owner=user,
@@ -146,7 +127,12 @@ def request_environment(
         actor=user,
         action=action,
         target=environment,
-        after={"blueprint": str(version), "parameters": resolved, "ttl_seconds": seconds},
+        after={
+            "blueprint": str(version),
+            "parameters": resolved,
+            "ttl_seconds": seconds,
+            "reason": reason,
+        },
         ip=ip,
     )
     if needs_approval:
@@ -295,7 +281,7 @@ def extend_environment(
         cpu_millicores=0,
         memory_bytes=0,
         ttl_seconds=new_ttl,
-        cost=(environment.hourly_price * Decimal(seconds) / 3600).quantize(Decimal("0.01")),
+        cost=(environment.hourly_price * Decimal(seconds) / 3600).quantize(Decimal("0.0001")),
         label=f"extending {version.title} by {format_duration(seconds)}",
     )
     refusals = quotas.check(team=environment.team, user=environment.owner, demand=extra)
@@ -333,7 +319,7 @@ def extend_environment(
         action="environment.extend",
         target=environment,
         before=before,
-        after=_snapshot(environment),
+        after={**_snapshot(environment), "extended_by_seconds": seconds, "reason": reason},
         ip=ip,
     )
     return environment

@@ -70,18 +70,28 @@ class RequestForm(forms.Form):
     )
 
     def __init__(
-        self, *args, version: BlueprintVersion, teams: list[Team], estimate_url: str = "", **kwargs
+        self,
+        *args,
+        version: BlueprintVersion,
+        teams: list[Team],
+        estimate_url: str = "",
+        ttl_limit: tuple[int, str] | None = None,
+        **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.version = version
         ttl = version.blueprint_spec.ttl
+        # Offer only what policy allows: the blueprint's maximum or a smaller quota limit
+        # (governance.quotas.ttl_limit), and say which one caps the menu.
+        maximum, why = ttl_limit or (ttl.max, f"{version.title}'s maximum")
+        usual = min(ttl.default, maximum)
         ttl_field = self.fields["ttl_seconds"]
         assert isinstance(ttl_field, forms.TypedChoiceField)
-        ttl_field.choices = duration_choices(maximum=ttl.max, include=ttl.default)
-        self.fields["ttl_seconds"].initial = ttl.default
-        self.fields[
-            "ttl_seconds"
-        ].help_text = f"Usually {format_duration(ttl.default)}, at most {format_duration(ttl.max)}."
+        ttl_field.choices = duration_choices(maximum=maximum, include=usual)
+        ttl_field.initial = usual
+        ttl_field.help_text = (
+            f"Usually {format_duration(ttl.default)}, at most {format_duration(maximum)}: {why}."
+        )
         # Any team validates; which one the user may use is the service's decision
         # (access.teams.team_for), so the form and the API give the same answer.
         team_field = self.fields["team"]
@@ -158,10 +168,13 @@ class ExtendForm(forms.Form):
     seconds = forms.IntegerField(label="Extend by", min_value=60)
     reason = forms.CharField(label="Reason", required=False, max_length=2000)
 
-    def __init__(self, *args, maximum: int, **kwargs):
+    def __init__(self, *args, maximum: int, why: str = "", **kwargs):
+        """``maximum``: the most it may be extended by (the TTL limit minus its TTL so
+        far); ``why``: whose limit that is, shown beside the menu."""
         super().__init__(*args, **kwargs)
-        self.duration_choices = duration_choices(maximum=max(maximum, 1800))
-        self.fields["seconds"].initial = 3600
+        self.duration_choices = duration_choices(maximum=max(maximum, 60))
+        self.fields["seconds"].initial = min(3600, max(maximum, 60))
+        self.help_text = f"At most {format_duration(max(maximum, 0))} more: {why}." if why else ""
 
 
 class RejectForm(forms.Form):

@@ -27,13 +27,13 @@ def approvals(request):
     _require_approver(request.user)
     pending = list(selectors.pending_approvals())
     for env in pending:
-        # What approving would break, in the words of the quota check (empty: nothing).
-        env.over_limits = quotas.check(
-            team=env.team,
-            user=env.owner,
-            demand=services.demand_for(env.blueprint_version, int(env.ttl.total_seconds())),
-            exclude=env,
+        # Why it waits, limit by limit: the decision the request service made, taken
+        # again now (governance.quotas.decide), and what each limit holds by part.
+        demand = quotas.demand_for(env.blueprint_version, int(env.ttl.total_seconds()))
+        env.outcome = quotas.decide(
+            team=env.team, user=env.owner, version=env.blueprint_version, demand=demand, exclude=env
         )
+        env.standing = quotas.standing(team=env.team, user=env.owner, demand=demand, exclude=env)
         env.policy = env.blueprint_version.blueprint_spec.approval.value
     return render(
         request,

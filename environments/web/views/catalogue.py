@@ -13,7 +13,6 @@ from django.views.decorators.http import require_GET
 
 from environments.access.teams import requestable_teams
 from environments.catalog import selectors as catalog_selectors
-from environments.catalog.pricing import price_for
 from environments.catalog.spec import ParametersInvalid
 from environments.governance import audit, quotas
 from environments.lib.errors import ServiceError
@@ -31,13 +30,19 @@ def catalogue(request):
     return render(request, "environments/catalogue.html", {"groups": groups, "search": search})
 
 
-def _estimate_context(version, *, seconds: int, team: Team | None) -> dict:
+def _estimate_context(version, *, user, seconds: int, team: Team | None) -> dict:
+    """The price, the team's budget and what the request would come to: the service's
+    own decision (governance.quotas.decide), so the estimate never disagrees with it."""
+    demand = quotas.demand_for(version, seconds)
     return {
         "version": version,
         "estimate_seconds": seconds,
-        "estimate_price": price_for(version.blueprint_spec, seconds),
+        "estimate_price": demand.cost,
         "estimate_team": team,
         "budget": quotas.budget_summary(team=team) if team is not None else None,
+        "outcome": quotas.decide(team=team, user=user, version=version, demand=demand)
+        if team is not None
+        else None,
     }
 
 
@@ -72,12 +77,16 @@ def request_environment(request, name: str):
     version = catalog_selectors.requestable_version(name)
     teams = requestable_teams(request.user)
     source = _clone_source(request, version)
+    initial = _initial_from(source, teams) if source and request.method == "GET" else None
+    chosen = _chosen_team(teams, request.POST.get("team") or (initial or {}).get("team"))
+    ttl_limit = quotas.ttl_limit(version=version, team=chosen, user=request.user)
     form = RequestForm(
         request.POST or None,
         version=version,
         teams=teams,
         estimate_url=reverse("estimate", args=[version.blueprint.name]),
-        initial=_initial_from(source, teams) if source and request.method == "GET" else None,
+        initial=initial,
+        ttl_limit=ttl_limit,
     )
     if request.method == "POST" and form.is_valid():
         try:
@@ -108,7 +117,8 @@ def request_environment(request, name: str):
         "clone_of": source,
         **_estimate_context(
             version,
-            seconds=_estimate_seconds(version, form["ttl_seconds"].value()),
+            user=request.user,
+            seconds=_estimate_seconds(form["ttl_seconds"].value(), ttl_limit[0]),
             team=_chosen_team(teams, form["team"].value()),
         ),
     }
@@ -117,24 +127,26 @@ def request_environment(request, name: str):
     return render(request, "environments/request.html", context, status=status)
 
 
-def _estimate_seconds(version, raw) -> int:
-    """The TTL to price: the one asked for, within policy (the default if unreadable)."""
+def _estimate_seconds(raw, maximum: int) -> int:
+    """The TTL to price: the one asked for, within policy (the maximum if unreadable)."""
     try:
         seconds = int(raw)
     except (TypeError, ValueError):
-        seconds = version.blueprint_spec.ttl.default
-    return min(max(seconds, services.MIN_TTL_SECONDS), version.blueprint_spec.ttl.max)
+        seconds = maximum
+    return min(max(seconds, services.MIN_TTL_SECONDS), maximum)
 
 
 @login_required
 @require_GET
 def estimate(request, name: str):
-    """The price of the chosen TTL and the team's budget left (a partial for htmx)."""
+    """The price of the chosen TTL, the team's budget left and what the request would
+    come to (a partial for htmx)."""
     version = catalog_selectors.requestable_version(name)
     teams = requestable_teams(request.user)
+    team = _chosen_team(teams, request.GET.get("team"))
+    maximum, _ = quotas.ttl_limit(version=version, team=team, user=request.user)
+    raw = request.GET.get("ttl_seconds") or min(version.blueprint_spec.ttl.default, maximum)
     context = _estimate_context(
-        version,
-        seconds=_estimate_seconds(version, request.GET.get("ttl_seconds")),
-        team=_chosen_team(teams, request.GET.get("team")),
+        version, user=request.user, seconds=_estimate_seconds(raw, maximum), team=team
     )
     return render(request, "environments/_estimate.html", context)

@@ -112,9 +112,18 @@ def _access_lines(environment: Environment) -> list[tuple[str, str]]:
     return lines
 
 
+def _extension_limit(environment: Environment) -> tuple[int, str]:
+    """How much longer it may live (the blueprint's maximum or a smaller quota limit,
+    minus its time to live so far), and whose limit that is."""
+    limit, why = quotas.ttl_limit(
+        version=environment.blueprint_version, team=environment.team, user=environment.owner
+    )
+    return limit - int(environment.ttl.total_seconds()), why
+
+
 def _detail_context(request, environment: Environment) -> dict:
     version = environment.blueprint_version
-    extend_left = version.blueprint_spec.ttl.max - int(environment.ttl.total_seconds())
+    extend_left, why = _extension_limit(environment)
     return {
         "env": environment,
         "version": version,
@@ -123,7 +132,7 @@ def _detail_context(request, environment: Environment) -> dict:
         "manifests_yaml": yaml.safe_dump_all(environment.manifests, sort_keys=False)
         if environment.manifests
         else "",
-        "extend_form": ExtendForm(maximum=extend_left),
+        "extend_form": ExtendForm(maximum=extend_left, why=why),
         "can_extend": extend_left > 0 and environment.state in EXTENDABLE_STATES,
         "can_delete": environment.state in DELETABLE_STATES,
         "can_retry": environment.state == State.FAILED,
@@ -154,10 +163,8 @@ def environment_status(request, pk):
 @require_POST
 def extend_environment(request, pk):
     environment = selectors.environment_for(user=request.user, pk=pk)
-    spent = int(environment.ttl.total_seconds())
-    form = ExtendForm(
-        request.POST, maximum=environment.blueprint_version.blueprint_spec.ttl.max - spent
-    )
+    maximum, why = _extension_limit(environment)
+    form = ExtendForm(request.POST, maximum=maximum, why=why)
     if not form.is_valid():
         messages.error(request, "Choose how long to extend by.")
         return back(request, environment)
