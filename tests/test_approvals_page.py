@@ -94,3 +94,59 @@ def test_it_explains_why_an_approver_cannot_approve_their_own_request(approver, 
 def test_it_shows_the_approvals_link_only_to_approvers(approver, owner, shop):
     assert reverse("approvals") in client_for(approver).get(reverse("catalogue")).content.decode()
     assert reverse("approvals") not in client_for(owner).get(reverse("catalogue")).content.decode()
+
+
+# --- why each request waits, limit by limit (issue 12, items 4 and 5) ---
+
+
+def test_it_names_the_exact_limit_each_request_waits_for(approver, owner, team, sample_blueprints):
+    lab = sample_blueprints["training-lab"]  # over-quota, auto-approve up to 1d, 1 CPU
+    long_one = make_environment(
+        owner=owner,
+        team=team,
+        version=lab,
+        state=State.PENDING_APPROVAL,
+        ttl_hours=48,
+        expires_at=None,
+    )
+    Quota.objects.create(team=team, max_cpu_millicores=1400)
+    make_environment(owner=owner, team=team, version=lab, state=State.READY, cpu_millicores=600)
+    body = client_for(approver).get(reverse("approvals")).content.decode()
+    card = body[body.index(f'id="approval-{long_one.pk}"') :]
+    card = card[: card.index("</article>")]
+    assert "2d is over the 1d auto-approve time." in card
+    # 1.4 CPU less 0.6 running leaves 0.8; this one needs 1.
+    assert "Needs 1 CPU; the team has 0.8 left." in card
+    assert "Over what is approved automatically" not in body  # the old catch-all
+
+
+def test_it_splits_quota_use_into_running_approved_and_pending(
+    approver, owner, team, sample_blueprints
+):
+    lab = sample_blueprints["training-lab"]
+    waiting = make_environment(
+        owner=owner,
+        team=team,
+        version=lab,
+        state=State.PENDING_APPROVAL,
+        expires_at=None,
+        cpu_millicores=1000,
+    )
+    make_environment(owner=owner, team=team, version=lab, state=State.READY, cpu_millicores=600)
+    make_environment(owner=owner, team=team, version=lab, state=State.APPROVED, cpu_millicores=500)
+    make_environment(
+        owner=owner,
+        team=team,
+        version=lab,
+        state=State.PENDING_APPROVAL,
+        cpu_millicores=3000,
+        expires_at=None,
+    )
+    Quota.objects.create(team=team, max_cpu_millicores=5000)
+    body = client_for(approver).get(reverse("approvals")).content.decode()
+    card = body[body.index(f'id="approval-{waiting.pk}"') :]
+    card = card[: card.index("</article>")]
+    assert (
+        "Team Sales CPU: 0.6 running, 0.5 approved but not ready, 3 pending approval, of 5; "
+        "approving this uses 1 more (5.1 of 5)." in card
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import csv
 import io
 import json
@@ -235,3 +237,27 @@ def test_it_refuses_admin_page_posts_to_others_and_changes_nothing(
     response = client.post(url.format(owner_pk=owner.pk), data)
     assert response.status_code in (403, 404)
     assert governance_state() == before
+
+
+def test_it_finds_request_and_extension_reasons_in_the_audit_search(
+    client, portal_admin, owner, shop
+):
+    from environments.lifecycle import services
+
+    environment = services.request_environment(
+        user=owner, version=shop, reason="Globex pilot, board demo"
+    )
+    services.extend_environment(
+        environment=environment, user=owner, seconds=3600, reason="Customer call moved to Friday"
+    )
+    client.force_login(portal_admin)
+
+    def found(query: str) -> list[str]:
+        page = client.get("/admin-portal/audit/", {"q": query}).content.decode()
+        rows = page[page.index("<tbody>") : page.index("</tbody>")] if "<tbody>" in page else ""
+        return re.findall(r"<td><code>([a-z_.]+)</code></td>", rows)
+
+    # Every word, anywhere in the entry, in any order (docs/governance.md).
+    assert found("move call") == ["environment.extend"]
+    assert found("board demo") == ["environment.request"]
+    assert found("move call nowhere") == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -209,3 +211,78 @@ def test_its_estimate_sends_anonymous_people_to_sign_in(team, shop):
     assert response.status_code == 302
     assert "/accounts/login/" in response["Location"]
     assert "123.45" not in response.content.decode()
+
+
+# --- the estimate and the choices match what will happen (issue 12, item 4) ---
+
+
+def _ttl_options(body: str) -> list[int]:
+    select = body[body.index('name="ttl_seconds"') :]
+    select = select[: select.index("</select>")]
+    return [int(v) for v in re.findall(r'<option value="(\d+)"', select)]
+
+
+def test_it_offers_only_ttls_within_the_teams_max_ttl_and_says_why(owner, team, shop):
+    Quota.objects.create(team=team, max_ttl=timedelta(days=1))  # shop-demo allows 3d
+    body = client_for(owner).get(reverse("request", args=["shop-demo"])).content.decode()
+    options = _ttl_options(body)
+    assert max(options) == 86400 and 3 * 86400 not in options
+    assert "at most 1d: your team&#x27;s limit." in body
+    # A user limit below the team's caps it further, and says it is theirs.
+    Quota.objects.create(user=owner, max_ttl=timedelta(hours=8))
+    body = client_for(owner).get(reverse("request", args=["shop-demo"])).content.decode()
+    assert max(_ttl_options(body)) == 8 * 3600
+    assert "at most 8h: your limit." in body
+
+
+def test_it_offers_only_extensions_within_the_teams_max_ttl(owner, team, shop):
+    Quota.objects.create(team=team, max_ttl=timedelta(days=2))
+    env = make_environment(owner=owner, team=team, version=shop, ttl_hours=4)
+    body = client_for(owner).get(reverse("environment_detail", args=[env.pk])).content.decode()
+    select = body[body.index('id="extend-seconds"') :]
+    select = select[: select.index("</select>")]
+    offered = [int(v) for v in re.findall(r'<option value="(\d+)"', select)]
+    assert max(offered) == 2 * 86400 - 4 * 3600  # 1d20h, not the blueprint's 3d less 4h
+    assert "At most 1d20h more: your team&#x27;s limit." in body
+
+
+def test_its_estimate_says_needs_approval_for_an_over_quota_blueprint_over_budget(
+    owner, team, sample_blueprints
+):
+    Quota.objects.create(team=team, monthly_budget=Decimal("0.01"))
+    url = reverse("estimate", args=["training-lab"])  # approval: over-quota
+    body = client_for(owner).get(url, {"ttl_seconds": 3600}).content.decode()
+    assert "Needs approval: over budget." in body
+    assert "would be refused" not in body.lower()
+
+
+def test_its_estimate_checks_every_limit_the_service_checks(owner, team, shop):
+    Quota.objects.create(team=team, max_environments=1, max_cpu_millicores=100)
+    make_environment(owner=owner, team=team, version=shop, state=State.PENDING_APPROVAL)
+    url = reverse("estimate", args=["shop-demo"])
+    body = client_for(owner).get(url, {"ttl_seconds": 3600}).content.decode()
+    assert (
+        "Would be refused: over the team&#x27;s environment limit; over the team&#x27;s CPU quota."
+        in body
+    )
+    # The same sentences the service refuses with, posted from the same form.
+    response = client_for(owner).post(
+        reverse("request", args=["shop-demo"]),
+        {"param_customer": "acme", "param_theme": "light", "ttl_seconds": 3600},
+    )
+    assert response.status_code == 400
+    posted = response.content.decode()
+    refusal = "Team Sales already has 1 of 1 environments (0 running, 1 approved or pending)"
+    assert refusal in body and refusal in posted
+
+
+def test_its_estimate_shows_sub_cent_amounts_so_the_sum_makes_sense(owner, team, shop, settings):
+    settings.COST_PER_CPU_HOUR = Decimal("0.0001")
+    settings.COST_PER_GIB_HOUR = Decimal("0.0001")
+    Quota.objects.create(team=team, monthly_budget=Decimal("0.50"))
+    url = reverse("estimate", args=["shop-demo"])
+    body = client_for(owner).get(url, {"ttl_seconds": 3600}).content.decode()
+    price = re.search(r"<strong>([^<]+)</strong> for 1h", body).group(1)
+    assert price != "$0.00" and re.fullmatch(r"\$0\.00\d\d", price), price
+    assert "$0.50 of $0.50 left this month" in body
+    assert "Approved automatically: within every limit." in body
