@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -212,3 +213,49 @@ def test_no_page_scrolls_sideways_on_a_phone(live_server, new_page, portal_admin
         ".map(e => e.tagName + '.' + e.className + '#' + e.id + ' ' + Math.round(e.getBoundingClientRect().right))"
     )
     assert width <= 390, (path, width, wide)
+
+
+def test_it_shows_the_approval_queue_with_the_exact_reason_each_request_waits(
+    live_server, new_page, owner, teammate, approver, team, sample_blueprints, output_dir
+):
+    lab = sample_blueprints["training-lab"]  # over-quota, auto-approves up to 1d
+    Quota.objects.create(team=team, max_cpu_millicores=1400, monthly_budget=Decimal("500"))
+    make_environment(owner=teammate, team=team, version=lab, state=State.READY, cpu_millicores=600)
+    too_long = make_environment(
+        owner=owner,
+        team=team,
+        version=lab,
+        state=State.PENDING_APPROVAL,
+        ttl_hours=48,
+        expires_at=None,
+        reason="Two-day workshop for Globex",
+    )
+    page = new_page()
+    sign_in(page, live_server, approver.email)
+    page.goto(f"{live_server.url}/approvals/")
+    card = page.locator(f"#approval-{too_long.pk}")
+    expect(card.locator(".why-waits")).to_contain_text("2d is over the 1d auto-approve time.")
+    expect(card.locator(".why-waits")).to_contain_text("Needs 1 CPU; the team has 0.8 left.")
+    expect(card).to_contain_text("Team Sales CPU: 0.6 running, 0 approved but not ready")
+    page.screenshot(path=output_dir / "approvals-reasons.png", full_page=True)
+
+
+def test_it_offers_only_allowed_ttls_and_an_estimate_that_tells_the_truth(
+    live_server, new_page, owner, team, sample_blueprints, output_dir
+):
+    # training-lab allows 5d; the team's limit is 3d; its budget covers about a day.
+    Quota.objects.create(team=team, max_ttl=timedelta(days=3), monthly_budget=Decimal("0.50"))
+    page = new_page()
+    sign_in(page, live_server, owner.email)
+    page.goto(f"{live_server.url}/blueprints/training-lab/request/")
+    ttl = page.get_by_label("Time to live")
+    labels = ttl.locator("option").all_inner_texts()
+    assert labels[-1] == "3d" and "5d" not in labels and "7d" not in labels
+    expect(page.get_by_text("at most 3d: your team's limit.")).to_be_visible()
+    ttl.select_option(label="3d")
+    outcome = page.locator("#estimate-outcome")
+    expect(outcome).to_contain_text(
+        "Needs approval: over budget; longer than the auto-approve time."
+    )
+    expect(page.locator("#estimate")).not_to_contain_text("would be refused")
+    page.screenshot(path=output_dir / "request-estimate-needs-approval.png", full_page=True)

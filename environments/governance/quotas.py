@@ -400,8 +400,8 @@ def decide(
                 "auto_approve_ttl",
                 "blueprint",
                 "longer than the auto-approve time",
-                f"{demand.label} asks for {format_duration(demand.ttl_seconds)}, over the "
-                f"{format_duration(auto_ttl)} approved automatically.",
+                f"{format_duration(demand.ttl_seconds)} is over the {format_duration(auto_ttl)} "
+                f"that {version.title} approves automatically.",
                 f"{format_duration(demand.ttl_seconds)} is over the "
                 f"{format_duration(auto_ttl)} auto-approve time",
             )
