@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from environments.lifecycle.states import State
-from environments.models import AuditEvent, Environment, Quota
+from environments.models import AuditEvent, Environment, Membership, Quota, Team
 from environments.web.templatetags.portal import duration
 from tests.conftest import client_for, make_user
 from tests.factories import make_environment
@@ -286,3 +286,16 @@ def test_its_estimate_shows_sub_cent_amounts_so_the_sum_makes_sense(owner, team,
     assert price != "$0.00" and re.fullmatch(r"\$0\.00\d\d", price), price
     assert "$0.50 of $0.50 left this month" in body
     assert "Approved automatically: within every limit." in body
+
+
+def test_its_estimate_says_a_ttl_over_another_teams_limit_would_be_refused(owner, team, shop):
+    # A person in two teams picks a TTL the first team allows, then the stricter team:
+    # the estimate must not price a clamped TTL but say what the service will say.
+    strict = Team.objects.create(name="Support")
+    Membership.objects.create(team=strict, user=owner)
+    Quota.objects.create(team=strict, max_ttl=timedelta(hours=2))
+    url = reverse("estimate", args=["shop-demo"])
+    body = client_for(owner).get(url, {"ttl_seconds": 8 * 3600, "team": strict.pk}).content.decode()
+    assert "for 8h" in body
+    assert "Would be refused: over the team&#x27;s time limit." in body
+    assert "Team Support may keep an environment for at most 2h" in body

@@ -118,7 +118,7 @@ def request_environment(request, name: str):
         **_estimate_context(
             version,
             user=request.user,
-            seconds=_estimate_seconds(form["ttl_seconds"].value(), ttl_limit[0]),
+            seconds=_estimate_seconds(version, form["ttl_seconds"].value()),
             team=_chosen_team(teams, form["team"].value()),
         ),
     }
@@ -127,13 +127,15 @@ def request_environment(request, name: str):
     return render(request, "environments/request.html", context, status=status)
 
 
-def _estimate_seconds(raw, maximum: int) -> int:
-    """The TTL to price: the one asked for, within policy (the maximum if unreadable)."""
+def _estimate_seconds(version, raw) -> int:
+    """The TTL to price: the one asked for, within the blueprint (its default if
+    unreadable). A quota's smaller ``max_ttl`` is not clamped away here: the menu only
+    offers what it allows, and if another team is chosen the estimate says it is over."""
     try:
         seconds = int(raw)
     except (TypeError, ValueError):
-        seconds = maximum
-    return min(max(seconds, services.MIN_TTL_SECONDS), maximum)
+        seconds = version.blueprint_spec.ttl.default
+    return min(max(seconds, services.MIN_TTL_SECONDS), version.blueprint_spec.ttl.max)
 
 
 @login_required
@@ -143,10 +145,10 @@ def estimate(request, name: str):
     come to (a partial for htmx)."""
     version = catalog_selectors.requestable_version(name)
     teams = requestable_teams(request.user)
-    team = _chosen_team(teams, request.GET.get("team"))
-    maximum, _ = quotas.ttl_limit(version=version, team=team, user=request.user)
-    raw = request.GET.get("ttl_seconds") or min(version.blueprint_spec.ttl.default, maximum)
     context = _estimate_context(
-        version, user=request.user, seconds=_estimate_seconds(raw, maximum), team=team
+        version,
+        user=request.user,
+        seconds=_estimate_seconds(version, request.GET.get("ttl_seconds")),
+        team=_chosen_team(teams, request.GET.get("team")),
     )
     return render(request, "environments/_estimate.html", context)
