@@ -26,7 +26,13 @@ from environments.catalog.spec import BlueprintSpec, ComponentSpec, component_to
 from environments.fields import EncryptedSecretField
 from environments.lib.egress import refused_url
 from environments.lib.naming import namespace_for
-from environments.lifecycle.states import ACTIVE_STATES, LIVE_STATES, SETTLED_STATES, State
+from environments.lifecycle.states import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    LIVE_STATES,
+    POLLED_FAST_STATES,
+    State,
+)
 
 
 def _random_secret() -> str:
@@ -252,6 +258,11 @@ class EnvironmentQuerySet(models.QuerySet):
         return self.filter(Q(owner=user) | Q(team__memberships__user=user)).distinct()
 
 
+# How often pages ask for news about an environment (Environment.poll_seconds).
+POLL_FAST_SECONDS = 2
+POLL_SLOW_SECONDS = 5
+
+
 class Environment(models.Model):
     """One request for an environment, and the namespace that serves it."""
 
@@ -352,14 +363,24 @@ class Environment(models.Model):
 
     @property
     def is_settled(self) -> bool:
-        return self.state in SETTLED_STATES
+        """Final: nothing will ever change again, so pages stop polling."""
+        return self.state in FINAL_STATES
+
+    @property
+    def is_moving(self) -> bool:
+        """A job or the watcher is changing it right now (pages show a spinner)."""
+        return self.state in POLLED_FAST_STATES
 
     @property
     def poll_seconds(self) -> int | None:
-        """How often a page showing this environment asks for news; None: not at all."""
+        """How often a page showing this environment asks for news; None: not at all.
+
+        Fast while something moves; slower while it waits for a person or a schedule
+        (a teammate's delete, expiry), but never stops before it is final.
+        """
         if self.is_settled:
             return None
-        return 10 if self.state == State.PENDING_APPROVAL else 2
+        return POLL_FAST_SECONDS if self.is_moving else POLL_SLOW_SECONDS
 
     @property
     def time_left(self) -> timedelta | None:

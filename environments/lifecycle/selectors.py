@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import Count, Max, Q, QuerySet, Subquery
+from django.db.models import Count, DecimalField, Max, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Extract
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
@@ -49,12 +50,24 @@ def environments_for(*, user, scope: str = "mine") -> QuerySet[Environment]:
     return rows.filter(owner=user)
 
 
+# Epoch seconds to the microsecond, summed exactly (PostgreSQL numeric, not a float).
+EXACT = DecimalField(max_digits=30, decimal_places=6)
+
+
 def rows_stamp(rows: QuerySet[Environment]) -> dict:
-    """What the dashboard rows depend on, in one aggregate query (the cache key)."""
+    """What the dashboard rows depend on, in one aggregate query (the cache key).
+
+    Every write a row shows moves that row's ``updated_at`` (or ``accrued_until``)
+    forward. The maximum alone misses a write that commits after a later one (two
+    workers, or a rename racing the watcher); the exact sum of every row's timestamp
+    grows with any of them, whatever the order.
+    """
     return rows.order_by().aggregate(
         count=Count("pk"),
         changed=Max("updated_at"),
+        changes=Sum(Extract("updated_at", "epoch"), output_field=EXACT),
         accrued=Max("accrued_until"),
+        accruals=Sum(Extract("accrued_until", "epoch"), output_field=EXACT),
     )
 
 

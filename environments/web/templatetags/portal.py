@@ -14,6 +14,9 @@ from environments.lifecycle.states import State
 
 register = template.Library()
 
+# What a countdown says at zero (static/portal.js says the same).
+EXPIRED = "Expired"
+
 # Colour class for each state's badge; the text always names the state too.
 BADGE_TONES: dict[str, str] = {
     State.READY: "ok",
@@ -80,9 +83,9 @@ def get_item(mapping, key):
 @register.simple_tag
 def state_badge(environment) -> str:
     spinner = (
-        ""
-        if environment.is_settled
-        else mark_safe('<span class="spinner" aria-hidden="true"></span>')
+        mark_safe('<span class="spinner" aria-hidden="true"></span>')
+        if environment.is_moving
+        else ""
     )
     return format_html(
         '<span class="badge {}">{}{}</span>',
@@ -103,5 +106,6 @@ def countdown(environment) -> str:
         expires,
         expires,
         environment.expires_at.strftime("%Y-%m-%d %H:%M %Z"),
-        durations.format_duration(left.total_seconds()),
+        # The same word static/portal.js switches to when the countdown reaches zero.
+        durations.format_duration(left.total_seconds()) if left else EXPIRED,
     )

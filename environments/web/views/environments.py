@@ -2,7 +2,8 @@
 
 Views are thin: permission, form, service, render (docs/contributing.md). Every
 partial that htmx polls is also included by its full page (one URL, one partial), and
-answers 286 (stop polling) once nothing will change without a person acting.
+answers 286 (stop polling) only once its environments are final (deleted, rejected):
+a teammate or the expiry schedule can change any other state.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ from environments.web.navigation import back
 
 
 # Rendered rows are cached per user and scope for up to a minute, keyed by what they
-# show: a state change, an extension, new URLs or a new cost accrual changes the key,
-# so only the server-rendered "time left" text can be up to a minute old (the browser
-# counts it down each second anyway). Polling clients then cost an aggregate query.
+# show: a state change, an extension, a rename, new URLs or a new cost accrual changes
+# the key (selectors.rows_stamp), so only the server-rendered "time left" text can be
+# up to a minute old (the browser counts it down each second, to "Expired"). Polling
+# clients then cost an aggregate query. Rows poll until every one is final.
 ROWS_CACHE_SECONDS = 60
 
 
