@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import Count, DecimalField, Max, Q, QuerySet, Subquery, Sum
+from django.db.models import (
+    Count,
+    DecimalField,
+    F,
+    Func,
+    Max,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    TextField,
+)
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Extract
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
@@ -19,19 +31,35 @@ from environments.models import (
 # --- Environments ---------------------------------------------------------------------
 
 
-def _environment_rows():
+def _environment_rows(*, listed: bool = True):
     # Every column the tables show comes from these joins: a constant number of queries.
-    return Environment.objects.select_related("owner", "team", "blueprint_version__blueprint")
+    rows = Environment.objects.select_related("owner", "team", "blueprint_version__blueprint")
+    if not listed:
+        return rows
+    # The blueprint's list parameter and its value are read in SQL, so lists need neither
+    # the spec nor the parameters (Environment.listed_parameter).
+    list_parameter = KeyTextTransform("list_parameter", "blueprint_version__spec")
+    return rows.annotate(
+        list_parameter_name=list_parameter,
+        list_parameter_value=Func(
+            F("parameters"),
+            list_parameter,
+            template="(%(expressions)s)",
+            arg_joiner=" ->> ",
+            output_field=TextField(),
+        ),
+    )
 
 
-def environments_for(*, user, scope: str = "mine") -> QuerySet[Environment]:
+def environments_for(*, user, scope: str = "mine", listed: bool = True) -> QuerySet[Environment]:
     """The dashboard's rows: the user's own ("mine") or their teams' ("team").
 
     Finished environments (deleted, rejected) are left out after a day so the
-    table stays about what is running.
+    table stays about what is running. ``listed=False`` leaves out the list parameter
+    (and its join), for ``rows_stamp``.
     """
     rows = (
-        _environment_rows()
+        _environment_rows(listed=listed)
         # The table needs none of these, and they are the big JSON columns.
         .defer(
             "manifests",

@@ -109,3 +109,19 @@ def countdown(environment) -> str:
         # The same word static/portal.js switches to when the countdown reaches zero.
         durations.format_duration(left.total_seconds()) if left else EXPIRED,
     )
+
+
+@register.simple_tag
+def environment_name(environment, title: str | None = None) -> str:
+    """A list's name cell: the name people gave it (else the blueprint's title), the
+    blueprint's list parameter ("customer: acme"), then the title and the namespace."""
+    title = title or environment.blueprint_version.blueprint.title
+    listed = environment.listed_parameter
+    return format_html(
+        '<a href="{}">{}</a>{}<br><span class="muted">{}{}</span>',
+        environment.get_absolute_url(),
+        environment.display_name or title,
+        format_html(' <span class="listed-parameter">{}: {}</span>', *listed) if listed else "",
+        format_html("{} · ", title) if environment.display_name else "",
+        environment.namespace,
+    )
