@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 from django.urls import reverse
 from django.utils import timezone
 
@@ -26,7 +27,13 @@ from environments.catalog.spec import BlueprintSpec, ComponentSpec, component_to
 from environments.fields import EncryptedSecretField
 from environments.lib.egress import refused_url
 from environments.lib.naming import namespace_for
-from environments.lifecycle.states import ACTIVE_STATES, LIVE_STATES, SETTLED_STATES, State
+from environments.lifecycle.states import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    LIVE_STATES,
+    POLLED_FAST_STATES,
+    State,
+)
 
 
 def _random_secret() -> str:
@@ -252,12 +259,23 @@ class EnvironmentQuerySet(models.QuerySet):
         return self.filter(Q(owner=user) | Q(team__memberships__user=user)).distinct()
 
 
+DISPLAY_NAME_MAX_LENGTH = 60
+
+# How often pages ask for news about an environment (Environment.poll_seconds).
+POLL_FAST_SECONDS = 2
+POLL_SLOW_SECONDS = 5
+
+
 class Environment(models.Model):
     """One request for an environment, and the namespace that serves it."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # Short, DNS-safe name: the namespace is "eph-<name>", hosts "<component>-<name>.<domain>".
     name = models.CharField(max_length=8, unique=True, default=_short_name, editable=False)
+    # What people call it ("acme demo"): optional, unique per owner among the owner's
+    # environments that are not final (case-insensitive), changed through
+    # services.rename_environment.
+    display_name = models.CharField(max_length=DISPLAY_NAME_MAX_LENGTH, blank=True)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="environments"
     )
@@ -325,6 +343,13 @@ class Environment(models.Model):
                 & Q(state__in=[s for s in State if s in ACTIVE_STATES]),
                 name="environment_one_live_per_external_key",
             ),
+            models.UniqueConstraint(
+                Lower("display_name"),
+                "owner",
+                condition=~Q(display_name="")
+                & Q(state__in=[s for s in State if s not in FINAL_STATES]),
+                name="environment_display_name_unique_per_owner",
+            ),
         ]
         indexes = [
             models.Index(fields=["state", "expires_at"]),
@@ -347,19 +372,50 @@ class Environment(models.Model):
         return _environment_url("environment_delete", self.pk)
 
     @property
+    def listed_parameter(self) -> tuple[str, str] | None:
+        """The blueprint's ``list_parameter`` and this environment's value of it.
+
+        The row selectors annotate both (``list_parameter_name``, ``list_parameter_value``)
+        so a dashboard does not load every blueprint spec; otherwise read from the spec.
+        """
+        if "list_parameter_name" in self.__dict__:
+            name, value = (
+                self.__dict__["list_parameter_name"],
+                self.__dict__["list_parameter_value"],
+            )
+        else:
+            name = self.blueprint_version.blueprint_spec.list_parameter
+            value = (self.parameters or {}).get(name) if name else None
+            if isinstance(value, bool):  # as PostgreSQL's ->> writes JSON booleans
+                value = "true" if value else "false"
+        if not name or value is None or value == "":
+            return None
+        return name, str(value)
+
+    @property
     def is_live(self) -> bool:
         return self.state in LIVE_STATES
 
     @property
     def is_settled(self) -> bool:
-        return self.state in SETTLED_STATES
+        """Final: nothing will ever change again, so pages stop polling."""
+        return self.state in FINAL_STATES
+
+    @property
+    def is_moving(self) -> bool:
+        """A job or the watcher is changing it right now (pages show a spinner)."""
+        return self.state in POLLED_FAST_STATES
 
     @property
     def poll_seconds(self) -> int | None:
-        """How often a page showing this environment asks for news; None: not at all."""
+        """How often a page showing this environment asks for news; None: not at all.
+
+        Fast while something moves; slower while it waits for a person or a schedule
+        (a teammate's delete, expiry), but never stops before it is final.
+        """
         if self.is_settled:
             return None
-        return 10 if self.state == State.PENDING_APPROVAL else 2
+        return POLL_FAST_SECONDS if self.is_moving else POLL_SLOW_SECONDS
 
     @property
     def time_left(self) -> timedelta | None:

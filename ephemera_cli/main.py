@@ -154,6 +154,7 @@ def _explain(exc: urllib.error.HTTPError) -> str:
 def show_environment(env: dict) -> None:
     rows = [
         ("Environment", f"{env['name']} ({env['id']})"),
+        ("Name", env.get("display_name") or "-"),
         ("Blueprint", f"{env['blueprint']} v{env['blueprint_version']}"),
         ("State", env["state"]),
         ("Team", env["team"]),
@@ -167,6 +168,8 @@ def show_environment(env: dict) -> None:
             f"({env['hourly_price']}/h, {env['currency']})",
         ),
     ]
+    if env.get("list_parameter"):
+        rows.append((env["list_parameter"].capitalize(), env.get("list_value") or "-"))
     if env["parameters"]:
         rows.append(("Parameters", " ".join(f"{k}={v}" for k, v in env["parameters"].items())))
     for name, url in env["urls"].items():
@@ -214,8 +217,11 @@ def cmd_up(args, client: Client) -> int:
         body["team"] = args.team
     if args.reason:
         body["reason"] = args.reason
+    if args.name:
+        body["display_name"] = args.name
     env = client.call("POST", "/environments", body)
-    print(f"Requested {env['name']} ({env['id']}): {env['state']}")
+    named = f" '{env['display_name']}'" if env.get("display_name") else ""
+    print(f"Requested {env['name']}{named} ({env['id']}): {env['state']}")
     if not args.wait:
         return 0
     return wait_until_settled(client, env, timeout=args.timeout)
@@ -258,13 +264,36 @@ def cmd_ls(args, client: Client) -> int:
     if not rows:
         print("No environments.")
         return 0
-    print(f"{'NAME':<10}{'BLUEPRINT':<18}{'STATE':<18}{'TIME LEFT':<11}{'TEAM':<14}URL")
-    for env in rows:
+    labels = [_label(env) for env in rows]
+    width = min(max([len("LABEL"), *map(len, labels)]) + 2, 42)
+    print(
+        f"{'NAME':<10}{'LABEL':<{width}}{'BLUEPRINT':<18}{'STATE':<18}{'TIME LEFT':<11}"
+        f"{'TEAM':<14}URL"
+    )
+    for env, label in zip(rows, labels, strict=True):
         url = next(iter(env["urls"].values()), "")
         print(
-            f"{env['name']:<10}{env['blueprint']:<18}{env['state']:<18}"
+            f"{env['name']:<10}{label:<{width}}{env['blueprint']:<18}{env['state']:<18}"
             f"{format_duration(env['time_left_seconds']):<11}{env['team']:<14}{url}"
         )
+    return 0
+
+
+def _label(env: dict) -> str:
+    """What tells it apart: its name, and the blueprint's list parameter ("customer=acme")."""
+    parts = [env.get("display_name") or ""]
+    if env.get("list_parameter") and env.get("list_value"):
+        parts.append(f"{env['list_parameter']}={env['list_value']}")
+    return " ".join(part for part in parts if part) or "-"
+
+
+def cmd_rename(args, client: Client) -> int:
+    env = client.environment(args.env)
+    env = client.call("PATCH", f"/environments/{env['id']}", {"display_name": args.name})
+    if env["display_name"]:
+        print(f"{env['name']} is now named '{env['display_name']}'.")
+    else:
+        print(f"{env['name']} has no name now.")
     return 0
 
 
@@ -322,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--ttl", help="how long it lives, e.g. 30m, 2h, 1d")
     up.add_argument("--team", help="team slug, if you are in several teams")
     up.add_argument("--reason", default="")
+    up.add_argument("--name", help="what you and your team call it, e.g. 'acme demo'")
     up.add_argument("--wait", action="store_true", help="wait until it is ready or failed")
     up.add_argument("--timeout", type=float, default=900, help="seconds to wait (default 900)")
     up.set_defaults(handler=cmd_up)
@@ -339,6 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     extend.add_argument("duration", help="e.g. 30m, 1h, 1d")
     extend.add_argument("--reason", default="")
     extend.set_defaults(handler=cmd_extend)
+
+    rename = commands.add_parser("rename", help="name an environment ('' removes the name)")
+    rename.add_argument("env", metavar="ENV", help="id or short name")
+    rename.add_argument("name", metavar="NAME")
+    rename.set_defaults(handler=cmd_rename)
 
     down = commands.add_parser("down", help="tear an environment down")
     down.add_argument("env", metavar="ENV")

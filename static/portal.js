@@ -2,7 +2,7 @@
 (() => {
   // "2d 3h", "4h 05m 09s", "12m 30s": seconds show below a day so the clock visibly runs.
   function formatLeft(ms) {
-    if (ms <= 0) return "expired";
+    if (ms <= 0) return "Expired";  // the server says the same (templatetags/portal.py)
     let seconds = Math.floor(ms / 1000);
     const days = Math.floor(seconds / 86400); seconds -= days * 86400;
     const hours = Math.floor(seconds / 3600); seconds -= hours * 3600;

@@ -164,3 +164,26 @@ def test_it_exits_1_with_the_reason_when_the_environment_fails(cli, worker, samp
 
     assert cli("down", environment.name).returncode == 0
     wait_for(lambda: Environment.objects.get(pk=environment.pk).state == State.DELETED)
+
+
+def test_it_names_lists_and_renames_with_the_same_rules_as_the_portal(cli, sample_blueprints):
+    # No worker: the environments stay approved; naming needs only the API.
+    up = cli("up", "shop-demo", "--param", "customer=globex", "--name", "Globex demo")
+    assert up.returncode == 0, up.stderr
+    assert "'Globex demo'" in up.stdout
+    environment = Environment.objects.get(display_name="Globex demo")
+
+    again = cli("up", "shop-demo", "--name", "globex demo")
+    assert again.returncode == 1
+    assert "You already have an environment named 'globex demo'." in again.stderr
+
+    ls = cli("ls")
+    assert ls.returncode == 0
+    line = next(row for row in ls.stdout.splitlines() if row.startswith(environment.name))
+    assert "Globex demo customer=globex" in line
+
+    renamed = cli("rename", environment.name, "Globex renewal")
+    assert renamed.returncode == 0, renamed.stderr
+    environment.refresh_from_db()
+    assert environment.display_name == "Globex renewal"
+    assert "Name:        Globex renewal" in cli("status", environment.name).stdout

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from environments.lifecycle.states import State
 from environments.lifecycle.transitions import transition
@@ -42,10 +45,35 @@ def test_it_hides_team_environments_from_outsiders(outsider, env):
     assert env.namespace not in response.content.decode()
 
 
-def test_it_stops_polling_rows_when_all_are_settled(owner, env):
+def test_it_keeps_polling_ready_rows_slowly(owner, env):
+    # Ready is not the end: expiry or a teammate's delete must still show (issue 12).
+    response = client_for(owner).get(reverse("environment_rows"), {"scope": "mine"})
+    assert response.status_code == 200
+    assert 'hx-trigger="every 5s"' in response.content.decode()
+
+
+@pytest.mark.parametrize("state", [State.DELETED, State.REJECTED])
+def test_it_stops_polling_rows_when_all_are_final(owner, team, shop, state):
+    make_environment(owner=owner, team=team, version=shop, state=state)
     response = client_for(owner).get(reverse("environment_rows"), {"scope": "mine"})
     assert response.status_code == 286
     assert "hx-trigger" not in response.content.decode()
+
+
+def test_it_notices_a_change_that_commits_after_a_later_one(owner, team, shop):
+    # Two writers: B's timestamp is later, but A's write is the last to commit. The
+    # newest timestamp does not move; the rows must change anyway.
+    a = make_environment(owner=owner, team=team, version=shop, state=State.READY)
+    b = make_environment(owner=owner, team=team, version=shop, state=State.READY)
+    now = timezone.now()
+    Environment.objects.filter(pk=b.pk).update(updated_at=now)
+    client = client_for(owner)
+    url = reverse("environment_rows") + "?scope=mine"
+    assert "Tearing down" not in client.get(url).content.decode()
+    Environment.objects.filter(pk=a.pk).update(
+        state=State.TEARING_DOWN, updated_at=now - timedelta(milliseconds=5)
+    )
+    assert "Tearing down" in client.get(url).content.decode()
 
 
 def test_it_keeps_polling_rows_while_one_is_changing(owner, team, shop, env):
@@ -98,4 +126,9 @@ def test_it_serves_unchanged_rows_from_the_cache_and_notices_changes(owner, team
     transition(environment.pk, from_states=State.PROVISIONING, to_state=State.READY)
     response = client.get(url)
     assert "Ready" in response.content.decode()
+    assert 'hx-trigger="every 5s"' in response.content.decode()  # ready: polled slowly
+    transition(environment.pk, from_states=State.READY, to_state=State.TEARING_DOWN)
+    transition(environment.pk, from_states=State.TEARING_DOWN, to_state=State.DELETED)
+    response = client.get(url)
+    assert "Deleted" in response.content.decode()
     assert response.status_code == 286

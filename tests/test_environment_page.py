@@ -3,9 +3,12 @@ delete, clone, retry, kubeconfig."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from environments.lifecycle.states import State
 from environments.models import Environment
@@ -59,9 +62,29 @@ def test_it_returns_404_to_outsiders_on_every_environment_url(outsider, env, met
     assert Environment.objects.count() == 1
 
 
-def test_it_stops_polling_status_when_settled(owner, env):
-    response = client_for(owner).get(reverse("environment_status", args=[env.pk]))
+@pytest.mark.parametrize("state", [State.READY, State.FAILED])
+def test_it_keeps_polling_status_slowly_while_alive(owner, team, shop, state):
+    # Ready or failed is not the end: expiry, a teammate's delete or extension must show.
+    environment = make_environment(owner=owner, team=team, version=shop, state=state)
+    response = client_for(owner).get(reverse("environment_status", args=[environment.pk]))
+    assert response.status_code == 200
+    assert 'hx-trigger="every 5s"' in response.content.decode()
+
+
+@pytest.mark.parametrize("state", [State.DELETED, State.REJECTED])
+def test_it_stops_polling_status_when_final(owner, team, shop, state):
+    environment = make_environment(owner=owner, team=team, version=shop, state=state)
+    response = client_for(owner).get(reverse("environment_status", args=[environment.pk]))
     assert response.status_code == 286
+    assert "hx-trigger" not in response.content.decode()
+
+
+def test_it_shows_expired_when_the_time_is_up(owner, team, shop):
+    environment = make_environment(
+        owner=owner, team=team, version=shop, expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    response = client_for(owner).get(reverse("environment_status", args=[environment.pk]))
+    assert "Expired</time>" in response.content.decode()
 
 
 def test_it_polls_status_while_provisioning(owner, team, shop):
@@ -88,7 +111,7 @@ def test_it_polls_a_pending_request_slowly_until_it_is_decided(owner, team, shop
     )
     response = client_for(owner).get(reverse("environment_status", args=[environment.pk]))
     assert response.status_code == 200
-    assert 'hx-trigger="every 10s"' in response.content.decode()
+    assert 'hx-trigger="every 5s"' in response.content.decode()
     Environment.objects.filter(pk=environment.pk).update(state=State.REJECTED)
     response = client_for(owner).get(reverse("environment_status", args=[environment.pk]))
     assert response.status_code == 286

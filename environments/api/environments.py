@@ -25,6 +25,7 @@ from environments.api.schemas import (
     EventOut,
     ExtendIn,
     KubeconfigOut,
+    RenameIn,
     environment_out,
     event_out,
 )
@@ -130,6 +131,7 @@ def create_environment(request: HttpRequest, payload: EnvironmentIn) -> Status[d
         ttl_seconds=payload.ttl_seconds,
         team=team,
         reason=payload.reason,
+        display_name=payload.display_name,
         ip=audit.client_ip(request),
     )
     return Status(201, environment_out(_environment(token, str(environment.pk))))
@@ -158,6 +160,25 @@ def list_events(
 ) -> list[dict[str, Any]]:
     environment = _environment(_token(request), ref)
     return [event_out(e) for e in environment.events.all()]
+
+
+@router.patch(
+    "/{ref}",
+    response={200: EnvironmentOut, **ERRORS},
+    summary="Rename: set or clear the name people call it by",
+    operation_id="environments_api_rename_environment",
+)
+def rename_environment(
+    request: HttpRequest, payload: RenameIn, ref: str = Path(..., pattern=ENVIRONMENT_REF)
+) -> dict[str, Any]:
+    token = _require_write(request)
+    environment = services.rename_environment(
+        environment=_environment(token, ref),
+        user=token.user,
+        display_name=payload.display_name,
+        ip=audit.client_ip(request),
+    )
+    return environment_out(_environment(token, str(environment.pk)))
 
 
 @router.post(

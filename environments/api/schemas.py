@@ -18,7 +18,12 @@ from pydantic import field_validator
 from environments.catalog.choices import ApprovalPolicy, Purpose
 from environments.catalog.spec import ParameterSpec
 from environments.lifecycle import services
-from environments.models import BlueprintVersion, Environment, EnvironmentEvent
+from environments.models import (
+    DISPLAY_NAME_MAX_LENGTH,
+    BlueprintVersion,
+    Environment,
+    EnvironmentEvent,
+)
 
 MAX_SECONDS = 366 * 86400
 
@@ -57,6 +62,11 @@ class BlueprintOut(Schema):
 class EnvironmentOut(Schema):
     id: uuid.UUID
     name: str
+    display_name: str = Field(description="What people call it; empty when unnamed.")
+    list_parameter: str | None = Field(
+        description="The parameter the blueprint shows in lists (its `list_parameter`)."
+    )
+    list_value: str | None = Field(description="This environment's value of `list_parameter`.")
     namespace: str
     state: str
     blueprint: str
@@ -111,6 +121,11 @@ def _not_a_boolean(value: Any) -> Any:
 
 # PostgreSQL text cannot hold NUL: refuse it here as bad input rather than fail later.
 Text = Annotated[str, Field(max_length=2000, pattern=r"^[^\x00]*$")]
+# Unique per owner among live environments, and tidied, by the service (the same rules
+# as the portal and the CLI); here only what PostgreSQL text can hold.
+DisplayName = Annotated[
+    str, Field(max_length=DISPLAY_NAME_MAX_LENGTH, pattern=r"^[^\x00]*$", description="Optional.")
+]
 
 
 class EnvironmentIn(Schema):
@@ -119,6 +134,7 @@ class EnvironmentIn(Schema):
     ttl_seconds: int | None = Field(None, ge=services.MIN_TTL_SECONDS, le=MAX_SECONDS)
     team: str | None = Field(None, min_length=1, max_length=50, pattern=r"^[-a-zA-Z0-9_]+$")
     reason: Text = ""
+    display_name: DisplayName = ""
 
     _ttl_not_a_boolean = field_validator("ttl_seconds", mode="before")(_not_a_boolean)
 
@@ -129,6 +145,10 @@ class EnvironmentIn(Schema):
             if "\x00" in name or (isinstance(item, str) and "\x00" in item):
                 raise ValueError("parameter names and values cannot contain NUL characters")
         return value
+
+
+class RenameIn(Schema):
+    display_name: DisplayName = Field(..., description="The new name; empty removes it.")
 
 
 class ExtendIn(Schema):
@@ -173,9 +193,13 @@ def environment_out(environment: Environment) -> dict[str, Any]:
     """An ``EnvironmentOut``; expects owner, team and blueprint version loaded."""
     time_left = environment.time_left
     version = environment.blueprint_version
+    listed = environment.listed_parameter
     return {
         "id": environment.pk,
         "name": environment.name,
+        "display_name": environment.display_name,
+        "list_parameter": listed[0] if listed else None,
+        "list_value": listed[1] if listed else None,
         "namespace": environment.namespace,
         "state": environment.state,
         "blueprint": version.blueprint.name,

@@ -184,6 +184,8 @@ class BlueprintSpec(_Spec):
     quota: QuotaSpec = Field(default_factory=QuotaSpec)
     access: dict[str, str] = Field(default_factory=dict)
     kube_access: KubeAccess = KubeAccess.VIEW
+    # The parameter lists show beside the title (the customer, say), or None.
+    list_parameter: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The plain, JSON-ready dict stored in the database and hashed."""
@@ -803,6 +805,7 @@ class _RawBlueprint(_Raw):
         "quota",
         "access",
         "kube_access",
+        "list_parameter",
     )
     nested = {
         "ttl": _RawTTL,
@@ -824,6 +827,8 @@ class _RawBlueprint(_Raw):
     quota: _RawQuota = Field(default_factory=_RawQuota)
     access: Any = Field(default_factory=dict)
     kube_access: Any = KubeAccess.VIEW.value
+    # After parameters: its check reads the names they declared.
+    list_parameter: Any = None
 
     @field_validator("name")
     @classmethod
@@ -912,6 +917,15 @@ class _RawBlueprint(_Raw):
             raise _problem(f"{value!r} is not one of {', '.join(KUBE_ACCESS)}")
         return value
 
+    @field_validator("list_parameter")
+    @classmethod
+    def _list_parameter(cls, value: Any, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or value not in _context(info)["parameters"]:
+            raise _problem(f"{value!r} names no declared parameter")
+        return value
+
     def normalised(self) -> BlueprintSpec:
         return BlueprintSpec(
             name=self.name,
@@ -927,6 +941,7 @@ class _RawBlueprint(_Raw):
             quota=self.quota.normalised(),
             access=self.access,
             kube_access=self.kube_access,
+            list_parameter=self.list_parameter,
         )
 
 

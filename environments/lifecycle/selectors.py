@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import Count, Max, Q, QuerySet, Subquery
+from django.db.models import (
+    Count,
+    DecimalField,
+    F,
+    Func,
+    Max,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    TextField,
+)
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Extract
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
@@ -18,19 +31,35 @@ from environments.models import (
 # --- Environments ---------------------------------------------------------------------
 
 
-def _environment_rows():
+def _environment_rows(*, listed: bool = True):
     # Every column the tables show comes from these joins: a constant number of queries.
-    return Environment.objects.select_related("owner", "team", "blueprint_version__blueprint")
+    rows = Environment.objects.select_related("owner", "team", "blueprint_version__blueprint")
+    if not listed:
+        return rows
+    # The blueprint's list parameter and its value are read in SQL, so lists need neither
+    # the spec nor the parameters (Environment.listed_parameter).
+    list_parameter = KeyTextTransform("list_parameter", "blueprint_version__spec")
+    return rows.annotate(
+        list_parameter_name=list_parameter,
+        list_parameter_value=Func(
+            F("parameters"),
+            list_parameter,
+            template="(%(expressions)s)",
+            arg_joiner=" ->> ",
+            output_field=TextField(),
+        ),
+    )
 
 
-def environments_for(*, user, scope: str = "mine") -> QuerySet[Environment]:
+def environments_for(*, user, scope: str = "mine", listed: bool = True) -> QuerySet[Environment]:
     """The dashboard's rows: the user's own ("mine") or their teams' ("team").
 
     Finished environments (deleted, rejected) are left out after a day so the
-    table stays about what is running.
+    table stays about what is running. ``listed=False`` leaves out the list parameter
+    (and its join), for ``rows_stamp``.
     """
     rows = (
-        _environment_rows()
+        _environment_rows(listed=listed)
         # The table needs none of these, and they are the big JSON columns.
         .defer(
             "manifests",
@@ -49,12 +78,24 @@ def environments_for(*, user, scope: str = "mine") -> QuerySet[Environment]:
     return rows.filter(owner=user)
 
 
+# Epoch seconds to the microsecond, summed exactly (PostgreSQL numeric, not a float).
+EXACT = DecimalField(max_digits=30, decimal_places=6)
+
+
 def rows_stamp(rows: QuerySet[Environment]) -> dict:
-    """What the dashboard rows depend on, in one aggregate query (the cache key)."""
+    """What the dashboard rows depend on, in one aggregate query (the cache key).
+
+    Every write a row shows moves that row's ``updated_at`` (or ``accrued_until``)
+    forward. The maximum alone misses a write that commits after a later one (two
+    workers, or a rename racing the watcher); the exact sum of every row's timestamp
+    grows with any of them, whatever the order.
+    """
     return rows.order_by().aggregate(
         count=Count("pk"),
         changed=Max("updated_at"),
+        changes=Sum(Extract("updated_at", "epoch"), output_field=EXACT),
         accrued=Max("accrued_until"),
+        accruals=Sum(Extract("accrued_until", "epoch"), output_field=EXACT),
     )
 
 

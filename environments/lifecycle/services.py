@@ -6,13 +6,14 @@ Services are keyword-only, transactional, check state first, and raise a
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from environments.access import roles
@@ -24,9 +25,10 @@ from environments.integrations import notifications
 from environments.lib.durations import format_duration
 from environments.lib.errors import ServiceError
 from environments.lifecycle.queue import enqueue_on_commit
-from environments.lifecycle.states import State
+from environments.lifecycle.states import FINAL_STATES, LIVE_STATES, State
 from environments.lifecycle.transitions import transition
 from environments.models import (
+    DISPLAY_NAME_MAX_LENGTH,
     BlueprintVersion,
     Environment,
     EnvironmentEvent,
@@ -71,6 +73,57 @@ def _snapshot(environment: Environment) -> dict:
     }
 
 
+class DisplayNameInvalid(ServiceError):
+    """A name that is too long, unreadable or already taken (forms show it on the field)."""
+
+
+def clean_display_name(display_name: str | None) -> str:
+    """The name as stored: trimmed, inner spaces collapsed; "" for none.
+
+    Raises ``ServiceError`` for a name that is too long or holds control characters.
+    """
+    cleaned = " ".join((display_name or "").split())
+    if len(cleaned) > DISPLAY_NAME_MAX_LENGTH:
+        raise DisplayNameInvalid(
+            f"A name has at most {DISPLAY_NAME_MAX_LENGTH} characters; "
+            f"'{cleaned[:20]}…' has {len(cleaned)}."
+        )
+    if any(not character.isprintable() for character in cleaned):
+        raise DisplayNameInvalid("A name cannot contain control characters.")
+    return cleaned
+
+
+def _name_taken(owner, display_name: str, *, by=None) -> str:
+    who = "You already have" if by is None or by.pk == owner.pk else f"{audit.who(owner)} has"
+    return f"{who} an environment named '{display_name}'."
+
+
+def _check_name_free(*, owner, display_name: str, by=None, exclude=None) -> None:
+    """Unique per owner among environments that are not final, ignoring case."""
+    if not display_name:
+        return
+    taken = Environment.objects.filter(
+        owner=owner, display_name__iexact=display_name, state__in=LIVE_STATES
+    )
+    if exclude is not None:
+        taken = taken.exclude(pk=exclude.pk)
+    if taken.exists():
+        raise DisplayNameInvalid(_name_taken(owner, display_name, by=by))
+
+
+@contextmanager
+def _name_race(*, owner, display_name: str, by=None):
+    """Two requests with one name at the same moment: the constraint refuses the second;
+    it gets the same sentence as the check above (a savepoint keeps the transaction)."""
+    try:
+        with transaction.atomic():
+            yield
+    except IntegrityError as exc:
+        if "environment_display_name_unique_per_owner" not in str(exc):
+            raise
+        raise DisplayNameInvalid(_name_taken(owner, display_name, by=by)) from None
+
+
 @transaction.atomic
 def request_environment(
     *,
@@ -80,6 +133,7 @@ def request_environment(
     ttl_seconds: int | None = None,
     team: Team | None = None,
     reason: str = "",
+    display_name: str = "",
     ip: str | None = None,
     action: str = "environment.request",
 ) -> Environment:
@@ -91,6 +145,8 @@ def request_environment(
     if version.deprecated:
         raise ServiceError(f"{version} is deprecated; request the current version instead.")
     team = team_for(user, team)
+    display_name = clean_display_name(display_name)
+    _check_name_free(owner=user, display_name=display_name)
     resolved = resolve_parameters(version.blueprint_spec, parameters or {})
     render_components(version.blueprint_spec, resolved)  # rendered images must be valid references
     seconds = _resolve_ttl(version, ttl_seconds)
@@ -103,18 +159,20 @@ def request_environment(
         raise ServiceError(outcome.message)
     needs_approval = outcome.needs_approval
 
-    environment = Environment.objects.create(
-        owner=user,
-        team=team,
-        blueprint_version=version,
-        parameters=resolved,
-        purpose=version.purpose,
-        reason=reason,
-        ttl=timedelta(seconds=seconds),
-        hourly_price=version.hourly_price,
-        cpu_millicores=version.cpu_millicores,
-        memory_bytes=version.memory_bytes,
-    )
+    with _name_race(owner=user, display_name=display_name):
+        environment = Environment.objects.create(
+            owner=user,
+            team=team,
+            blueprint_version=version,
+            parameters=resolved,
+            purpose=version.purpose,
+            reason=reason,
+            display_name=display_name,
+            ttl=timedelta(seconds=seconds),
+            hourly_price=version.hourly_price,
+            cpu_millicores=version.cpu_millicores,
+            memory_bytes=version.memory_bytes,
+        )
     EnvironmentEvent.objects.create(
         environment=environment,
         kind=EnvironmentEvent.Kind.STATE,
@@ -132,6 +190,7 @@ def request_environment(
             "parameters": resolved,
             "ttl_seconds": seconds,
             "reason": reason,
+            **({"display_name": display_name} if display_name else {}),
         },
         ip=ip,
     )
@@ -236,6 +295,52 @@ def reject_environment(
         ip=ip,
     )
     notifications.send_later(notifications.REJECTED, environment.pk)
+
+
+@transaction.atomic
+def rename_environment(
+    *, environment: Environment, user, display_name: str, ip: str | None = None
+) -> Environment:
+    """Give an environment a name people recognise ("acme demo"), or clear it ("").
+
+    The owner, their team and admins may; the name is unique among the owner's
+    environments that are not final. Audited with the name before and after.
+    """
+    if not can_change(user, environment):
+        raise PermissionDenied("You cannot change this environment.")
+    environment = (
+        Environment.objects.select_for_update().select_related("owner").get(pk=environment.pk)
+    )
+    if environment.state in FINAL_STATES:
+        raise ServiceError(
+            f"This environment is {environment.get_state_display().lower()}; it cannot be renamed."
+        )
+    display_name = clean_display_name(display_name)
+    before = environment.display_name
+    if display_name == before:
+        return environment
+    owner = environment.owner
+    _check_name_free(owner=owner, display_name=display_name, by=user, exclude=environment)
+    environment.display_name = display_name
+    environment.updated_at = timezone.now()  # the dashboards' rows show the name
+    with _name_race(owner=owner, display_name=display_name, by=user):
+        environment.save(update_fields=["display_name", "updated_at"])
+    EnvironmentEvent.objects.create(
+        environment=environment,
+        kind=EnvironmentEvent.Kind.INFO,
+        message=(f"Named '{display_name}'" if display_name else "Name removed")
+        + f" by {audit.who(user)}.",
+        actor=user,
+    )
+    audit.record(
+        actor=user,
+        action="environment.rename",
+        target=environment,
+        before={"display_name": before},
+        after={"display_name": display_name},
+        ip=ip,
+    )
+    return environment
 
 
 @transaction.atomic

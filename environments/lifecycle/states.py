@@ -62,12 +62,16 @@ LIVE_STATES = frozenset(
         State.TEARING_DOWN,
     }
 )
-# States in which nothing will change without a person or a schedule acting: pages stop
-# polling. A pending request is not settled for its requester, who waits to see the
-# approver's decision; it is polled, but slowly (see Environment.poll_seconds).
-SETTLED_STATES = frozenset({State.READY, State.FAILED, State.DELETED, State.REJECTED})
-# Nothing can happen any more: the end of the line.
+# Nothing can happen any more: the end of the line. Pages showing an environment poll
+# until it is final (286 then), because a person or a schedule (expiry, a teammate's
+# delete or extension, a namespace that vanished) can change any other state.
 FINAL_STATES = frozenset({State.DELETED, State.REJECTED})
+# Something is moving on its own (a job, the watcher): pages poll fast and show a
+# spinner. The other live states (pending approval, ready, failed) wait for a person or
+# a schedule: pages poll slowly (see Environment.poll_seconds).
+POLLED_FAST_STATES = frozenset(
+    {State.REQUESTED, State.APPROVED, State.PROVISIONING, State.TEARING_DOWN}
+)
 # States that hold, or are about to hold, cluster resources and budget (quotas count
 # these; a failed environment is not billed and not counted).
 COUNTED_STATES = frozenset(

@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 
 from environments.catalog.spec import ParameterSpec, coerce_parameter, format_duration
-from environments.models import BlueprintVersion, Team
+from environments.models import DISPLAY_NAME_MAX_LENGTH, BlueprintVersion, Team
 
 PARAM_PREFIX = "param_"
 
@@ -59,6 +59,12 @@ def _parameter_field(param: ParameterSpec) -> forms.Field:
 class RequestForm(forms.Form):
     """A request for one environment: parameters from the blueprint, TTL, team, reason."""
 
+    display_name = forms.CharField(
+        label="Name",
+        required=False,
+        max_length=DISPLAY_NAME_MAX_LENGTH,
+        help_text="Optional: what you and your team will call it, such as acme demo.",
+    )
     ttl_seconds = forms.TypedChoiceField(label="Time to live", coerce=int)
     team = forms.ModelChoiceField(queryset=Team.objects.none(), label="Team", empty_label=None)
     reason = forms.CharField(
@@ -161,6 +167,15 @@ class RequestForm(forms.Form):
                 self.add_error(field, message)
             else:
                 self.add_error(None, f"{name}: {message}")
+
+
+class RenameForm(forms.Form):
+    display_name = forms.CharField(
+        label="Name",
+        required=False,
+        max_length=DISPLAY_NAME_MAX_LENGTH,
+        help_text="Leave empty to remove the name.",
+    )
 
 
 class ExtendForm(forms.Form):

@@ -31,6 +31,9 @@ urlpatterns = [
         environments.environment_kubeconfig,
         name="environment_kubeconfig",
     ),
+    path(
+        "environments/<uuid:pk>/rename/", environments.rename_environment, name="environment_rename"
+    ),
     path("environments/<uuid:pk>/retry/", environments.retry_environment, name="environment_retry"),
     path("approvals/", approvals.approvals, name="approvals"),
     path("approvals/<uuid:pk>/approve/", approvals.approve, name="approve"),

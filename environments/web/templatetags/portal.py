@@ -14,6 +14,9 @@ from environments.lifecycle.states import State
 
 register = template.Library()
 
+# What a countdown says at zero (static/portal.js says the same).
+EXPIRED = "Expired"
+
 # Colour class for each state's badge; the text always names the state too.
 BADGE_TONES: dict[str, str] = {
     State.READY: "ok",
@@ -80,9 +83,9 @@ def get_item(mapping, key):
 @register.simple_tag
 def state_badge(environment) -> str:
     spinner = (
-        ""
-        if environment.is_settled
-        else mark_safe('<span class="spinner" aria-hidden="true"></span>')
+        mark_safe('<span class="spinner" aria-hidden="true"></span>')
+        if environment.is_moving
+        else ""
     )
     return format_html(
         '<span class="badge {}">{}{}</span>',
@@ -103,5 +106,22 @@ def countdown(environment) -> str:
         expires,
         expires,
         environment.expires_at.strftime("%Y-%m-%d %H:%M %Z"),
-        durations.format_duration(left.total_seconds()),
+        # The same word static/portal.js switches to when the countdown reaches zero.
+        durations.format_duration(left.total_seconds()) if left else EXPIRED,
+    )
+
+
+@register.simple_tag
+def environment_name(environment, title: str | None = None) -> str:
+    """A list's name cell: the name people gave it (else the blueprint's title), the
+    blueprint's list parameter ("customer: acme"), then the title and the namespace."""
+    title = title or environment.blueprint_version.blueprint.title
+    listed = environment.listed_parameter
+    return format_html(
+        '<a href="{}">{}</a>{}<br><span class="muted">{}{}</span>',
+        environment.get_absolute_url(),
+        environment.display_name or title,
+        format_html(' <span class="listed-parameter">{}: {}</span>', *listed) if listed else "",
+        format_html("{} · ", title) if environment.display_name else "",
+        environment.namespace,
     )

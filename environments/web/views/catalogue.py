@@ -97,11 +97,14 @@ def request_environment(request, name: str):
                 ttl_seconds=form.cleaned_data["ttl_seconds"],
                 team=form.cleaned_data["team"],
                 reason=form.cleaned_data["reason"],
+                display_name=form.cleaned_data["display_name"],
                 ip=audit.client_ip(request),
                 action="environment.clone" if source else "environment.request",
             )
         except ParametersInvalid as exc:
             form.add_parameter_errors(exc.errors)
+        except services.DisplayNameInvalid as exc:
+            form.add_error("display_name", str(exc))
         except (ServiceError, PermissionDenied) as exc:
             form.add_error(None, str(exc))
         else:

@@ -2,7 +2,8 @@
 
 Views are thin: permission, form, service, render (docs/contributing.md). Every
 partial that htmx polls is also included by its full page (one URL, one partial), and
-answers 286 (stop polling) once nothing will change without a person acting.
+answers 286 (stop polling) only once its environments are final (deleted, rejected):
+a teammate or the expiry schedule can change any other state.
 """
 
 from __future__ import annotations
@@ -30,22 +31,25 @@ from environments.lib.errors import ServiceError
 from environments.lifecycle import selectors, services
 from environments.lifecycle.states import DELETABLE_STATES, EXTENDABLE_STATES, State
 from environments.models import Environment, Team
-from environments.web.forms import ExtendForm
+from environments.web.forms import ExtendForm, RenameForm
 from environments.web.navigation import back
 
 # --- Dashboards ---------------------------------------------------------------------------
 
 
 # Rendered rows are cached per user and scope for up to a minute, keyed by what they
-# show: a state change, an extension, new URLs or a new cost accrual changes the key,
-# so only the server-rendered "time left" text can be up to a minute old (the browser
-# counts it down each second anyway). Polling clients then cost an aggregate query.
+# show: a state change, an extension, a rename, new URLs or a new cost accrual changes
+# the key (selectors.rows_stamp), so only the server-rendered "time left" text can be
+# up to a minute old (the browser counts it down each second, to "Expired"). Polling
+# clients then cost an aggregate query. Rows poll until every one is final.
 ROWS_CACHE_SECONDS = 60
 
 
 def _rows_context(request, scope: str) -> tuple[dict, bool]:
     rows = selectors.environments_for(user=request.user, scope=scope)
-    stamp = selectors.rows_stamp(rows)
+    stamp = selectors.rows_stamp(
+        selectors.environments_for(user=request.user, scope=scope, listed=False)
+    )
     fingerprint = ":".join(str(v) for v in stamp.values())
     # No clock in the key: the entry's own timeout bounds how stale "time left" gets, and a
     # key that changed on a minute boundary made two requests a millisecond apart miss.
@@ -136,6 +140,8 @@ def _detail_context(request, environment: Environment) -> dict:
         "can_extend": extend_left > 0 and environment.state in EXTENDABLE_STATES,
         "can_delete": environment.state in DELETABLE_STATES,
         "can_retry": environment.state == State.FAILED,
+        "can_rename": environment.is_live,
+        "rename_form": RenameForm(initial={"display_name": environment.display_name}),
         "is_htmx": bool(request.htmx),
     }
 
@@ -198,6 +204,30 @@ def delete_environment(request, pk):
     else:
         messages.success(request, f"{environment.namespace} is being deleted.")
     return redirect("environment_detail", pk=environment.pk)
+
+
+@login_required
+def rename_environment(request, pk):
+    """GET: the name form on its own (no JavaScript needed); POST: rename."""
+    environment = selectors.environment_for(user=request.user, pk=pk)
+    form = RenameForm(request.POST or None, initial={"display_name": environment.display_name})
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.rename_environment(
+                environment=environment,
+                user=request.user,
+                display_name=form.cleaned_data["display_name"],
+                ip=audit.client_ip(request),
+            )
+        except ServiceError as exc:
+            form.add_error("display_name", str(exc))
+        else:
+            messages.success(request, "Renamed.")
+            return redirect("environment_detail", pk=environment.pk)
+    status = 400 if request.method == "POST" else 200
+    return render(
+        request, "environments/rename.html", {"env": environment, "form": form}, status=status
+    )
 
 
 @login_required
