@@ -266,6 +266,15 @@ def stop_worker(process) -> None:
         process.wait(timeout=10)
 
 
+def hold(seconds: float) -> None:
+    """Let ``seconds`` pass on purpose: a scenario's duration (an outage that lasts 20 s,
+    the interval that defines "settled"), never a wait for something to happen; for
+    that, use ``wait_for``."""
+    import threading
+
+    threading.Event().wait(seconds)
+
+
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2):
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
     import time

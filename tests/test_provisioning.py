@@ -31,7 +31,7 @@ from environments.lifecycle.states import State
 from environments.lifecycle.upkeep import reap_expired, reconcile
 from environments.lifecycle.watcher import Watcher, reconcile_once
 from environments.models import Environment
-from tests.conftest import ROOT, start_watcher, start_worker, stop_worker, wait_for
+from tests.conftest import ROOT, hold, start_watcher, start_worker, stop_worker, wait_for
 
 pytestmark = [
     pytest.mark.cluster,
@@ -126,7 +126,7 @@ def settled_versions(namespace: str, timeout: float = 60.0) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     previous = cluster.resource_versions(namespace)
     while True:
-        time.sleep(1)  # the interval that defines "settled", not a wait for something
+        hold(1)  # the interval that defines "settled"
         current = cluster.resource_versions(namespace)
         if current == previous:
             return current

@@ -19,7 +19,7 @@ from environments.lifecycle import services
 from environments.lifecycle.states import State
 from environments.lifecycle.watcher import acted_key
 from environments.models import Environment
-from tests.conftest import start_watcher, start_worker, stop_worker, wait_for
+from tests.conftest import hold, start_watcher, start_worker, stop_worker, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
@@ -152,7 +152,7 @@ def test_the_watcher_re_lists_after_the_api_server_stops_for_20_seconds(
     try:
         launcher._stop_components(["kube-apiserver"], timeout=5)
         assert not launcher.apiserver_ready()
-        time.sleep(20)  # the outage itself: a duration, not a wait for a condition
+        hold(20)  # the outage itself
     finally:
         restart_cluster(launcher)
     wait_for(
@@ -184,7 +184,6 @@ def test_fifty_deleted_one_by_one_are_gone_within_15_s_while_the_worker_keeps_pr
         assert services.delete_environment(environment=environment, user=owner)
         if index % 10 == 0:
             newcomers += burst(owner, version, 1)
-        time.sleep(0.05)  # a user clicking through the list, one by one
     last_delete = time.monotonic()
     connection.close()
     wait_for(lambda: all_in(ids, State.DELETED), 60)
