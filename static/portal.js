@@ -30,7 +30,9 @@
       document.cookie = `tz=${zone}; path=/; max-age=31536000; samesite=lax`;
     }
     // The profile page offers "the browser's zone": say which one it is.
-    document.querySelectorAll("[data-browser-zone]").forEach((el) => { el.textContent = zone; });
+    document.querySelectorAll("[data-browser-zone]").forEach((el) => {
+      el.textContent = el.dataset.browserZone.replace("{}", zone);
+    });
   } catch (e) { /* no Intl: times stay in UTC */ }
 
   document.addEventListener("DOMContentLoaded", () => {

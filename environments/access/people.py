@@ -133,7 +133,9 @@ def pending_invitation(token: str) -> Invitation | None:
     """The invitation ``token`` opens, whatever its state (the page says which), or None."""
     if not token or len(token) > 200:
         return None
-    return Invitation.objects.select_related("team").filter(token_hash=hash_link_token(token)).first()
+    return (
+        Invitation.objects.select_related("team").filter(token_hash=hash_link_token(token)).first()
+    )
 
 
 def refusal(invitation: Invitation) -> str | None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, timedelta
 
 from django import template
 from django.utils import timezone
@@ -100,7 +99,7 @@ def state_badge(environment) -> str:
 
 def _local_and_utc(value) -> str:
     local = timezone.localtime(value)
-    utc = value.astimezone(dt_timezone.utc)
+    utc = value.astimezone(UTC)
     if local.utcoffset() == timedelta(0):
         return utc.strftime("%Y-%m-%d %H:%M UTC")
     return f"{date_format(local, 'Y-m-d H:i T')} ({utc:%Y-%m-%d %H:%M} UTC)"
@@ -128,7 +127,7 @@ def local_time(value, fmt: str = "Y-m-d H:i T") -> str:
     """A time in the viewer's zone (web.timezones), with UTC in the title for hovering."""
     if value is None:
         return ""
-    utc = value.astimezone(dt_timezone.utc)
+    utc = value.astimezone(UTC)
     return format_html(
         '<time datetime="{}" title="{} UTC">{}</time>',
         utc.isoformat(),
