@@ -22,6 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 LINK = re.compile(r"http://[^\s]+/invitations/([A-Za-z0-9_-]+)/")
 PASSWORD = "a-long-new-password-42"
+ACCEPT = "/invitations/accept/"
 
 
 def link_in(mailbox, address: str) -> str:
@@ -65,15 +66,22 @@ def test_it_invites_by_email_and_the_link_works_once(
     assert entry.after["team"] == "sales"
 
     newcomer = Client()
-    page = newcomer.get(path)
+    # The link moves on to a URL without the token (no later log line or Referer has it).
+    response = newcomer.get(path)
+    assert response.status_code == 302 and response["Location"] == ACCEPT
+    page = newcomer.get(ACCEPT)
     assert page.status_code == 200
     assert "new.person@example.com" in page.content.decode()
+    assert token not in page.content.decode()
     assert page["Cache-Control"] == "no-store"
     # Mismatched passwords: a one-line error, and the link still works.
-    response = newcomer.post(path, {"password1": PASSWORD, "password2": PASSWORD + "x"})
+    response = newcomer.post(ACCEPT, {"password1": PASSWORD, "password2": PASSWORD + "x"})
     assert response.status_code == 400
     assert "The two passwords differ" in response.content.decode()
-    response = newcomer.post(path, {"password1": PASSWORD, "password2": PASSWORD})
+    response = newcomer.post(ACCEPT, {"password1": "short", "password2": "short"})
+    assert response.status_code == 400
+    assert "This password is too short." in response.content.decode()
+    response = newcomer.post(ACCEPT, {"password1": PASSWORD, "password2": PASSWORD})
     assert response.status_code == 302 and response["Location"] == "/"
 
     user = get_user_model().objects.get(email="new.person@example.com")
@@ -91,10 +99,12 @@ def test_it_invites_by_email_and_the_link_works_once(
 
     # The link cannot be used twice.
     again = Client()
-    response = again.get(path)
+    response = again.get(path, follow=True)
     assert response.status_code == 410
     assert "already been used" in response.content.decode()
-    response = again.post(path, {"password1": "another-pass-99x", "password2": "another-pass-99x"})
+    response = again.post(
+        ACCEPT, {"password1": "another-pass-99x", "password2": "another-pass-99x"}
+    )
     assert response.status_code == 410
     user.refresh_from_db()
     assert user.check_password(PASSWORD)
@@ -109,7 +119,7 @@ def test_it_refuses_expired_withdrawn_replaced_and_unknown_links(portal_admin, t
     token = "t" * 43
     Invitation.objects.filter(pk=first.pk).update(token_hash=people.hash_link_token(token))
     Invitation.objects.filter(pk=first.pk).update(expires_at=timezone.now() - timedelta(1))
-    response = Client().get(f"/invitations/{token}/")
+    response = Client().get(f"/invitations/{token}/", follow=True)
     assert response.status_code == 410
     assert "expired" in response.content.decode()
 
@@ -117,14 +127,15 @@ def test_it_refuses_expired_withdrawn_replaced_and_unknown_links(portal_admin, t
     token2 = "u" * 43
     Invitation.objects.filter(pk=second.pk).update(token_hash=people.hash_link_token(token2))
     people.invite(actor=portal_admin, email="late@example.com", team=team)  # replaces it
-    response = Client().post(
-        f"/invitations/{token2}/", {"password1": PASSWORD, "password2": PASSWORD}
-    )
+    holder = Client()
+    holder.get(f"/invitations/{token2}/")
+    response = holder.post(ACCEPT, {"password1": PASSWORD, "password2": PASSWORD})
     assert response.status_code == 410
     assert "replaced by a newer one" in response.content.decode()
     assert not get_user_model().objects.filter(email="late@example.com").exists()
 
     assert Client().get("/invitations/nonsense/").status_code == 404
+    assert Client().get(ACCEPT).status_code == 404  # no link followed in this session
     latest = Invitation.objects.filter(revoked_at__isnull=True).get()
     assert people.revoke_invitation(actor=portal_admin, invitation=latest) is True
     assert people.revoke_invitation(actor=portal_admin, invitation=latest) is False

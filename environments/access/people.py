@@ -133,9 +133,11 @@ def pending_invitation(token: str) -> Invitation | None:
     """The invitation ``token`` opens, whatever its state (the page says which), or None."""
     if not token or len(token) > 200:
         return None
-    return (
-        Invitation.objects.select_related("team").filter(token_hash=hash_link_token(token)).first()
-    )
+    return invitation_by_hash(hash_link_token(token))
+
+
+def invitation_by_hash(token_hash: str) -> Invitation | None:
+    return Invitation.objects.select_related("team").filter(token_hash=token_hash).first()
 
 
 def refusal(invitation: Invitation) -> str | None:
@@ -150,14 +152,19 @@ def refusal(invitation: Invitation) -> str | None:
     return None
 
 
-@transaction.atomic
 def accept(*, token: str, password: str, ip: str | None = None):
     """Open the account the invitation is for: set its password, join the team (and
     take the approver role if the invitation gives it). Returns the new user."""
+    return accept_by_hash(token_hash=hash_link_token(token or ""), password=password, ip=ip)
+
+
+@transaction.atomic
+def accept_by_hash(*, token_hash: str, password: str, ip: str | None = None):
+    """``accept`` for the page, which keeps only the link's hash in the session."""
     invitation = (
         Invitation.objects.select_for_update()
         .select_related("team")
-        .filter(token_hash=hash_link_token(token or ""))
+        .filter(token_hash=token_hash)
         .first()
     )
     if invitation is None:

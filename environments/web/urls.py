@@ -63,7 +63,8 @@ urlpatterns = [
     ),
     path("admin-portal/people/<int:pk>/approver/", people.person_approver, name="person_approver"),
     path("admin-portal/people/<int:pk>/active/", people.person_active, name="person_active"),
-    path("invitations/<str:token>/", people.invitation_accept, name="invitation_accept"),
+    path("invitations/accept/", people.invitation_accept, name="invitation_accept"),
+    path("invitations/<str:token>/", people.invitation_link, name="invitation_link"),
     path("profile/", people.profile, name="profile"),
     path(
         "admin-portal/blueprints/",

@@ -238,27 +238,44 @@ class AcceptForm(forms.Form):
         return cleaned
 
 
-@require_http_methods(["GET", "POST"])
-def invitation_accept(request, token: str):
+SESSION_KEY = "invitation_hash"
+NOT_VALID = "This invitation link is not valid; check that you copied all of it."
+
+
+@require_http_methods(["GET"])
+def invitation_link(request, token: str):
+    """The link in the email. Like Django's password reset, it keeps the token out of
+    the next URL: the session keeps the link's hash and the browser moves on to a URL
+    without it, so no log line, Referer or history entry after this one holds it."""
     invitation = people.pending_invitation(token)
     if invitation is None:
-        return render(
-            request,
-            "environments/invitation.html",
-            {"refusal": "This invitation link is not valid; check that you copied all of it."},
-            status=404,
-        )
+        return render(request, "environments/invitation.html", {"refusal": NOT_VALID}, status=404)
+    request.session[SESSION_KEY] = invitation.token_hash
+    response = redirect("invitation_accept")
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_http_methods(["GET", "POST"])
+def invitation_accept(request):
+    token_hash = request.session.get(SESSION_KEY, "")
+    invitation = people.invitation_by_hash(token_hash) if token_hash else None
+    if invitation is None:
+        return render(request, "environments/invitation.html", {"refusal": NOT_VALID}, status=404)
     refusal = people.refusal(invitation)
     form = AcceptForm(request.POST or None)
     if refusal is None and request.method == "POST" and form.is_valid():
         try:
-            user = people.accept(
-                token=token, password=form.cleaned_data["password1"], ip=audit.client_ip(request)
+            user = people.accept_by_hash(
+                token_hash=token_hash,
+                password=form.cleaned_data["password1"],
+                ip=audit.client_ip(request),
             )
         except ServiceError as exc:
             form.add_error("password1", str(exc))
         else:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            request.session.pop(SESSION_KEY, None)
             messages.success(
                 request,
                 f"Welcome to Ephemera. You are in team {invitation.team.name}; "
@@ -271,9 +288,7 @@ def invitation_accept(request, token: str):
         {"invitation": invitation, "refusal": refusal, "form": form},
         status=410 if refusal else (400 if form.errors else 200),
     )
-    # The URL holds the secret: keep it out of caches and other sites' Referer.
     response["Cache-Control"] = "no-store"
-    response["Referrer-Policy"] = "no-referrer"
     return response
 
 
