@@ -30,7 +30,7 @@ def test_it_invites_a_person_who_joins_their_team_and_requests_an_environment(
     admin.get_by_role("link", name="People").click()
     expect(admin.get_by_role("heading", name="People", exact=True)).to_be_visible()
     admin.get_by_label("Email").fill(EMAIL)
-    admin.get_by_label("Team").select_option(label="Sales")
+    admin.get_by_label("Team", exact=True).select_option(label="Sales")
     admin.get_by_role("button", name="Send invitation").click()
     expect(admin.locator("#messages")).to_contain_text(f"Invitation sent to {EMAIL}")
     expect(admin.locator("#invitations")).to_contain_text(EMAIL)
