@@ -16,9 +16,25 @@ from environments.access import people
 COOKIE = "tz"
 
 
+# The profile's choice, kept in the session so a polled partial costs no query.
+SESSION_KEY = "profile_time_zone"
+
+
+def remember(request, name: str) -> None:
+    """Keep the profile's zone (``""``: the browser's) for this session's next pages."""
+    request.session[SESSION_KEY] = name
+
+
 def viewer_zone(request) -> zoneinfo.ZoneInfo | None:
     """The zone to show times in for this request; None: the server's default (UTC)."""
-    name = people.time_zone_of(getattr(request, "user", None))
+    name = ""
+    user = getattr(request, "user", None)
+    session = getattr(request, "session", None)
+    if session is not None and getattr(user, "is_authenticated", False):
+        name = session.get(SESSION_KEY)
+        if name is None:
+            name = people.time_zone_of(user)
+            remember(request, name)
     if not name:
         name = request.COOKIES.get(COOKIE, "")[:64]
     if not people.valid_time_zone(name):

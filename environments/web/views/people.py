@@ -302,7 +302,7 @@ def profile(request):
     error = ""
     if request.method == "POST":
         try:
-            people.set_time_zone(
+            saved = people.set_time_zone(
                 user=request.user,
                 time_zone=request.POST.get("time_zone", ""),
                 ip=audit.client_ip(request),
@@ -310,6 +310,7 @@ def profile(request):
         except ServiceError as exc:
             error = str(exc)
         else:
+            timezones.remember(request, saved.time_zone)
             messages.success(request, "Profile saved.")
             return redirect("profile")
     return render(
