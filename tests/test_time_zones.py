@@ -82,3 +82,13 @@ def test_it_keeps_the_profile_for_people_signed_in(owner):
     response = Client().post("/profile/", {"time_zone": "Asia/Tokyo"})
     assert response.status_code == 302
     assert not Profile.objects.exists()
+
+
+def test_it_renders_cached_dashboard_rows_in_each_viewer_zone(owner, env):
+    client = client_for(owner)
+    client.cookies["tz"] = "Asia/Tokyo"
+    html = client.get("/environments/").content.decode()
+    assert re.search(r'title="Expires [0-9-]+ [0-9:]+ JST \([0-9-]+ [0-9:]+ UTC\)"', html)
+    client.cookies["tz"] = "America/New_York"  # the cached rows must not answer
+    html = client.get("/environments/").content.decode()
+    assert "JST" not in html and re.search(r"E[SD]T \(", html)
