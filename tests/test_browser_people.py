@@ -9,7 +9,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from environments.models import Environment, Membership
+from environments.models import AuditEvent, Environment, Membership
 from tests.browser import sign_in
 from tests.conftest import wait_for
 
@@ -80,3 +80,55 @@ def test_it_shows_times_in_the_browser_zone_with_utc_on_hover(
     page.goto(f"{live_server.url}/profile/")
     expect(page.get_by_label("Time zone")).to_contain_text("Your browser’s zone (Asia/Tokyo)")
     page.screenshot(path=output_dir / "profile.png", full_page=True)
+
+
+def test_it_manages_a_person_from_their_page(
+    live_server, new_page, portal_admin, teammate, team, other_team, output_dir
+):
+    page = new_page()
+    sign_in(page, live_server, portal_admin.email)
+    page.goto(f"{live_server.url}/admin-portal/people/")
+    page.get_by_role("link", name=teammate.email).click()
+    expect(page.get_by_role("heading", name=teammate.email)).to_be_visible()
+
+    page.get_by_label("Add to team").select_option(label="Research")
+    page.get_by_role("button", name="Add", exact=True).click()
+    expect(page.locator("#messages")).to_contain_text("is now in team Research")
+    expect(page.locator("#teams")).to_contain_text("Research")
+
+    page.get_by_role("button", name="Make approver").click()
+    expect(page.locator("#messages")).to_contain_text("may now approve requests")
+
+    page.once("dialog", lambda dialog: dialog.accept())  # "Remove … from team Sales?"
+    page.get_by_role("button", name="Remove from team Sales").click()
+    expect(page.locator("#messages")).to_contain_text("no longer in team Sales")
+
+    page.once("dialog", lambda dialog: dialog.accept())  # "Deactivate …?"
+    page.get_by_role("button", name="Deactivate").click()
+    expect(page.locator("#messages")).to_contain_text("is deactivated")
+    expect(page.get_by_role("button", name="Reactivate")).to_be_visible()
+    page.screenshot(path=output_dir / "person.png", full_page=True)
+
+    teammate.refresh_from_db()
+    assert not teammate.is_active
+    assert list(teammate.teams.values_list("slug", flat=True)) == ["research"]
+    actions = set(
+        AuditEvent.objects.filter(object_id=str(teammate.pk)).values_list("action", flat=True)
+    )
+    assert {
+        "person.add_to_team",
+        "person.grant_approver",
+        "person.remove_from_team",
+        "person.deactivate",
+    } <= actions
+
+    # They cannot sign in any more.
+    person = new_page()
+    person.goto(f"{live_server.url}/accounts/login/")
+    person.fill("input[name=login]", teammate.email)
+    person.fill("input[name=password]", "pw-for-tests-1")
+    person.locator("form button[type=submit]").last.click()
+    person.wait_for_load_state()
+    assert "/accounts/login/" in person.url or "/accounts/inactive/" in person.url
+    person.goto(f"{live_server.url}/environments/")
+    expect(person).to_have_url(re.compile(r"/accounts/login/"))
