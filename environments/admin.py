@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 
+from allauth.account.models import EmailAddress
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm
 from django.contrib.auth.models import Group
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
@@ -33,7 +35,9 @@ from environments.models import (
     Environment,
     EnvironmentEvent,
     HookDelivery,
+    Invitation,
     Membership,
+    Profile,
     Quota,
     RepositoryHook,
     Team,
@@ -384,6 +388,22 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return False
 
 
+@admin.register(Invitation)
+class InvitationAdmin(ReadOnlyAdmin):
+    """Invitations are sent and withdrawn on the portal's People page (audited there)."""
+
+    list_display = ["email", "team", "approver", "invited_by", "created_at", "expires_at", "status"]
+    search_fields = ["email"]
+    exclude = ["token_hash"]
+
+
+@admin.register(Profile)
+class ProfileAdmin(ReadOnlyAdmin):
+    """People set their own profile (the portal's Profile page, audited there)."""
+
+    list_display = ["user", "time_zone", "updated_at"]
+
+
 @admin.register(HookDelivery)
 class HookDeliveryAdmin(ReadOnlyAdmin):
     list_display = ["delivery_id", "received_at", "outcome"]
@@ -407,9 +427,51 @@ for _model in (User, Group):
         admin.site.unregister(_model)
 
 
+class AddPersonForm(AdminUserCreationForm):
+    """The admin's "Add user" asks for the email people sign in with, not a username
+    (the username is the email). Inviting on the portal's People page is the usual way."""
+
+    email = forms.EmailField(label="Email", help_text="What they sign in with.")
+
+    class Meta(AdminUserCreationForm.Meta):
+        model = User
+        fields = ("email",)
+
+    def clean_email(self) -> str:
+        email = self.cleaned_data["email"].strip().lower()
+        if User.objects.filter(email__iexact=email).exists():
+            raise forms.ValidationError(f"{email} already has an account.")
+        return email
+
+    def save(self, commit: bool = True):
+        user = super().save(commit=False)
+        user.username = user.email = self.cleaned_data["email"]
+        if commit:
+            user.save()
+        return user
+
+
 @admin.register(User)
 class AuditedUserAdmin(AuditedAdmin, BaseUserAdmin):
-    pass
+    add_form = AddPersonForm
+    add_fieldsets = (
+        (
+            None,
+            {
+                "classes": ("wide",),
+                "description": "Usually easier: invite them from the portal's People page.",
+                "fields": ("email", "usable_password", "password1", "password2"),
+            },
+        ),
+    )
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change and obj.email:
+            # allauth signs in by a verified address; the admin vouches for this one.
+            EmailAddress.objects.get_or_create(
+                user=obj, email=obj.email, defaults={"primary": True, "verified": True}
+            )
 
 
 @admin.register(Group)

@@ -639,3 +639,58 @@ class HookDelivery(models.Model):
 
     def __str__(self) -> str:
         return self.delivery_id
+
+
+class Invitation(models.Model):
+    """An admin's invitation to one email address, for one team.
+
+    The link's token is shown once, in the email; only its SHA-256 hash is stored, so
+    the database holds nothing that opens an account. A link works once (``accepted_at``
+    is set with a guarded UPDATE), until ``expires_at``, and not after it was revoked or
+    replaced by a newer invitation to the same address.
+    """
+
+    email = models.EmailField()
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="invitations")
+    approver = models.BooleanField(default=False, help_text="Give the approver role on joining.")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(Lower("email"), name="invitation_email_lower")]
+
+    def __str__(self) -> str:
+        return f"Invitation for {self.email} to {self.team}"
+
+    @property
+    def status(self) -> str:
+        if self.accepted_at is not None:
+            return "accepted"
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at <= timezone.now():
+            return "expired"
+        return "pending"
+
+
+class Profile(models.Model):
+    """A person's preferences. ``time_zone`` blank: the browser's zone (portal.js)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile"
+    )
+    time_zone = models.CharField(max_length=64, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Profile of {self.user}"

@@ -22,6 +22,19 @@
     });
   }
 
+  // The browser's time zone, for pages that show times (the profile can choose another;
+  // environments/web/timezones.py). Set once; later pages render in it.
+  try {
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;  // "Europe/Amsterdam"
+    if (zone && !document.cookie.split("; ").includes(`tz=${zone}`)) {
+      document.cookie = `tz=${zone}; path=/; max-age=31536000; samesite=lax`;
+    }
+    // The profile page offers "the browser's zone": say which one it is.
+    document.querySelectorAll("[data-browser-zone]").forEach((el) => {
+      el.textContent = el.dataset.browserZone.replace("{}", zone);
+    });
+  } catch (e) { /* no Intl: times stay in UTC */ }
+
   document.addEventListener("DOMContentLoaded", () => {
     tick();
     setInterval(tick, 1000);

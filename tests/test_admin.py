@@ -172,3 +172,31 @@ def test_it_saves_quotas_through_the_quota_service_with_the_same_audit_entry(
     assert changed.before == added.after
     assert changed.after == {**added.after, "max_environments": 5, "monthly_budget": None}
     assert Quota.objects.filter(team=team).count() == 1
+
+
+def test_it_adds_a_user_by_the_email_they_sign_in_with(client, django_user_model):
+    from django.test import Client
+
+    superuser_client(client, django_user_model)
+    page = client.get("/admin/auth/user/add/").content.decode()
+    assert 'name="email"' in page and 'name="username"' not in page
+    response = client.post(
+        "/admin/auth/user/add/",
+        {
+            "email": "Fresh@Example.com",
+            "usable_password": "true",
+            "password1": "a-long-new-password-42",
+            "password2": "a-long-new-password-42",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    user = django_user_model.objects.get(email="fresh@example.com")
+    assert user.username == "fresh@example.com"
+    assert AuditEvent.objects.filter(action="user.add", object_id=str(user.pk)).exists()
+    # They can sign in at once, by email, with no second form.
+    newcomer = Client()
+    response = newcomer.post(
+        "/accounts/login/", {"login": "fresh@example.com", "password": "a-long-new-password-42"}
+    )
+    assert response.status_code == 302
+    assert "_auth_user_id" in newcomer.session

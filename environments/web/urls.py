@@ -1,6 +1,6 @@
 from django.urls import path
 
-from environments.web.views import approvals, catalogue, environments, governance
+from environments.web.views import approvals, catalogue, environments, governance, people
 
 urlpatterns = [
     path("", catalogue.catalogue, name="catalogue"),
@@ -47,6 +47,25 @@ urlpatterns = [
         governance.quota_edit,
         name="governance_quota_edit",
     ),
+    path("admin-portal/people/", people.people_list, name="people"),
+    path("admin-portal/people/invite/", people.people_invite, name="people_invite"),
+    path(
+        "admin-portal/invitations/<int:pk>/revoke/",
+        people.invitation_revoke,
+        name="invitation_revoke",
+    ),
+    path("admin-portal/people/<int:pk>/", people.person_detail, name="person_detail"),
+    path("admin-portal/people/<int:pk>/teams/", people.person_add_team, name="person_add_team"),
+    path(
+        "admin-portal/people/<int:pk>/teams/<int:team_pk>/remove/",
+        people.person_remove_team,
+        name="person_remove_team",
+    ),
+    path("admin-portal/people/<int:pk>/approver/", people.person_approver, name="person_approver"),
+    path("admin-portal/people/<int:pk>/active/", people.person_active, name="person_active"),
+    path("invitations/accept/", people.invitation_accept, name="invitation_accept"),
+    path("invitations/<str:token>/", people.invitation_link, name="invitation_link"),
+    path("profile/", people.profile, name="profile"),
     path(
         "admin-portal/blueprints/",
         governance.blueprint_versions,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from django import template
+from django.utils import timezone
+from django.utils.dateformat import format as date_format
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
@@ -95,6 +97,14 @@ def state_badge(environment) -> str:
     )
 
 
+def _local_and_utc(value) -> str:
+    local = timezone.localtime(value)
+    utc = value.astimezone(UTC)
+    if local.utcoffset() == timedelta(0):
+        return utc.strftime("%Y-%m-%d %H:%M UTC")
+    return f"{date_format(local, 'Y-m-d H:i T')} ({utc:%Y-%m-%d %H:%M} UTC)"
+
+
 @register.simple_tag
 def countdown(environment) -> str:
     left = environment.time_left
@@ -105,9 +115,24 @@ def countdown(environment) -> str:
         '<time class="countdown" datetime="{}" data-expires="{}" title="Expires {}">{}</time>',
         expires,
         expires,
-        environment.expires_at.strftime("%Y-%m-%d %H:%M %Z"),
+        # In the viewer's zone (web.timezones), UTC beside it.
+        _local_and_utc(environment.expires_at),
         # The same word static/portal.js switches to when the countdown reaches zero.
         durations.format_duration(left.total_seconds()) if left else EXPIRED,
+    )
+
+
+@register.simple_tag
+def local_time(value, fmt: str = "Y-m-d H:i T") -> str:
+    """A time in the viewer's zone (web.timezones), with UTC in the title for hovering."""
+    if value is None:
+        return ""
+    utc = value.astimezone(UTC)
+    return format_html(
+        '<time datetime="{}" title="{} UTC">{}</time>',
+        utc.isoformat(),
+        utc.strftime("%Y-%m-%d %H:%M:%S"),
+        date_format(timezone.localtime(value), fmt),
     )
 
 

@@ -18,6 +18,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
@@ -53,7 +54,12 @@ def _rows_context(request, scope: str) -> tuple[dict, bool]:
     fingerprint = ":".join(str(v) for v in stamp.values())
     # No clock in the key: the entry's own timeout bounds how stale "time left" gets, and a
     # key that changed on a minute boundary made two requests a millisecond apart miss.
-    key = "rows:" + hashlib.sha256(f"{request.user.pk}:{scope}:{fingerprint}".encode()).hexdigest()
+    # Times are rendered in the viewer's zone (web.timezones), so the zone is in the key.
+    zone = timezone.get_current_timezone_name()
+    key = (
+        "rows:"
+        + hashlib.sha256(f"{request.user.pk}:{scope}:{zone}:{fingerprint}".encode()).hexdigest()
+    )
     cached = cache.get(key)
     if cached is None:
         environments = list(rows)
