@@ -13,6 +13,8 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
+pytestmark = pytest.mark.cluster
+
 DEADLINE = 60  # seconds, per wait
 PAUSE = "registry.k8s.io/pause:3.10"
 
