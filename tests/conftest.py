@@ -164,6 +164,15 @@ def env(owner, team, shop):
 
 
 @pytest.fixture
+def processes():
+    """Worker and watcher processes a test starts; stopped afterwards, whatever happens."""
+    started: list = []
+    yield started
+    for process in started:
+        stop_worker(process)
+
+
+@pytest.fixture
 def on_cluster(settings, kube_config):
     """Point the portal at the test cluster, with empty job queues (cluster tests)."""
     import django_rq

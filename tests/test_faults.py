@@ -26,28 +26,14 @@ from environments.lifecycle.states import State
 from environments.lifecycle.upkeep import reconcile
 from environments.lifecycle.watcher import reconcile_once
 from environments.models import CostEntry, Environment
-from tests.conftest import start_watcher, start_worker, stop_worker, wait_for
+from tests.conftest import start_watcher, start_worker, wait_for
 from tests.test_provisioning import run_worker, settle
 
-pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(autouse=True)
-def on_cluster(settings, kube_config):
-    settings.KUBECONFIG = kube_config
-    cluster.reset_client()
-    for name in ("default", "provision", "teardown"):
-        django_rq.get_queue(name).empty()
-    yield
-    cluster.reset_client()
-
-
-@pytest.fixture
-def processes():
-    started = []
-    yield started
-    for process in started:
-        stop_worker(process)
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("on_cluster"),
+]
 
 
 def test_a_killed_provisioning_job_is_ready_within_a_minute_whatever_its_deadline(

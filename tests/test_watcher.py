@@ -19,7 +19,7 @@ from environments.lifecycle import services
 from environments.lifecycle.states import State
 from environments.lifecycle.watcher import acted_key
 from environments.models import Environment
-from tests.conftest import hold, start_watcher, start_worker, stop_worker, wait_for
+from tests.conftest import hold, start_watcher, start_worker, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
@@ -27,23 +27,9 @@ ONE_COMPONENT = "pr-preview"
 
 
 @pytest.fixture(autouse=True)
-def on_cluster(settings, kube_config):
-    settings.KUBECONFIG = kube_config
-    cluster.reset_client()
-    redis = django_rq.get_connection("default")
-    for name in ("default", "provision", "teardown"):
-        django_rq.get_queue(name).empty()
-    redis.delete(acted_key())
-    yield
-    cluster.reset_client()
-
-
-@pytest.fixture
-def processes():
-    started = []
-    yield started
-    for process in started:
-        stop_worker(process)
+def fresh_counter(on_cluster):
+    """On the cluster, with no changes counted yet for any watcher."""
+    django_rq.get_connection("default").delete(acted_key())
 
 
 def acted() -> dict[str, int]:
