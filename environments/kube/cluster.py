@@ -586,7 +586,8 @@ def _read_pod_log(
             deadline_seconds=LOG_DEADLINE_SECONDS,
         )
     except ClusterUnavailable as exc:
-        return PodLog(name, problem=f"The cluster did not answer in time: {exc}")
+        log.warning("%s", exc)
+        return PodLog(name, problem=f"The cluster did not answer in time with {name}'s log.")
     except ClusterError as exc:
         if exc.status == 404:
             return PodLog(name, problem=f"{name} is gone.")
@@ -629,9 +630,13 @@ def pod_logs(
             deadline_seconds=LOG_DEADLINE_SECONDS,
         )
     except ClusterUnavailable as exc:
+        log.warning("%s", exc)
         raise ClusterUnavailable(
-            f"The cluster did not answer in time, so there are no logs to show ({exc})."
+            "The cluster did not answer in time, so there are no logs to show; "
+            "this panel asks again by itself."
         ) from exc
+    except ClusterError as exc:
+        raise ClusterError(f"The cluster would not {exc}", exc.status) from exc
     pods = sorted(
         data.get("items", []),
         key=lambda p: (
