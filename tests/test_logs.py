@@ -143,3 +143,14 @@ def test_it_shows_the_owner_and_the_team_the_simulated_log_lines(
     services.delete_environment(environment=environment, user=owner)
     settle(environment, states=(State.DELETED,))
     assert client_for(owner).get(logs_url(environment), **HTMX).status_code == 286
+
+
+@pytest.mark.django_db
+def test_it_shows_logs_on_a_page_of_their_own_without_javascript(owner, team, shop):
+    environment = make_environment(owner=owner, team=team, version=shop, state=State.APPROVED)
+    response = client_for(owner).get(logs_url(environment, "cache", tail=500))
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "<h1>Logs of cache" in body
+    assert '<option value="500" selected>' in body
+    assert "No logs yet: the environment has not started." in body
