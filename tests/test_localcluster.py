@@ -273,3 +273,30 @@ def test_it_watch_sees_deployment_become_available(kube_client, kube_namespace):
         break
     assert first and first["type"] == "ADDED", first
     assert first["object"].status.available_replicas == 1
+
+
+def test_it_serves_simulated_pod_logs_like_a_kubelet(kube_client, kube_namespace):
+    """kube-apiserver fetches a pod's log from kwok's fake-kubelet server, which serves
+    the simulated container log (docs/localcluster.md, "Pod logs")."""
+    import os
+    from datetime import UTC, datetime
+
+    from tests.kubecluster import load_launcher
+
+    if os.environ.get("KUBECONFIG"):
+        pytest.skip("simulated logs exist only on the local control plane")
+    core = client.CoreV1Api(kube_client)
+    core.create_namespaced_pod(kube_namespace, pod("talker"))
+    wait_for(
+        "pod talker Running",
+        lambda: core.read_namespaced_pod_status("talker", kube_namespace).status.phase == "Running",
+    )
+    marker = f"localcluster logs {uuid.uuid4().hex[:8]}"
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    with load_launcher().simulated_log_file().open("a") as log:
+        log.write(f"{stamp} stdout F {marker}\n")
+    text = core.read_namespaced_pod_log("talker", kube_namespace, tail_lines=2, timestamps=True)
+    lines = text.splitlines()
+    assert len(lines) == 2, text
+    assert lines[-1].endswith(f" {marker}"), text
+    assert lines[-1].startswith(stamp[:19]), text  # the kubelet's timestamp

@@ -39,6 +39,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 STAGES_FILE = HERE / "kwok-stages.yaml"
+LOGS_TEMPLATE = HERE / "kwok-logs.yaml"  # ClusterLogs: what `kubectl logs` shows
 BUILD_HINT = "make cluster  (or: bash deploy/localcluster/build.sh)"
 
 HOST = "127.0.0.1"
@@ -75,6 +76,17 @@ NODE_MANIFEST = {
         "capacity": {"cpu": "1000", "memory": "4000Gi", "pods": "1000"},
         "allocatable": {"cpu": "1000", "memory": "4000Gi", "pods": "1000"},
     },
+}
+# Where kube-apiserver finds the node's "kubelet" (kwok's server) for pod logs: it dials
+# the InternalIP (--kubelet-preferred-address-types) on the kubelet endpoint port.
+NODE_KUBELET_STATUS = {
+    "status": {
+        "addresses": [
+            {"type": "InternalIP", "address": HOST},
+            {"type": "Hostname", "address": NODE_NAME},
+        ],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": KWOK_PORT}},
+    }
 }
 
 COMPONENTS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
@@ -128,6 +140,18 @@ def log_file(name: str) -> Path:
 
 def _pid_file(name: str) -> Path:
     return _run() / f"{name}.pid"
+
+
+def simulated_log_file() -> Path:
+    """The file kwok serves as every container's log (``kubectl logs``, the portal).
+
+    Lines are in the CRI log format (``<RFC 3339 time> stdout F <text>``); append one and
+    a following reader (``kubectl logs -f``) sees it."""
+    return state_dir() / "kwok" / "containers.log"
+
+
+def _logs_config() -> Path:
+    return state_dir() / "kwok" / "kwok-logs.yaml"
 
 
 def binaries_missing() -> list[str]:
@@ -259,6 +283,42 @@ def ensure_kubeconfigs() -> None:
     _write_kubeconfig(_pki() / "scheduler.kubeconfig", "system:kube-scheduler", "scheduler")
 
 
+# ------------------------------------------------------------------ simulated logs
+
+# What every container "prints" on the local control plane (there are no containers).
+SIMULATED_LOG_LINES = [
+    "stdout starting (simulated log: kwok serves this file for every container)",
+    "stdout configuration loaded",
+    "stdout listening on 0.0.0.0",
+    'stdout GET /healthz 200 0.4ms "kube-probe"',
+    'stdout GET / 200 2.1ms "Mozilla/5.0"',
+    'stdout GET /api/items 200 5.8ms "Mozilla/5.0"',
+    "stderr warning: cache miss ratio 0.12 is above 0.10",
+    'stdout GET /healthz 200 0.3ms "kube-probe"',
+    "stdout ready",
+]
+
+
+def ensure_simulated_logs() -> None:
+    """Write the simulated container log (once: lines appended later are kept) and the
+    ClusterLogs config that points kwok at it (rewritten when it differs)."""
+    log = simulated_log_file()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if not log.exists():
+        start = time.time() - len(SIMULATED_LOG_LINES)
+        lines = []
+        for i, line in enumerate(SIMULATED_LOG_LINES):
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start + i))
+            stream, text = line.split(" ", 1)
+            lines.append(f"{stamp}.000000000Z {stream} F {text}\n")
+        tmp = log.with_suffix(".tmp")
+        tmp.write_text("".join(lines))
+        tmp.replace(log)
+    config = LOGS_TEMPLATE.read_text().replace("@LOGS_FILE@", str(log))
+    if not _logs_config().exists() or _logs_config().read_text() != config:
+        _logs_config().write_text(config)
+
+
 # ------------------------------------------------------------------ processes
 
 
@@ -320,6 +380,11 @@ def _cmdline(name: str) -> list[str]:
             "--feature-gates=WatchList=false",
             "--profiling=false",
             "--event-ttl=30m",
+            # Pod logs come from kwok's fake-kubelet server on the node's InternalIP
+            # (127.0.0.1:KWOK_PORT); the node's Hostname does not resolve. With no
+            # --kubelet-certificate-authority the apiserver does not verify kwok's
+            # self-signed serving certificate (loopback only).
+            "--kubelet-preferred-address-types=InternalIP",
         ]
     if name == "kube-controller-manager":
         kc = pki / "controller-manager.kubeconfig"
@@ -365,12 +430,15 @@ def _cmdline(name: str) -> list[str]:
             str(b / "kwok"),
             f"--kubeconfig={kubeconfig_path()}",
             f"--config={STAGES_FILE}",
+            f"--config={_logs_config()}",
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--node-lease-duration-seconds=40",
             f"--node-ip={HOST}",
             f"--cidr={POD_CIDR}",
             f"--server-address={HOST}:{KWOK_PORT}",
+            # the node's kubelet endpoint port, kept by kwok's node stages
+            f"--node-port={KWOK_PORT}",
         ]
     raise KeyError(name)
 
@@ -425,6 +493,30 @@ def _alive(pid: int, name: str | None = None) -> bool:
 def component_pid(name: str) -> int | None:
     pid = _read_pid(name)
     return pid if pid and _alive(pid, name) else None
+
+
+def _flags(argv: list[str]) -> list[str]:
+    """A command line's flags with paths reduced to file names, so a cluster started from
+    another checkout (or another EPHEMERA_CACHE) does not count as started differently."""
+    flags = []
+    for arg in argv[1:]:
+        flag, eq, value = arg.partition("=")
+        flags.append(f"{flag}={Path(value).name}" if eq and "/" in value else arg)
+    return flags
+
+
+def started_differently(name: str) -> bool:
+    """The running component's flags differ from what ``_cmdline`` asks for now (this
+    file changed since it started): ``start`` restarts it."""
+    pid = component_pid(name)
+    if not pid:
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    argv = [a for a in argv if a]
+    return bool(argv) and _flags(argv) != _flags(_cmdline(name))
 
 
 def _port_in_use(port: int) -> bool:
@@ -554,12 +646,17 @@ def _ssl_ctx(verify: bool = True) -> ssl.SSLContext:
 
 
 def _http(
-    method: str, url: str, body: dict | None = None, timeout: float = 3, verify: bool = True
+    method: str,
+    url: str,
+    body: dict | None = None,
+    timeout: float = 3,
+    verify: bool = True,
+    content_type: str = "application/json",
 ) -> tuple[int, bytes]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     if data is not None:
-        req.add_header("Content-Type", "application/json")
+        req.add_header("Content-Type", content_type)
     ctx = _ssl_ctx(verify) if url.startswith("https") else None
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
@@ -570,8 +667,16 @@ def _http(
         return 0, str(e).encode()
 
 
-def _api(method: str, path: str, body: dict | None = None, timeout: float = 3) -> tuple[int, bytes]:
-    return _http(method, f"https://{HOST}:{APISERVER_PORT}{path}", body, timeout)
+def _api(
+    method: str,
+    path: str,
+    body: dict | None = None,
+    timeout: float = 3,
+    content_type: str = "application/json",
+) -> tuple[int, bytes]:
+    return _http(
+        method, f"https://{HOST}:{APISERVER_PORT}{path}", body, timeout, content_type=content_type
+    )
 
 
 def etcd_healthy() -> bool:
@@ -636,6 +741,29 @@ def _wait(what: str, check, timeout: float, names: list[str], respawn=None) -> N
         time.sleep(0.1)
 
 
+def node_serves_logs() -> bool:
+    """The fake node names kwok's server as its kubelet (address and port), so
+    kube-apiserver can fetch pod logs from it."""
+    code, body = _api("GET", f"/api/v1/nodes/{NODE_NAME}")
+    if code != 200:
+        return False
+    status = json.loads(body).get("status", {})
+    port = status.get("daemonEndpoints", {}).get("kubeletEndpoint", {}).get("Port")
+    addresses = status.get("addresses") or []
+    return port == KWOK_PORT and {"type": "InternalIP", "address": HOST} in addresses
+
+
+def _point_node_at_kwok() -> None:
+    code, body = _api(
+        "PATCH",
+        f"/api/v1/nodes/{NODE_NAME}/status",
+        NODE_KUBELET_STATUS,
+        content_type="application/merge-patch+json",
+    )
+    if code != 200:
+        raise ClusterError(f"patching node {NODE_NAME} status failed: HTTP {code} {body[:500]!r}")
+
+
 def _tail(path: Path, lines: int = 25) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -650,6 +778,9 @@ def healthy() -> bool:
         and _component_healthy(KCM_PORT)
         and _component_healthy(SCHEDULER_PORT)
         and node_ready()
+        and node_serves_logs()
+        and _logs_config().exists()
+        and not any(started_differently(n) for n in COMPONENTS)
     )
 
 
@@ -693,6 +824,12 @@ def start(timeout: float = 120) -> Path:
         (state_dir() / "etcd").chmod(0o700)
         ensure_certs()
         ensure_kubeconfigs()
+        ensure_simulated_logs()
+        # Started with other flags (this file changed): restart those, etcd's data kept.
+        stale = [n for n in COMPONENTS if started_differently(n)]
+        if stale:
+            _say(f"{elapsed()} restarting {', '.join(stale)}: started with other flags")
+            _stop_components(list(reversed(stale)))
 
         started: list[str] = []
         found_running: set[str] = set()
@@ -739,6 +876,9 @@ def start(timeout: float = 120) -> Path:
             _wait(f"node {NODE_NAME} Ready", node_ready, timeout, COMPONENTS, respawn=respawn)
             t_node = time.monotonic() - t0
             _say(f"{elapsed()} node {NODE_NAME} Ready")
+            if not node_serves_logs():
+                _point_node_at_kwok()
+                _say(f"{elapsed()} node {NODE_NAME} points at kwok's server for pod logs")
             _wait(
                 "kube-controller-manager and kube-scheduler /healthz",
                 lambda: _component_healthy(KCM_PORT) and _component_healthy(SCHEDULER_PORT),
@@ -807,6 +947,8 @@ def status() -> bool:
         ("controller-manager /healthz", _component_healthy(KCM_PORT)),
         ("scheduler /healthz", _component_healthy(SCHEDULER_PORT)),
         (f"node {NODE_NAME} Ready", node_ready()),
+        ("pod logs served by kwok", node_serves_logs() and _logs_config().exists()),
+        ("flags as localcluster.py asks", not any(started_differently(n) for n in COMPONENTS)),
     ]
     for what, good in checks:
         ok &= good

@@ -10,6 +10,7 @@
 - The watcher's list and watch calls (``list_objects``, ``watch_objects``) are here too:
   raw JSON, no model deserialisation; ``kube.reflector`` keeps the local stores.
 - Pod and Event reasons become ``Problem``s in plain words.
+- Pod logs (``pod_logs``) are read here too, bounded in lines, bytes and pods.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import urllib3
@@ -30,7 +32,7 @@ from django.conf import settings
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from environments.kube.objects import INSTANCE_LABEL, MANAGED_BY, MANAGER
+from environments.kube.objects import COMPONENT_LABEL, INSTANCE_LABEL, MANAGED_BY, MANAGER
 
 log = logging.getLogger(__name__)
 
@@ -164,13 +166,30 @@ def _request(
     timeout: float = 30,
 ) -> Any:
     """One authenticated request; raises ApiException on non-2xx."""
+    data = _request_bytes(
+        method, path, query=query, body=body, content_type=content_type, timeout=timeout
+    )
+    return json.loads(data) if data else None
+
+
+def _request_bytes(
+    method: str,
+    path: str,
+    *,
+    query: list[tuple[str, str]] | None = None,
+    body: Any = None,
+    content_type: str = "application/json",
+    accept: str = "application/json",
+    timeout: float = 30,
+) -> bytes:
+    """One authenticated request, the body as the server sent it."""
     global request_count
     api = api_client()
     serialized = api.param_serialize(
         method=method,
         resource_path=path,
         query_params=query or [],
-        header_params={"Content-Type": content_type, "Accept": "application/json"},
+        header_params={"Content-Type": content_type, "Accept": accept},
         body=body,
         auth_settings=["BearerToken"],
     )
@@ -179,7 +198,7 @@ def _request(
     response.read()
     if not 200 <= response.status <= 299:
         raise ApiException(http_resp=response)
-    return json.loads(response.data) if response.data else None
+    return response.data or b""
 
 
 def object_path(manifest: dict) -> str:
@@ -478,6 +497,170 @@ def problems(namespace: str, components: list[str]) -> list[Problem]:
         what=f"list Pods in {namespace}",
     )
     return problems_from(events.get("items", []), pods.get("items", []), components)
+
+
+# --- pod logs --------------------------------------------------------------------------
+
+# Bounds: a page asks for logs every few seconds, so each answer stays small.
+LOG_TAIL_LINES_MAX = 1000
+LOG_BYTES_PER_POD = 128 * 1024
+LOG_PODS_MAX = 5
+LOG_LINE_CHARS_MAX = 2000
+# A page waits for this, not for KUBE_RETRY_SECONDS: the next poll tries again.
+LOG_DEADLINE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class LogLine:
+    time: datetime | None  # from the kubelet's timestamps; None if it sent none
+    text: str
+
+
+@dataclass(frozen=True)
+class PodLog:
+    """One pod's recent log lines, or why there are none (``problem``, plain words)."""
+
+    pod: str
+    lines: list[LogLine] = field(default_factory=list)
+    problem: str = ""
+    truncated: bool = False  # the byte limit cut it short
+
+
+def _log_line(raw: str) -> LogLine:
+    stamp, _, text = raw.partition(" ")
+    try:
+        when = datetime.fromisoformat(stamp)
+    except ValueError:
+        return LogLine(None, raw[:LOG_LINE_CHARS_MAX])
+    return LogLine(when, text[:LOG_LINE_CHARS_MAX])
+
+
+def _not_started(pod: dict, container: str) -> str:
+    """Why ``container`` of ``pod`` has no log yet, or "" if it has one."""
+    name = pod["metadata"]["name"]
+    if not pod.get("spec", {}).get("nodeName"):
+        return f"{name} is not scheduled on a node yet, so it has no logs."
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        if status.get("name") != container:
+            continue
+        state = status.get("state") or {}
+        waiting = state.get("waiting")
+        if waiting and not status.get("restartCount"):
+            reason = waiting.get("reason") or "waiting"
+            return f"{name} has not started yet ({reason}), so it has no logs."
+        return ""
+    return f"{name} has not started yet, so it has no logs."
+
+
+def _read_pod_log(
+    namespace: str,
+    pod: dict,
+    container: str,
+    *,
+    tail_lines: int,
+    since: datetime | None,
+    limit_bytes: int,
+) -> PodLog:
+    name = pod["metadata"]["name"]
+    problem = _not_started(pod, container)
+    if problem:
+        return PodLog(name, problem=problem)
+    query = [
+        ("container", container),
+        ("tailLines", str(tail_lines)),
+        ("limitBytes", str(limit_bytes)),
+        ("timestamps", "true"),
+    ]
+    if since is not None:
+        query.append(("sinceTime", since.isoformat().replace("+00:00", "Z")))
+    try:
+        data = with_retries(
+            lambda: _request_bytes(
+                "GET",
+                f"/api/v1/namespaces/{namespace}/pods/{name}/log",
+                query=query,
+                accept="text/plain, */*",
+                timeout=LOG_DEADLINE_SECONDS,
+            ),
+            what=f"read the log of {name}",
+            deadline_seconds=LOG_DEADLINE_SECONDS,
+        )
+    except ClusterUnavailable as exc:
+        log.warning("%s", exc)
+        return PodLog(name, problem=f"The cluster did not answer in time with {name}'s log.")
+    except ClusterError as exc:
+        if exc.status == 404:
+            return PodLog(name, problem=f"{name} is gone.")
+        return PodLog(name, problem=f"The cluster could not {exc}")
+    text = data.decode("utf-8", errors="replace")
+    truncated = len(data) >= limit_bytes
+    raw_lines = text.splitlines()
+    if truncated and raw_lines and not text.endswith("\n"):
+        raw_lines.pop()  # cut mid-line by the byte limit
+    return PodLog(name, [_log_line(line) for line in raw_lines], truncated=truncated)
+
+
+def pod_logs(
+    namespace: str,
+    component: str,
+    *,
+    tail_lines: int = 100,
+    since: datetime | None = None,
+    limit_bytes: int = LOG_BYTES_PER_POD,
+) -> list[PodLog]:
+    """The recent log lines of ``component``'s pods in ``namespace`` (found by their
+    component label), newest pods first, at most ``LOG_PODS_MAX`` of them.
+
+    At most ``tail_lines`` lines (capped at ``LOG_TAIL_LINES_MAX``) and ``limit_bytes``
+    bytes per pod, and only lines from ``since`` on when it is given. A pod without a
+    log (not started, gone, the node unreachable) comes back with a ``problem`` in plain
+    words; ``ClusterError`` only when the pods cannot be listed at all.
+    """
+    tail_lines = max(1, min(int(tail_lines), LOG_TAIL_LINES_MAX))
+    limit_bytes = max(1024, min(int(limit_bytes), LOG_BYTES_PER_POD))
+    try:
+        data = with_retries(
+            lambda: _request(
+                "GET",
+                f"/api/v1/namespaces/{namespace}/pods",
+                query=[("labelSelector", f"{COMPONENT_LABEL}={component}")],
+                timeout=LOG_DEADLINE_SECONDS,
+            ),
+            what=f"list the pods of {component}",
+            deadline_seconds=LOG_DEADLINE_SECONDS,
+        )
+    except ClusterUnavailable as exc:
+        log.warning("%s", exc)
+        raise ClusterUnavailable(
+            "The cluster did not answer in time, so there are no logs to show; "
+            "this panel asks again by itself."
+        ) from exc
+    except ClusterError as exc:
+        raise ClusterError(f"The cluster would not {exc}", exc.status) from exc
+    pods = sorted(
+        data.get("items", []),
+        key=lambda p: (
+            not p.get("metadata", {}).get("deletionTimestamp"),
+            p["metadata"].get("creationTimestamp", ""),
+            p["metadata"]["name"],
+        ),
+        reverse=True,
+    )[:LOG_PODS_MAX]
+    logs = []
+    for pod in pods:
+        containers = [c["name"] for c in pod.get("spec", {}).get("containers", [])]
+        container = component if component in containers else (containers or [component])[0]
+        logs.append(
+            _read_pod_log(
+                namespace,
+                pod,
+                container,
+                tail_lines=tail_lines,
+                since=since,
+                limit_bytes=limit_bytes,
+            )
+        )
+    return logs
 
 
 def _deployment_ready(deployment: dict) -> bool:

@@ -88,6 +88,8 @@ DELETABLE_STATES = frozenset(
 EXTENDABLE_STATES = frozenset({State.APPROVED, State.PROVISIONING, State.READY})
 # States whose running pods cost money, accrued minute by minute.
 BILLED_STATES = frozenset({State.READY, State.TEARING_DOWN})
+# States whose namespace may hold pods with logs to read (pages show them).
+LOGGED_STATES = frozenset({State.PROVISIONING, State.READY, State.FAILED, State.TEARING_DOWN})
 
 
 class TransitionError(ValueError):

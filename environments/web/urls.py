@@ -35,6 +35,11 @@ urlpatterns = [
         "environments/<uuid:pk>/rename/", environments.rename_environment, name="environment_rename"
     ),
     path("environments/<uuid:pk>/retry/", environments.retry_environment, name="environment_retry"),
+    path(
+        "environments/<uuid:pk>/logs/<slug:component>/",
+        environments.environment_logs,
+        name="environment_logs",
+    ),
     path("approvals/", approvals.approvals, name="approvals"),
     path("approvals/<uuid:pk>/approve/", approvals.approve, name="approve"),
     path("approvals/<uuid:pk>/reject/", approvals.reject, name="reject"),

@@ -29,7 +29,7 @@ from environments.catalog.rendering import render_text
 from environments.catalog.spec import ParametersInvalid
 from environments.governance import audit, quotas
 from environments.lib.errors import ServiceError
-from environments.lifecycle import selectors, services
+from environments.lifecycle import logs, selectors, services
 from environments.lifecycle.states import DELETABLE_STATES, EXTENDABLE_STATES, State
 from environments.models import Environment, Team
 from environments.web.forms import ExtendForm, RenameForm
@@ -44,6 +44,8 @@ from environments.web.navigation import back
 # up to a minute old (the browser counts it down each second, to "Expired"). Polling
 # clients then cost an aggregate query. Rows poll until every one is final.
 ROWS_CACHE_SECONDS = 60
+# Each open environment page asks for every component's log tail this often.
+LOG_POLL_SECONDS = 5
 
 
 def _rows_context(request, scope: str) -> tuple[dict, bool]:
@@ -149,6 +151,7 @@ def _detail_context(request, environment: Environment) -> dict:
         "can_rename": environment.is_live,
         "rename_form": RenameForm(initial={"display_name": environment.display_name}),
         "is_htmx": bool(request.htmx),
+        "tail_choices": logs.TAIL_CHOICES,
     }
 
 
@@ -285,6 +288,38 @@ def retry_environment(request, pk):
     else:
         messages.success(request, "Retrying.")
     return back(request, environment)
+
+
+@login_required
+@require_GET
+def environment_logs(request, pk, component):
+    """One component's recent logs: the panel htmx polls while the environment can still
+    change (286 once it is final), or a page of its own without JavaScript."""
+    try:
+        tail_lines = int(request.GET.get("tail", logs.DEFAULT_TAIL_LINES))
+    except ValueError:
+        tail_lines = logs.DEFAULT_TAIL_LINES
+    if tail_lines not in logs.TAIL_CHOICES:
+        tail_lines = logs.DEFAULT_TAIL_LINES
+    environment, component_logs = logs.component_logs(
+        user=request.user, pk=pk, component=component, tail_lines=tail_lines
+    )
+    context = {
+        "env": environment,
+        "version": environment.blueprint_version,
+        "component": component,
+        "logs": component_logs,
+        "tail_choices": logs.TAIL_CHOICES,
+        "poll_seconds": LOG_POLL_SECONDS,
+    }
+    if not request.htmx:
+        return render(request, "environments/logs.html", context)
+    return render(
+        request,
+        "environments/_logs.html",
+        context,
+        status=200 if component_logs.following else HTMX_STOP_POLLING,
+    )
 
 
 # --- Approvals ----------------------------------------------------------------------------
