@@ -143,6 +143,7 @@ MIDDLEWARE = [
     "allauth.account.middleware.AccountMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "environments.web.errors.HtmxLoginRedirectMiddleware",
+    "environments.web.errors.PortalNotFoundMiddleware",
 ]
 CSRF_FAILURE_VIEW = "environments.web.errors.csrf_failure"
 

@@ -56,7 +56,8 @@ def test_it_shows_parameter_errors_inline(owner, shop):
     assert response.status_code == 400
     body = response.content.decode()
     assert 'id="id_param_customer_error"' in body
-    assert "does not match the pattern" in body
+    assert "is not in the right format: lowercase letters, digits and dashes" in body
+    assert "^[a-z0-9-]" not in body  # never the raw regular expression
     assert not Environment.objects.exists()
 
 
@@ -109,7 +110,7 @@ def test_it_reports_every_parameter_problem_in_one_round(owner, sample_blueprint
     assert response.status_code == 400
     body = response.content.decode()
     assert "seats" in body.lower() and "30" in body  # the range
-    assert "does not match the pattern" in body  # the course code, in the same answer
+    assert "is not in the right format" in body  # the course code, in the same answer
     assert not Environment.objects.exists()
     # Keyboard focus lands on the first field to fix, not the top of the page.
     first = body.index('name="param_seats"')
