@@ -57,7 +57,12 @@ def test_it_shows_parameter_errors_inline(owner, shop):
     body = response.content.decode()
     assert 'id="id_param_customer_error"' in body
     assert "is not in the right format: lowercase letters, digits and dashes" in body
-    assert "^[a-z0-9-]" not in body  # never the raw regular expression
+    # The format is shown before submitting, and the error says the same words, never
+    # the regular expression (issue 12, defect 8).
+    assert '<p class="help" id="id_param_customer_helptext">' in body
+    assert "Format: lowercase letters, digits and dashes, up to 30." in body
+    error = body.split('id="id_param_customer_error">')[1].split("</p>")[0]
+    assert "[a-z" not in error and "pattern" not in error
     assert not Environment.objects.exists()
 
 
