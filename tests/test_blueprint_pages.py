@@ -121,3 +121,15 @@ def test_it_sends_anonymous_people_to_sign_in(client, two_versions):
     _, v2 = two_versions
     response = client.get(f"/admin-portal/blueprints/{v2.pk}/source.yaml")
     assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+
+
+def test_it_stores_a_browsers_crlf_yaml_with_lf_line_ends(client, portal_admin, two_versions):
+    # A textarea posts CRLF; stored as LF, the diff compares the lines that changed only.
+    _, v2 = two_versions
+    client.force_login(portal_admin)
+    crlf = v2.source.replace("port: 5432", "port: 5433").replace("\n", "\r\n")
+    client.post(f"/admin-portal/blueprints/{v2.pk}/edit/", {"source": crlf})
+    v3 = BlueprintVersion.objects.get(number=3)
+    assert "\r" not in v3.source
+    page = client.get("/admin-portal/blueprints/shop/diff/").content.decode()
+    assert "1 line added, 1 removed." in page

@@ -22,6 +22,9 @@ def publish_blueprint(
     earlier version is not published again, so a version an admin published in the
     portal since is not replaced by an old copy from disk.
     """
+    # Browsers post a textarea with CRLF line ends; stored sources use LF, so a version
+    # edited in the portal compares line by line with one loaded from a file.
+    source = source.replace("\r\n", "\n")
     spec = load_blueprint(source)
     stored = spec.to_dict()
     digest = spec_digest(stored)
