@@ -5,6 +5,7 @@ after confirming. Writes tests/output/blueprint-diff.png. Only the database is n
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -33,7 +34,7 @@ def test_it_views_edits_diffs_and_deprecates_blueprint_versions(
     with page.expect_download() as download:
         page.get_by_role("link", name="Download YAML").click()
     assert download.value.suggested_filename == f"shop-demo-v{current.number}.yaml"
-    assert open(download.value.path(), encoding="utf-8").read() == current.source
+    assert Path(download.value.path()).read_text(encoding="utf-8") == current.source
 
     # Edit from it: the form starts from its YAML; a bad value gets the one-line error.
     page.get_by_role("link", name="Edit into a new version").click()
