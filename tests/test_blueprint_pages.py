@@ -47,6 +47,16 @@ def test_it_edits_from_a_version_into_a_new_one(client, portal_admin, two_versio
     assert "components[0].resources.cpu: " in bad.content.decode()
     assert "cpu: lots" in bad.content.decode()  # what they typed is kept
     assert BlueprintVersion.objects.count() == 2
+    renamed = client.post(
+        f"/admin-portal/blueprints/{v2.pk}/edit/",
+        {"source": v2.source.replace("name: shop", "name: shop2", 1)},
+    )
+    assert renamed.status_code == 400
+    assert (
+        "name: &#x27;shop2&#x27; is not &#x27;shop&#x27;: an edit publishes"
+        in renamed.content.decode()
+    )
+    assert BlueprintVersion.objects.count() == 2
     response = client.post(
         f"/admin-portal/blueprints/{v2.pk}/edit/",
         {"source": v2.source.replace("port: 5432", "port: 5433")},

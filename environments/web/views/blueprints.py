@@ -119,7 +119,10 @@ def version_edit(request, pk: int):
         source = request.POST.get("source", "")
         try:
             published, created = publish_blueprint(
-                source=source, actor=request.user, ip=audit.client_ip(request)
+                source=source,
+                actor=request.user,
+                ip=audit.client_ip(request),
+                name=version.blueprint.name,
             )
         except BlueprintInvalid as exc:
             errors = error_lines(exc)
