@@ -11,6 +11,7 @@ import secrets
 import uuid
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -391,6 +392,37 @@ class Environment(models.Model):
         if not name or value is None or value == "":
             return None
         return name, str(value)
+
+    @property
+    def listed_parameter_labelled(self) -> tuple[str, str] | None:
+        """``listed_parameter`` as people read it: the parameter's label and the value
+        (the row selectors annotate ``list_parameter_label``)."""
+        listed = self.listed_parameter
+        if listed is None:
+            return None
+        name, value = listed
+        if "list_parameter_label" in self.__dict__:
+            label = self.__dict__["list_parameter_label"]
+        else:
+            label = next(
+                (
+                    p.label
+                    for p in self.blueprint_version.blueprint_spec.parameters
+                    if p.name == name
+                ),
+                None,
+            )
+        return (label or name), value
+
+    @property
+    def labelled_parameters(self) -> list[tuple[str, Any]]:
+        """The parameters by their labels, in the blueprint's order."""
+        values = dict(self.parameters or {})
+        shown = []
+        for param in self.blueprint_version.blueprint_spec.parameters:
+            if param.name in values:
+                shown.append((param.label or param.name, values.pop(param.name)))
+        return shown + list(values.items())
 
     @property
     def is_live(self) -> bool:

@@ -213,6 +213,10 @@ def cmd_up(args, client: Client) -> int:
     body: dict[str, Any] = {"blueprint": args.blueprint, "parameters": parameters}
     if args.ttl:
         body["ttl_seconds"] = parse_duration(args.ttl)
+        if body["ttl_seconds"] < durations.MIN_TTL_SECONDS:
+            # Said here, in the words of --ttl, rather than as the API's field error.
+            minimum = format_duration(durations.MIN_TTL_SECONDS)
+            raise CliError(f"--ttl {args.ttl} is under the {minimum} minimum")
     if args.team:
         body["team"] = args.team
     if args.reason:

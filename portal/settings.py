@@ -144,6 +144,7 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "environments.web.errors.HtmxLoginRedirectMiddleware",
     "environments.web.timezones.TimeZoneMiddleware",
+    "environments.web.errors.PortalNotFoundMiddleware",
 ]
 CSRF_FAILURE_VIEW = "environments.web.errors.csrf_failure"
 

@@ -34,8 +34,24 @@
       el.textContent = el.dataset.browserZone.replace("{}", zone);
     });
   } catch (e) { /* no Intl: times stay in UTC */ }
+  // Tables of the admin pages stack into one card per row on phones (portal.css): each
+  // cell is labelled with its column's heading. Without this file they scroll sideways
+  // inside their .table-wrap instead.
+  function labelCells() {
+    document.querySelectorAll("table.table").forEach((table) => {
+      const headings = Array.from(table.querySelectorAll("thead th")).map((th) =>
+        th.querySelector(".visually-hidden") ? "" : th.textContent.trim());
+      table.querySelectorAll("tbody tr").forEach((row) => {
+        Array.from(row.children).forEach((cell, i) => {
+          if (!cell.hasAttribute("data-label") && headings[i]) cell.dataset.label = headings[i];
+        });
+      });
+      table.classList.add("stacks");
+    });
+  }
 
   document.addEventListener("DOMContentLoaded", () => {
+    labelCells();
     tick();
     setInterval(tick, 1000);
     document.body.addEventListener("htmx:afterSwap", tick);

@@ -50,7 +50,12 @@ def test_it_requests_an_environment_from_the_catalogue(
     page.locator("#estimate", has_text="for 8h").wait_for()
     page.get_by_label("Customer name").fill("Bad Name!")
     page.get_by_role("button", name="Request environment").click()
-    expect(page.locator(".field-error", has_text="does not match the pattern")).to_be_visible()
+    expect(
+        page.locator(
+            ".field-error",
+            has_text="is not in the right format: lowercase letters, digits and dashes, up to 30",
+        )
+    ).to_be_visible()
     page.screenshot(path=output_dir / "request-form-error.png", full_page=True)
 
     page.get_by_label("Customer name").fill("globex")

@@ -56,7 +56,7 @@ def test_it_names_and_renames_environments_and_tells_them_apart(
     ):
         row = page.locator(f"#env-{environment.pk}")
         expect(row.get_by_role("link", name=name)).to_be_visible()
-        expect(row.locator(".listed-parameter")).to_have_text(f"customer: {customer}")
+        expect(row.locator(".listed-parameter")).to_have_text(f"Customer name: {customer}")
     page.screenshot(path=output_dir / "dashboard-named-environments.png", full_page=True)
 
     # A teammate's team page shows the same, and sees the owner's rename without reloading.

@@ -131,7 +131,9 @@ def test_the_dashboard_and_team_page_show_the_name_and_the_list_parameter(
     for user, url in ((owner, "my_environments"), (teammate, "team_environments")):
         body = client_for(user).get(reverse(url)).content.decode()
         assert ">acme demo</a>" in body
-        assert "customer: acme" in body and "customer: globex" in body
+        # By the parameter's label, not its name (issue 12, defect 8).
+        assert "Customer name: acme" in body and "Customer name: globex" in body
+        assert "customer: acme" not in body
 
 
 def test_a_rename_shows_at_once_on_the_cached_rows(owner, team, shop):

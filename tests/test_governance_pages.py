@@ -10,6 +10,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from environments.governance.billing import accrue
@@ -53,9 +54,10 @@ def test_it_exports_spend_per_team_user_and_blueprint(
     response = client.get(f"/admin-portal/spend/?month={month}&format=csv")
     assert response["Content-Type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(response.content.decode())))
-    assert rows[0] == ["month", "team", "user", "blueprint", "amount"]
+    assert rows[0] == ["month", "team", "user", "blueprint", "amount", "currency"]
     assert rows[1][:4] == [month, "Sales", "owner@example.com", "shop-demo"]
     assert Decimal(rows[1][4]) == environment.hourly_price
+    assert rows[1][5] == settings.COST_CURRENCY  # issue 12, defect 8: which money it is
 
 
 def test_its_spend_total_is_the_sum_of_the_rows_shown(

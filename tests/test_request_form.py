@@ -56,7 +56,13 @@ def test_it_shows_parameter_errors_inline(owner, shop):
     assert response.status_code == 400
     body = response.content.decode()
     assert 'id="id_param_customer_error"' in body
-    assert "does not match the pattern" in body
+    assert "is not in the right format: lowercase letters, digits and dashes" in body
+    # The format is shown before submitting, and the error says the same words, never
+    # the regular expression (issue 12, defect 8).
+    assert '<p class="help" id="id_param_customer_helptext">' in body
+    assert "Format: lowercase letters, digits and dashes, up to 30." in body
+    error = body.split('id="id_param_customer_error">')[1].split("</p>")[0]
+    assert "[a-z" not in error and "pattern" not in error
     assert not Environment.objects.exists()
 
 
@@ -109,7 +115,7 @@ def test_it_reports_every_parameter_problem_in_one_round(owner, sample_blueprint
     assert response.status_code == 400
     body = response.content.decode()
     assert "seats" in body.lower() and "30" in body  # the range
-    assert "does not match the pattern" in body  # the course code, in the same answer
+    assert "is not in the right format" in body  # the course code, in the same answer
     assert not Environment.objects.exists()
     # Keyboard focus lands on the first field to fix, not the top of the page.
     first = body.index('name="param_seats"')

@@ -6,23 +6,42 @@ from django.db import transaction
 from django.utils import timezone
 
 from environments.catalog.rendering import spec_digest
-from environments.catalog.spec import load_blueprint
+from environments.catalog.spec import BlueprintInvalid, load_blueprint
 from environments.governance import audit
 from environments.models import Blueprint, BlueprintVersion
 
 
 @transaction.atomic
 def publish_blueprint(
-    *, source: str, actor=None, ip: str | None = None, skip_known: bool = False
+    *,
+    source: str,
+    actor=None,
+    ip: str | None = None,
+    skip_known: bool = False,
+    name: str | None = None,
 ) -> tuple[BlueprintVersion, bool]:
     """Validate ``source`` and publish it as a new version if its content changed.
 
     Returns ``(version, created)``. Raises ``BlueprintInvalid`` on bad input, with
     nothing written. ``skip_known`` (files loaded at every start): content equal to any
     earlier version is not published again, so a version an admin published in the
-    portal since is not replaced by an old copy from disk.
+    portal since is not replaced by an old copy from disk. ``name`` (editing a
+    blueprint): the source must keep that name, so an edit never starts another blueprint.
     """
+    # Browsers post a textarea with CRLF line ends; stored sources use LF, so a version
+    # edited in the portal compares line by line with one loaded from a file.
+    source = source.replace("\r\n", "\n")
     spec = load_blueprint(source)
+    if name is not None and spec.name != name:
+        raise BlueprintInvalid(
+            [
+                (
+                    "name",
+                    f"{spec.name!r} is not {name!r}: an edit publishes a new version of "
+                    f"{name}; publish a new blueprint from the Blueprints page",
+                )
+            ]
+        )
     stored = spec.to_dict()
     digest = spec_digest(stored)
     # The row lock means two publishers cannot take the same version number.

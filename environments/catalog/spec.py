@@ -91,6 +91,9 @@ KUBE_ACCESS = tuple(KubeAccess.values)
 PARAMETER_TYPES = ("string", "integer", "boolean", "choice")
 ParameterType = Literal["string", "integer", "boolean", "choice"]
 DEFAULT_PATTERN = r"^[A-Za-z0-9._-]{1,63}$"
+# The default pattern in words, for people filling in a request (never the raw regex).
+DEFAULT_PATTERN_HINT = "letters, digits, dots, dashes and underscores, up to 63"
+MAX_HINT = 200
 # Component names become Service names and part of "<component>-<env>" hosts.
 MAX_COMPONENT_NAME = 40
 MAX_REPLICAS = 50
@@ -141,9 +144,21 @@ class ParameterSpec(_Spec):
     description: str = ""
     default: str | int | bool | None = None
     pattern: str | None = None
+    # The pattern in words ("lowercase letters, digits and dashes"); "" for none given.
+    hint: str = ""
     min: int | None = None
     max: int | None = None
     choices: list[str] | None = None
+
+    @property
+    def format_hint(self) -> str:
+        """What a string value must look like, in words: the blueprint's ``hint``, the
+        default pattern's description, or "" for a pattern the blueprint left unworded."""
+        if self.type != "string":
+            return ""
+        if self.hint:
+            return self.hint
+        return DEFAULT_PATTERN_HINT if self.pattern in (None, DEFAULT_PATTERN) else ""
 
     @model_serializer(mode="wrap")
     def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -400,6 +415,7 @@ class _RawParameter(_Raw):
         "label",
         "description",
         "pattern",
+        "hint",
         "min",
         "max",
         "choices",
@@ -411,6 +427,7 @@ class _RawParameter(_Raw):
     label: Any = None
     description: Any = None
     pattern: Any = Field(_ABSENT, validate_default=True)
+    hint: Any = None
     max: Any = _ABSENT  # before min: min's check reads it
     min: Any = _ABSENT
     choices: Any = Field(_ABSENT, validate_default=True)
@@ -467,6 +484,19 @@ class _RawParameter(_Raw):
             raise _problem(f"{pattern!r} is not a valid regular expression: {exc}") from None
         return pattern
 
+    @field_validator("hint")
+    @classmethod
+    def _hint(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return value
+        if cls._type_of(info) not in (None, "string"):
+            raise _problem("only string parameters have a hint")
+        if not isinstance(value, str) or "\n" in value.strip() or not value.strip():
+            raise _problem("must be one line of text")
+        if len(value.strip()) > MAX_HINT:
+            raise _problem(f"is longer than {MAX_HINT} characters")
+        return value.strip()
+
     @field_validator("max")
     @classmethod
     def _max(cls, value: Any, info: ValidationInfo) -> Any:
@@ -516,7 +546,8 @@ class _RawParameter(_Raw):
         elif kind is None:
             return value
         try:
-            return coerce_parameter(rules, value)
+            # The blueprint's author reads the pattern itself, not its description.
+            return coerce_parameter(rules, value, show_pattern=True)
         except ValueError as exc:
             raise _problem(str(exc)) from None
 
@@ -530,6 +561,8 @@ class _RawParameter(_Raw):
         }
         if self.type == "string":
             spec["pattern"] = self.pattern
+            if self.hint:
+                spec["hint"] = self.hint
         if self.type == "integer":
             spec.update(
                 {k: v for k, v in (("min", self.min), ("max", self.max)) if v is not _ABSENT}
@@ -1024,8 +1057,15 @@ def load_blueprint(text: str) -> BlueprintSpec:
     return raw.normalised()
 
 
-def coerce_parameter(param: ParameterSpec | Mapping[str, Any], value: Any) -> Any:
-    """Check one value against its parameter's rules; return it in its type."""
+def coerce_parameter(
+    param: ParameterSpec | Mapping[str, Any], value: Any, *, show_pattern: bool = False
+) -> Any:
+    """Check one value against its parameter's rules; return it in its type.
+
+    A string that breaks the pattern is refused in words (``format_hint``), as the
+    request form shows it; ``show_pattern`` names the regular expression instead (for
+    the blueprint's own default, read by its author).
+    """
     if isinstance(param, ParameterSpec):
         param = param.model_dump()
     kind = param["type"]
@@ -1056,5 +1096,10 @@ def coerce_parameter(param: ParameterSpec | Mapping[str, Any], value: Any) -> An
         return str(value)
     text = "" if value is None else str(value)
     if not re.fullmatch(param["pattern"], text):
-        raise ValueError(f"{text!r} does not match the pattern {param['pattern']}")
+        if show_pattern:
+            raise ValueError(f"{text!r} does not match the pattern {param['pattern']}")
+        hint = ParameterSpec.model_validate({**param, "type": "string"}).format_hint
+        if hint:
+            raise ValueError(f"{text!r} is not in the right format: {hint}")
+        raise ValueError(f"{text!r} is not in the format this blueprint asks for")
     return text

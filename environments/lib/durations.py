@@ -8,6 +8,10 @@ from __future__ import annotations
 import re
 
 DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?$")
+# The shortest time to live a request may ask for: shorter would expire before it is
+# useful (and before the reaper's next minute). The service, the portal's menus and the
+# CLI all read it here.
+MIN_TTL_SECONDS = 5 * 60
 
 
 def parse_duration(text: str) -> int:

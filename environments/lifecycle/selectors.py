@@ -48,6 +48,15 @@ def _environment_rows(*, listed: bool = True):
             arg_joiner=" ->> ",
             output_field=TextField(),
         ),
+        # That parameter's label, found in the spec's list of parameters.
+        list_parameter_label=Func(
+            F("blueprint_version__spec"),
+            template=(
+                "(jsonb_path_query_first(%(expressions)s, '$.parameters[*] ? (@.name == $n).label',"
+                " jsonb_build_object('n', %(expressions)s -> 'list_parameter')) #>> '{}')"
+            ),
+            output_field=TextField(),
+        ),
     )
 
 

@@ -22,6 +22,7 @@ from environments.catalog.rendering import render_components, resolve_parameters
 from environments.governance import audit, quotas
 from environments.governance.billing import accrue
 from environments.integrations import notifications
+from environments.lib import durations
 from environments.lib.durations import format_duration
 from environments.lib.errors import ServiceError
 from environments.lifecycle.queue import enqueue_on_commit
@@ -39,8 +40,7 @@ from environments.models import (
 # --- Environments -----------------------------------------------------------------------
 
 
-# Shorter would expire before it is useful (and before the reaper's next minute).
-MIN_TTL_SECONDS = 5 * 60
+MIN_TTL_SECONDS = durations.MIN_TTL_SECONDS  # the shortest time to live, shared with the CLI
 MIN_EXTENSION_SECONDS = 60
 
 
@@ -228,10 +228,15 @@ def _approve(environment: Environment, *, approver, seconds: int, from_state: st
         notifications.send_later(notifications.APPROVED, environment.pk)
 
 
+def is_own_request(user, environment: Environment) -> bool:
+    """An approver may not decide on their own request (a superuser may)."""
+    return environment.owner_id == user.pk and not user.is_superuser
+
+
 def _check_can_decide(user, environment: Environment) -> None:
     if not roles.is_approver(user):
         raise PermissionDenied("Only approvers can approve or reject requests.")
-    if environment.owner_id == user.pk and not user.is_superuser:
+    if is_own_request(user, environment):
         raise PermissionDenied("You cannot decide on your own request; another approver must.")
     if environment.state != State.PENDING_APPROVAL:
         raise ServiceError(
@@ -586,6 +591,7 @@ def clone_environment(*, environment: Environment, user, ip: str | None = None) 
         team=environment.team
         if Membership.objects.filter(team=environment.team, user=user).exists()
         else None,
+        reason=environment.reason,  # the same work, usually for the same reason
         ip=ip,
         action="environment.clone",
     )

@@ -20,7 +20,29 @@ def csrf_failure(request, reason=""):
 
 
 def page_not_found(request, exception=None):
-    return render(request, "404.html", status=404)
+    response = render(request, "404.html", status=404)
+    response.portal_page = True  # see PortalNotFoundMiddleware
+    return response
+
+
+class PortalNotFoundMiddleware:
+    """With DEBUG on (``make run``), Django answers a missing page with its technical
+    404 (the URL patterns, the settings' name); people trying the portal should see the
+    portal's own page, as in production. JSON answers (the API's) are left alone."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if (
+            settings.DEBUG
+            and response.status_code == 404
+            and not getattr(response, "portal_page", False)
+            and response.get("Content-Type", "").startswith("text/html")
+        ):
+            return page_not_found(request)
+        return response
 
 
 def server_error(request):

@@ -7,12 +7,17 @@ from typing import Any
 from django import forms
 
 from environments.catalog.spec import ParameterSpec, coerce_parameter, format_duration
+from environments.lib.durations import MIN_TTL_SECONDS
 from environments.models import DISPLAY_NAME_MAX_LENGTH, BlueprintVersion, Team
 
 PARAM_PREFIX = "param_"
 
 # Durations offered in the TTL and extend menus; each blueprint caps them at its max.
+# The shortest is the service's minimum, so the menu offers nothing it would refuse and
+# hides nothing it would take.
 DURATION_STEPS = [
+    MIN_TTL_SECONDS,
+    15 * 60,
     30 * 60,
     3600,
     2 * 3600,
@@ -50,6 +55,11 @@ def _parameter_field(param: ParameterSpec) -> forms.Field:
         return forms.BooleanField(**common)
     if kind == "choice":
         return forms.ChoiceField(choices=[(c, c) for c in param.choices or []], **common)
+    if param.format_hint:
+        # The format in words before anyone submits; the error after says the same.
+        common["help_text"] = " ".join(
+            part for part in (param.description, f"Format: {param.format_hint}.") if part
+        )
     field = forms.CharField(max_length=1000, **common)
     # The browser can hint; the service's check of the full pattern is the one that counts.
     field.widget.attrs["data-pattern"] = param.pattern or ""

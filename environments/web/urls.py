@@ -1,6 +1,13 @@
 from django.urls import path
 
-from environments.web.views import approvals, catalogue, environments, governance, people
+from environments.web.views import (
+    approvals,
+    blueprints,
+    catalogue,
+    environments,
+    governance,
+    people,
+)
 
 urlpatterns = [
     path("", catalogue.catalogue, name="catalogue"),
@@ -71,14 +78,30 @@ urlpatterns = [
     path("invitations/accept/", people.invitation_accept, name="invitation_accept"),
     path("invitations/<str:token>/", people.invitation_link, name="invitation_link"),
     path("profile/", people.profile, name="profile"),
+    path("admin-portal/blueprints/", blueprints.blueprint_versions, name="governance_blueprints"),
     path(
-        "admin-portal/blueprints/",
-        governance.blueprint_versions,
-        name="governance_blueprints",
+        "admin-portal/blueprints/<int:pk>/",
+        blueprints.version_detail,
+        name="governance_blueprint_version",
+    ),
+    path(
+        "admin-portal/blueprints/<int:pk>/source.yaml",
+        blueprints.version_source,
+        name="governance_blueprint_source",
+    ),
+    path(
+        "admin-portal/blueprints/<int:pk>/edit/",
+        blueprints.version_edit,
+        name="governance_blueprint_edit",
     ),
     path(
         "admin-portal/blueprints/<int:pk>/deprecate/",
-        governance.blueprint_deprecate,
+        blueprints.version_deprecate,
         name="governance_blueprint_deprecate",
+    ),
+    path(
+        "admin-portal/blueprints/<slug:name>/diff/",
+        blueprints.version_diff,
+        name="governance_blueprint_diff",
     ),
 ]

@@ -141,7 +141,7 @@ def environment_name(environment, title: str | None = None) -> str:
     """A list's name cell: the name people gave it (else the blueprint's title), the
     blueprint's list parameter ("customer: acme"), then the title and the namespace."""
     title = title or environment.blueprint_version.blueprint.title
-    listed = environment.listed_parameter
+    listed = environment.listed_parameter_labelled
     return format_html(
         '<a href="{}">{}</a>{}<br><span class="muted">{}{}</span>',
         environment.get_absolute_url(),

@@ -35,6 +35,8 @@ def approvals(request):
         )
         env.standing = quotas.standing(team=env.team, user=env.owner, demand=demand, exclude=env)
         env.policy = env.blueprint_version.blueprint_spec.approval.value
+        # No Approve button the service would refuse.
+        env.is_own = services.is_own_request(request.user, env)
     return render(
         request,
         "environments/approvals.html",

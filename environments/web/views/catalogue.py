@@ -109,9 +109,16 @@ def request_environment(request, name: str):
             form.add_error(None, str(exc))
         else:
             if environment.state == State.PENDING_APPROVAL:
-                messages.success(request, "Requested. An approver will look at it soon.")
+                messages.success(
+                    request,
+                    "Requested. An approver will look at it soon.",
+                    extra_tags="while-pending",
+                )
             else:
-                messages.success(request, "Requested. It is being set up now.")
+                # The status partial removes it once set-up is over (ready or failed).
+                messages.success(
+                    request, "Requested. It is being set up now.", extra_tags="while-setting-up"
+                )
             return redirect("environment_detail", pk=environment.pk)
     context = {
         "form": form,

@@ -1,4 +1,4 @@
-"""Admin pages inside the portal: spend, audit log, quotas and blueprint versions.
+"""Admin pages inside the portal: spend, audit log and quotas (blueprints: blueprints.py).
 
 Portal admins only (role ``admin`` or superuser); everyone else gets 403. Each list
 has a CSV export of exactly what the page shows.
@@ -12,6 +12,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
@@ -19,16 +20,14 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
 
 from environments.access import roles
 from environments.catalog.pricing import money_cents
-from environments.catalog.publishing import publish_blueprint, set_blueprint_version_deprecated
-from environments.catalog.spec import BlueprintInvalid, format_duration, parse_duration
+from environments.catalog.spec import format_duration, parse_duration
 from environments.governance import audit
 from environments.governance.quotas import set_quota
 from environments.governance.selectors import audit_search, month_bounds, quota_rows, spend_report
-from environments.models import AuditEvent, BlueprintVersion, Quota, Team
+from environments.models import AuditEvent, Quota, Team
 
 
 def _require_admin(user) -> None:
@@ -67,9 +66,16 @@ def spend(request):
     if request.GET.get("format") == "csv":
         return _csv_response(
             f"ephemera-spend-{month}.csv",
-            ["month", "team", "user", "blueprint", "amount"],
+            ["month", "team", "user", "blueprint", "amount", "currency"],
             [
-                [month, r["team__name"], r["owner__email"], r["blueprint"], f"{r['amount']:.4f}"]
+                [
+                    month,
+                    r["team__name"],
+                    r["owner__email"],
+                    r["blueprint"],
+                    f"{r['amount']:.4f}",
+                    settings.COST_CURRENCY,
+                ]
                 for r in rows
             ],
         )
@@ -239,68 +245,3 @@ def quota_edit(request, kind: str, key: str):
         {"form": form, "subject": subject},
         status=400 if request.method == "POST" else 200,
     )
-
-
-@login_required
-def blueprint_versions(request):
-    _require_admin(request.user)
-    error_lines: list[str] = []
-    source = ""
-    if request.method == "POST":
-        source = request.POST.get("source", "")
-        try:
-            version, created = publish_blueprint(
-                source=source, actor=request.user, ip=audit.client_ip(request)
-            )
-        except BlueprintInvalid as exc:
-            error_lines = [f"{p}: {r}" if p else r for p, r in exc.errors]
-        else:
-            if created:
-                messages.success(request, f"Published {version}.")
-            else:
-                messages.info(request, f"No change: {version} already has this content.")
-            return redirect("governance_blueprints")
-    versions = list(
-        BlueprintVersion.objects.select_related("blueprint", "published_by").order_by(
-            "blueprint__name", "-number"
-        )
-    )
-    # New requests use each blueprint's newest version that is not deprecated.
-    current: dict[int, int] = {}
-    for v in versions:
-        if not v.deprecated and v.blueprint_id not in current:
-            current[v.blueprint_id] = v.number
-        if v.deprecated:
-            v.status_label = "Deprecated"
-        elif current[v.blueprint_id] == v.number:
-            v.status_label = "Current: new requests use it"
-        else:
-            v.status_label = f"Superseded by v{current[v.blueprint_id]}"
-    return render(
-        request,
-        "governance/blueprints.html",
-        {"versions": versions, "errors": error_lines, "source": source},
-        status=400 if error_lines else 200,
-    )
-
-
-@login_required
-@require_POST
-def blueprint_deprecate(request, pk: int):
-    _require_admin(request.user)
-    version = get_object_or_404(BlueprintVersion, pk=pk)
-    deprecated = request.POST.get("deprecated") == "1"
-    set_blueprint_version_deprecated(
-        version=version, deprecated=deprecated, actor=request.user, ip=audit.client_ip(request)
-    )
-    now_current = version.blueprint.current_version()
-    messages.success(
-        request,
-        f"{version} {'deprecated' if deprecated else 'open to requests again'}. "
-        + (
-            f"New requests for {version.blueprint.name} use v{now_current.number}."
-            if now_current
-            else f"{version.blueprint.name} is closed to new requests (no version open)."
-        ),
-    )
-    return redirect("governance_blueprints")
