@@ -79,6 +79,27 @@ def test_it_stops_polling_status_when_final(owner, team, shop, state):
     assert "hx-trigger" not in response.content.decode()
 
 
+def test_it_updates_the_expiry_date_in_the_header_without_a_reload(owner, team, shop):
+    # A teammate extends it: the next poll swaps the header's date in out of band.
+    environment = make_environment(owner=owner, team=team, version=shop, state=State.READY)
+    later = timezone.now() + timedelta(days=3)
+    Environment.objects.filter(pk=environment.pk).update(expires_at=later)
+    response = client_for(owner).get(
+        reverse("environment_status", args=[environment.pk]), HTTP_HX_REQUEST="true"
+    )
+    body = response.content.decode()
+    assert '<div id="env-when" hx-swap-oob="true"><dt>Expires</dt>' in body
+    assert later.strftime("%b %-d") in body
+    # Once deleted, the same place says when it went.
+    Environment.objects.filter(pk=environment.pk).update(
+        state=State.DELETED, deleted_at=timezone.now()
+    )
+    response = client_for(owner).get(
+        reverse("environment_status", args=[environment.pk]), HTTP_HX_REQUEST="true"
+    )
+    assert '<div id="env-when" hx-swap-oob="true"><dt>Deleted at</dt>' in response.content.decode()
+
+
 def test_it_shows_expired_when_the_time_is_up(owner, team, shop):
     environment = make_environment(
         owner=owner, team=team, version=shop, expires_at=timezone.now() - timedelta(seconds=1)
