@@ -164,6 +164,18 @@ def env(owner, team, shop):
 
 
 @pytest.fixture
+def worker(on_cluster, kube_config, tmp_path):
+    """A real RQ worker and a real watcher process on the test database, Redis and
+    cluster: what makes a requested environment ready (the job applies, the watcher
+    sees it available)."""
+    process = start_worker(kube_config, tmp_path / "worker.log")
+    watcher = start_watcher(kube_config, tmp_path / "watcher.log")
+    yield process
+    stop_worker(watcher)
+    stop_worker(process)
+
+
+@pytest.fixture
 def processes():
     """Worker and watcher processes a test starts; stopped afterwards, whatever happens."""
     started: list = []

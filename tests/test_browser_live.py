@@ -17,23 +17,12 @@ from environments.kube import cluster
 from environments.lifecycle.states import State
 from environments.models import Environment
 from tests.browser import sign_in
-from tests.conftest import start_watcher, start_worker, stop_worker
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.cluster,
     pytest.mark.django_db(transaction=True),
 ]
-
-
-@pytest.fixture
-def worker(on_cluster, kube_config, tmp_path):
-    """A real RQ worker process on the test database, Redis and cluster."""
-    process = start_worker(kube_config, tmp_path / "worker.log")
-    watcher = start_watcher(kube_config, tmp_path / "watcher.log")
-    yield process
-    stop_worker(watcher)
-    stop_worker(process)
 
 
 def test_it_requests_watches_extends_and_deletes_without_reloading(

@@ -19,7 +19,7 @@ from environments.lifecycle import services, upkeep
 from environments.lifecycle.states import State
 from environments.models import Environment
 from tests.browser import sign_in
-from tests.conftest import start_watcher, start_worker, stop_worker, wait_for
+from tests.conftest import wait_for
 
 pytestmark = [
     pytest.mark.browser,
@@ -30,15 +30,6 @@ pytestmark = [
 # The acceptance bound: a change shows on an open page within this many seconds.
 CHANGE_SHOWS_WITHIN_MS = 10_000
 GONE = re.compile(r"Tearing down|Deleted")
-
-
-@pytest.fixture
-def worker(on_cluster, kube_config, tmp_path):
-    process = start_worker(kube_config, tmp_path / "worker.log")
-    watcher = start_watcher(kube_config, tmp_path / "watcher.log")
-    yield process
-    stop_worker(watcher)
-    stop_worker(process)
 
 
 def _ready_environment(owner, shop) -> Environment:

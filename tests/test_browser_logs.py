@@ -14,7 +14,6 @@ from playwright.sync_api import expect
 
 from environments.lifecycle import services
 from tests.browser import sign_in
-from tests.conftest import start_watcher, start_worker, stop_worker
 from tests.test_logs import append_log_line
 
 pytestmark = [
@@ -22,15 +21,6 @@ pytestmark = [
     pytest.mark.cluster,
     pytest.mark.django_db(transaction=True),
 ]
-
-
-@pytest.fixture
-def worker(on_cluster, kube_config, tmp_path):
-    process = start_worker(kube_config, tmp_path / "worker.log")
-    watcher = start_watcher(kube_config, tmp_path / "watcher.log")
-    yield process
-    stop_worker(watcher)
-    stop_worker(process)
 
 
 def test_it_shows_and_follows_component_logs_on_the_environment_page(

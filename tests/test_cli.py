@@ -14,7 +14,7 @@ from environments.catalog.publishing import publish_blueprint
 from environments.kube import cluster
 from environments.lifecycle.states import State
 from environments.models import Environment
-from tests.conftest import ROOT, start_watcher, start_worker, stop_worker, wait_for
+from tests.conftest import ROOT, wait_for
 
 pytestmark = [
     pytest.mark.cluster,
@@ -47,15 +47,6 @@ def cli(live_server, owner, tmp_path):
 
     run.token = plaintext
     return run
-
-
-@pytest.fixture
-def worker(kube_config, tmp_path):
-    process = start_worker(kube_config, tmp_path / "worker.log")
-    watcher = start_watcher(kube_config, tmp_path / "watcher.log")
-    yield process
-    stop_worker(watcher)
-    stop_worker(process)
 
 
 def test_it_brings_an_environment_up_lists_extends_and_tears_it_down(
