@@ -316,6 +316,16 @@ def breaches(
     return found
 
 
+def require(*, team: Team, user, demand: Demand, exclude: Environment | None = None) -> None:
+    """Lock the team's and user's quota rows, then refuse (``ServiceError``, every broken
+    limit in one message) if ``demand`` does not fit. Call inside the service's
+    transaction, so the check and the write that uses it are one decision."""
+    lock(team=team, user=user)
+    refusals = check(team=team, user=user, demand=demand, exclude=exclude)
+    if refusals:
+        raise ServiceError(" ".join(refusals))
+
+
 def check(*, team: Team, user, demand: Demand, exclude: Environment | None = None) -> list[str]:
     """Every limit ``demand`` would break, as messages naming what is used, needed and left."""
     return [

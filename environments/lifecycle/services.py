@@ -254,15 +254,12 @@ def approve_environment(*, environment: Environment, approver, ip: str | None = 
     version = environment.blueprint_version
     if version.blueprint_spec.approval != "over-quota":
         # The approver vouches for the request, not for breaking the team's limits.
-        quotas.lock(team=environment.team, user=environment.owner)
-        refusals = quotas.check(
+        quotas.require(
             team=environment.team,
             user=environment.owner,
             demand=demand_for(version, seconds),
             exclude=environment,
         )
-        if refusals:
-            raise ServiceError(" ".join(refusals))
     _approve(environment, approver=approver, seconds=seconds, from_state=State.PENDING_APPROVAL)
     audit.record(
         actor=approver,
@@ -385,7 +382,6 @@ def extend_environment(
             f"Going past the usual {format_duration(version.blueprint_spec.ttl.default)} needs a "
             "reason; say why this environment should live longer."
         )
-    quotas.lock(team=environment.team, user=environment.owner)
     extra = quotas.Demand(
         environments=0,
         cpu_millicores=0,
@@ -394,9 +390,7 @@ def extend_environment(
         cost=(environment.hourly_price * Decimal(seconds) / 3600).quantize(Decimal("0.0001")),
         label=f"extending {version.title} by {format_duration(seconds)}",
     )
-    refusals = quotas.check(team=environment.team, user=environment.owner, demand=extra)
-    if refusals:
-        raise ServiceError(" ".join(refusals))
+    quotas.require(team=environment.team, user=environment.owner, demand=extra)
     before = _snapshot(environment)
     environment.expires_at = (environment.expires_at or timezone.now()) + timedelta(seconds=seconds)
     environment.ttl = timedelta(seconds=new_ttl)
@@ -486,16 +480,13 @@ def _check_revival(environment: Environment) -> None:
     """
     if environment.expires_at is None or environment.expires_at <= timezone.now():
         raise ServiceError("This environment has expired; clone it to start a new one.")
-    quotas.lock(team=environment.team, user=environment.owner)
     remaining = int((environment.expires_at - timezone.now()).total_seconds())
-    refusals = quotas.check(
+    quotas.require(
         team=environment.team,
         user=environment.owner,
         demand=demand_for(environment.blueprint_version, remaining),
         exclude=environment,
     )
-    if refusals:
-        raise ServiceError(" ".join(refusals))
 
 
 @transaction.atomic
