@@ -1,4 +1,9 @@
-"""The schedule, run by `manage.py rqcron environments.cron` (RQ's own cron scheduler)."""
+"""The schedule, run by `manage.py cron` (environments.lifecycle.scheduler).
+
+Intervals are in seconds and aligned to the clock (every 60 s: at each minute's start).
+Every job runs once per tick however many schedulers run; `manage.py rqcron` would
+enqueue each job once per scheduler, so use `manage.py cron`.
+"""
 
 from rq import cron
 

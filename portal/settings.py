@@ -351,6 +351,11 @@ TEARDOWN_TIMEOUT_SECONDS = env_int("TEARDOWN_TIMEOUT_SECONDS", 180, minimum=10)
 # The cluster watcher (manage.py watch_cluster): its periodic pass (deadlines, lost
 # jobs, outage retries) runs this often; a watch event triggers one sooner.
 WATCHER_TICK_SECONDS = env_int("WATCHER_TICK_SECONDS", 2, minimum=1)
+# The scheduler (manage.py cron) runs every job once per tick, whichever replica
+# enqueues it; this multiplies every interval (the tests use short ticks).
+CRON_INTERVAL_SCALE = float(env_decimal("CRON_INTERVAL_SCALE", "1"))
+if CRON_INTERVAL_SCALE <= 0:
+    raise ImproperlyConfigured("CRON_INTERVAL_SCALE: must be more than 0")
 # An environment that failed only because the API server was unreachable is retried
 # when the server is back, at most this many times in a row.
 OUTAGE_RETRY_LIMIT = env_int("OUTAGE_RETRY_LIMIT", 3, minimum=0)
