@@ -23,7 +23,8 @@ import pytest
 import requests
 from django.conf import settings
 from rq.cron import CronScheduler, get_cron_job_ids
-from rq.job import Job
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 
 from environments.access import tokens
 from environments.catalog.publishing import publish_blueprint
@@ -112,7 +113,7 @@ class Replicas:
         return ["cron"]
 
     def start(self, name: str) -> None:
-        log = self.log(name).open("w")
+        log = self.log(name).open("a")  # a restarted process adds to its log
         try:
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "manage.py", *self.command(name)],
@@ -324,16 +325,19 @@ def worker_of(environment_id: str, fleet: Replicas) -> str:
 
 
 def kill_a_worker_mid_provision(fleet: Replicas, ids: list[str]) -> str:
-    def taken():
+    def started() -> bool:
         try:
-            return Job.fetch(f"provision-{ids[0]}", connection=redis()).worker_name
-        except Exception:
-            return None
+            job = Job.fetch(f"provision-{ids[0]}", connection=redis())
+        except NoSuchJobError:
+            return False
+        return job.get_status() == JobStatus.STARTED
 
-    wait_for(taken, 60, interval=0.05)
+    wait_for(started, 60, interval=0.05)  # the job applies for about a second
     name = worker_of(ids[0], fleet)
     fleet.kill(name)
-    assert state(ids[0]) in (State.PROVISIONING, State.APPROVED)
+    # Killed holding the job: it never finished, and its environment is still in flight.
+    assert Job.fetch(f"provision-{ids[0]}", connection=redis()).get_status() == JobStatus.STARTED
+    assert state(ids[0]) == State.PROVISIONING
     return name
 
 
