@@ -116,10 +116,11 @@ class TickCronJob(CronJob):
 class TickScheduler(DjangoCronScheduler):
     """django-rq's cron scheduler with every job run once per tick across replicas."""
 
-    def register(self, func, queue_name, *args: Any, interval: int | None = None, **kwargs: Any):  # type: ignore[override]
-        if interval:
-            interval = max(1, round(interval * settings.CRON_INTERVAL_SCALE))
-        job = super().register(func, queue_name, *args, interval=interval, **kwargs)
+    # The same arguments as RQ's (by keyword, as rq.cron's config loader passes them).
+    def register(self, func, queue_name, **options: Any):  # type: ignore[override]
+        if options.get("interval"):
+            options["interval"] = max(1, round(options["interval"] * settings.CRON_INTERVAL_SCALE))
+        job = super().register(func, queue_name, **options)
         tick_job = TickCronJob.adopt(job)
         self._cron_jobs[self._cron_jobs.index(job)] = tick_job
         return tick_job
