@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import django_rq
@@ -83,6 +84,47 @@ def assert_once_per_tick(since: float, settle: float = 10.0) -> None:
         last = math.floor((now - settle) / interval)
         missing = [tick for tick in range(first, last + 1) if counts[tick] != 1]
         assert not missing, f"{name} did not run in ticks {missing} (ran: {sorted(counts)})"
+
+
+def test_schedulers_in_one_tick_enqueue_each_job_once(monkeypatch):
+    """In-process, on the real Redis: three schedulers reach the same instant; each job
+    is enqueued once, by the first, and every one of them next wakes at the next tick."""
+    from environments.lifecycle import scheduler
+
+    instant = datetime(2030, 1, 1, 12, 7, 30, tzinfo=UTC)  # mid-minute, mid-5-minutes
+    monkeypatch.setattr(scheduler, "now", lambda: instant)
+    monkeypatch.setattr("rq.cron.now", lambda: instant)  # RQ's own sense of the time
+    schedulers = [scheduler.TickScheduler() for _ in range(3)]
+    for each in schedulers:
+        each.load_config_from_file("environments.cron")
+    queue = django_rq.get_queue("default")
+    queue.empty()  # (this test runs before the module's workers start)
+
+    for each in schedulers:
+        each.enqueue_jobs()
+
+    enqueued = [job_id for name in SCHEDULE for job_id in get_cron_job_ids(name, redis())]
+    assert (
+        sorted(queue.get_job_ids())
+        == sorted(enqueued)
+        == sorted(
+            f"cron-{settings.EPHEMERA_INSTANCE}-environments_tasks_{name}-{tick}"
+            for name, tick in [
+                ("reap_expired", 1893499620),  # 12:07:00
+                ("warn_expiring", 1893499620),
+                ("accrue_cost", 1893499620),
+                ("remind_approvers", 1893499500),  # 12:05:00
+                ("reconcile", 1893499500),
+            ]
+        )
+    )
+    for each in schedulers:
+        due = sorted({job.next_enqueue_time for job in each.get_jobs()})
+        assert due == [
+            datetime(2030, 1, 1, 12, 8, tzinfo=UTC),
+            datetime(2030, 1, 1, 12, 10, tzinfo=UTC),
+        ]
+    queue.empty()
 
 
 class Replicas:
