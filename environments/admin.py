@@ -23,6 +23,7 @@ from django.forms.models import model_to_dict
 from django.urls import reverse
 from django.utils.html import format_html_join
 
+from environments.access.accounts import AdminLoginForm
 from environments.catalog.publishing import publish_blueprint, set_blueprint_version_deprecated
 from environments.catalog.spec import BlueprintInvalid, load_blueprint
 from environments.governance import audit, quotas
@@ -44,6 +45,9 @@ from environments.models import (
     Webhook,
     WebhookDelivery,
 )
+
+# /admin/login/ is limited like the portal's sign-in page (same rates, same counters).
+admin.site.login_form = AdminLoginForm
 
 # Never copied into the append-only audit log: it would keep them forever.
 SECRET_FIELDS = {"secret", "token_hash", "password"}
