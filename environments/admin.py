@@ -27,6 +27,7 @@ from environments.access.accounts import AdminLoginForm
 from environments.catalog.publishing import publish_blueprint, set_blueprint_version_deprecated
 from environments.catalog.spec import BlueprintInvalid, load_blueprint
 from environments.governance import audit, quotas
+from environments.lib.egress import masked_url
 from environments.models import (
     ApiToken,
     AuditEvent,
@@ -59,6 +60,8 @@ def _snapshot(obj) -> dict | None:
     values = model_to_dict(obj)
     for name in SECRET_FIELDS & set(values):
         values[name] = "(secret)"
+    for name in getattr(obj, "MASKED_FIELDS", ()):  # webhook URLs: credentials too
+        values[name] = masked_url(values[name])
     return json.loads(json.dumps(values, cls=DjangoJSONEncoder, default=str))
 
 

@@ -26,7 +26,7 @@ from environments.catalog.choices import Purpose
 from environments.catalog.pricing import hourly_price
 from environments.catalog.spec import BlueprintSpec, ComponentSpec, component_totals
 from environments.fields import EncryptedSecretField
-from environments.lib.egress import refused_url
+from environments.lib.egress import masked_url, refused_url
 from environments.lib.naming import namespace_for
 from environments.lifecycle.states import (
     ACTIVE_STATES,
@@ -70,8 +70,12 @@ class Webhook(models.Model):
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    # The URL is a credential (Slack's carry their token in the path): shown masked in
+    # logs, errors and the audit log (admin.py's snapshot), used whole only to deliver.
+    MASKED_FIELDS = ("url",)
+
     def __str__(self) -> str:
-        return f"{self.team}: {self.url}"
+        return f"{self.team}: {masked_url(self.url)}"
 
     def clean(self) -> None:
         refused = refused_url(self.url)
@@ -96,7 +100,7 @@ class WebhookDelivery(models.Model):
         verbose_name_plural = "webhook deliveries"
 
     def __str__(self) -> str:
-        return f"{self.event} -> {self.webhook.url}"
+        return f"{self.event} -> {masked_url(self.webhook.url)}"
 
     @property
     def failed(self) -> bool:

@@ -159,7 +159,7 @@ def send_webhook(delivery_id: int) -> str:
         WebhookDelivery.objects.filter(pk=delivery_id).update(
             attempts=delivery.attempts + 1, last_error=f"refused: {refused}"
         )
-        raise WebhookFailed(f"{delivery.webhook.url}: {refused}")
+        raise WebhookFailed(f"{egress.masked_url(delivery.webhook.url)}: {refused}")
     request = urllib.request.Request(  # noqa: S310 (scheme checked above)
         delivery.webhook.url,
         data=body,
@@ -187,6 +187,7 @@ def send_webhook(delivery_id: int) -> str:
         delivered_at=timezone.now() if status and 200 <= status < 300 else None,
     )
     if not (status and 200 <= status < 300):
-        log.warning("webhook %s failed: %s", delivery.webhook.url, error)
-        raise WebhookFailed(f"{delivery.webhook.url}: {error}")
+        where = egress.masked_url(delivery.webhook.url)  # the URL is a credential
+        log.warning("webhook %s failed: %s", where, error)
+        raise WebhookFailed(f"{where}: {error}")
     return f"delivered ({status})"
