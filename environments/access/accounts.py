@@ -4,8 +4,8 @@ Also the Django admin's sign-in form, limited like allauth's (same rates, same R
 counters), and the one rule for the client's address behind a proxy.
 """
 
-from allauth.core import ratelimit
 from allauth.account.adapter import DefaultAccountAdapter, get_adapter
+from allauth.core import ratelimit
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
 from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -52,4 +52,3 @@ class AdminLoginForm(AdminAuthenticationForm):
             self.confirm_login_allowed(user)
             self.user_cache = user
         return self.cleaned_data
-

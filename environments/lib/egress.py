@@ -23,7 +23,6 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-
 # IPv6 addresses that carry an IPv4 address a gateway or the host's stack will reach:
 # NAT64 (RFC 6052), IPv4-compatible (::a.b.c.d, deprecated) and IPv4-mapped (::ffff:...).
 # 6to4 (2002::/16) carries it in bits 16-48 (``sixtofour``).
@@ -111,7 +110,6 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
 opener = urllib.request.build_opener(
     urllib.request.ProxyHandler({}), _HTTPHandler, _HTTPSHandler, _RefuseRedirects
 )
-
 
 
 def masked_url(url: str) -> str:
