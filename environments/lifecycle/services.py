@@ -7,7 +7,7 @@ Services are keyword-only, transactional, check state first, and raise a
 from __future__ import annotations
 
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -440,9 +440,18 @@ DELETABLE = (
 
 @transaction.atomic
 def delete_environment(
-    *, environment: Environment, user=None, ip: str | None = None, message: str = ""
+    *,
+    environment: Environment,
+    user=None,
+    ip: str | None = None,
+    message: str = "",
+    expired_by: datetime | None = None,
 ) -> bool:
-    """Start teardown. ``user`` None means the system (expiry, reconciler)."""
+    """Start teardown. ``user`` None means the system (expiry, reconciler).
+
+    ``expired_by`` (the reaper): only if the environment still expires by then, checked
+    in the same guarded UPDATE; an extension that got there first wins (returns False).
+    """
     if user is not None and not can_change(user, environment):
         raise PermissionDenied("You cannot delete this environment.")
     moved = transition(
@@ -451,11 +460,14 @@ def delete_environment(
         to_state=State.TEARING_DOWN,
         message=message or (f"Deletion requested by {audit.who(user)}." if user else "Expired."),
         actor=user,
+        expired_by=expired_by,
     )
     if not moved:
         current = Environment.objects.get(pk=environment.pk)
         if current.state in {State.TEARING_DOWN, State.DELETED}:
             return False  # already on its way: a double click is not an error
+        if expired_by is not None and current.state in DELETABLE:
+            return False  # extended since the reaper looked: it lives on
         raise ServiceError(
             f"This environment is {current.get_state_display().lower()} and cannot be deleted."
         )

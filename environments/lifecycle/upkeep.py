@@ -42,13 +42,15 @@ def reap_expired() -> int:
         ):
             notifications.send_later(notifications.REJECTED, environment_id)
             count += 1
+    now = timezone.now()
     expired = Environment.objects.filter(
-        state__in=DELETABLE_STATES, expires_at__lte=timezone.now()
+        state__in=DELETABLE_STATES, expires_at__lte=now
     ).values_list("pk", flat=True)
     reaped = []
     for environment_id in expired:
         environment = Environment.objects.get(pk=environment_id)
-        if services.delete_environment(environment=environment, message="Expired."):
+        # expired_by: re-checked in the guarded UPDATE, so an extension since wins.
+        if services.delete_environment(environment=environment, message="Expired.", expired_by=now):
             notifications.send_later(notifications.EXPIRED, environment_id)
             reaped.append(environment_id)
     if len(reaped) > 1:  # a class or a batch ending together: overlap the waits
