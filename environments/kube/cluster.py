@@ -33,6 +33,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from environments.kube.objects import COMPONENT_LABEL, INSTANCE_LABEL, MANAGED_BY, MANAGER
+from environments.lib.naming import NAMESPACE_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +292,8 @@ def list_managed_namespaces() -> list[ManagedNamespace]:
 
     A namespace labelled for another instance is left alone; one with the managed-by
     label and no instance label counts as ours (made by hand, or by an older portal).
+    Only ``eph-`` names count: a label alone (anyone who may label a namespace) never
+    puts a namespace in reach of the orphan cleanup.
     """
     data = with_retries(
         lambda: _request(
@@ -308,6 +311,7 @@ def list_managed_namespaces() -> list[ManagedNamespace]:
         for item in data.get("items", [])
         if item["metadata"].get("labels", {}).get(INSTANCE_LABEL, settings.EPHEMERA_INSTANCE)
         == settings.EPHEMERA_INSTANCE
+        and item["metadata"]["name"].startswith(NAMESPACE_PREFIX)
     ]
 
 
