@@ -142,6 +142,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "environments.web.sessions.IdleTimeoutMiddleware",
     "environments.web.errors.HtmxLoginRedirectMiddleware",
     "environments.web.timezones.TimeZoneMiddleware",
     "environments.web.errors.PortalNotFoundMiddleware",
@@ -294,6 +295,8 @@ else:
 
 # --- Security -----------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
+# Signed out after this long without a request (environments/web/sessions.py); 0 = never.
+SESSION_IDLE_MINUTES = env_int("SESSION_IDLE_MINUTES", 120)
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
