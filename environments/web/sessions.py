@@ -28,9 +28,11 @@ class IdleTimeoutMiddleware:
         if idle and user is not None and user.is_authenticated:
             now = time.time()
             last = request.session.get(KEY)
-            if isinstance(last, int | float) and now - last > idle:
+            if not isinstance(last, int | float):
+                last = None
+            background = request.htmx and request.method == "GET"
+            if last is not None and now - last > idle:
                 logout(request)
-            elif not (request.htmx and request.method == "GET"):
-                if not isinstance(last, int | float) or now - last >= RESOLUTION_SECONDS:
-                    request.session[KEY] = now
+            elif not background and (last is None or now - last >= RESOLUTION_SECONDS):
+                request.session[KEY] = now
         return self.get_response(request)
