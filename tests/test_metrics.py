@@ -99,9 +99,10 @@ def test_the_numbers_move_after_a_provision_and_a_teardown(client, owner, shop, 
     after = scrape(client)
     count = "ephemera_provision_duration_seconds_count"
     assert after[count] == before[count] + 1
-    assert after["ephemera_provision_duration_seconds_sum"] > before[
-        "ephemera_provision_duration_seconds_sum"
-    ]
+    assert (
+        after["ephemera_provision_duration_seconds_sum"]
+        > before["ephemera_provision_duration_seconds_sum"]
+    )
     assert after['ephemera_environments{state="ready"}'] == 1
     assert after["ephemera_workers"] >= 1
     assert after["ephemera_worker_last_heartbeat_timestamp_seconds"] > 0
@@ -144,7 +145,8 @@ def test_the_alert_rules_are_valid_and_name_only_exported_metrics(env):
     names = exported_names()
     # A histogram with no request yet has no samples: count the family as exported.
     names |= {
-        f"ephemera_http_request_duration_seconds{suffix}" for suffix in ("_bucket", "_count", "_sum")
+        f"ephemera_http_request_duration_seconds{suffix}"
+        for suffix in ("_bucket", "_count", "_sum")
     }
     alerts = []
     for group in document["groups"]:
