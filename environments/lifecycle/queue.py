@@ -135,7 +135,7 @@ def _enqueue_or_defer(action: str, environment_id) -> None:
 def deferred(environment_id) -> bool:
     """True if this thread could not queue ``environment_id``'s job just now (asked once:
     the answer is forgotten after it is given)."""
-    ids = getattr(_deferred, "ids", set())
+    ids: set[str] = getattr(_deferred, "ids", set())
     if str(environment_id) in ids:
         ids.discard(str(environment_id))
         return True

@@ -48,7 +48,7 @@ def one_line(exc: BaseException) -> str:
 def quick_redis() -> redis.Redis:
     """A Redis client that gives up within a second (the app's own waits longer)."""
     return redis.Redis.from_url(
-        settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1, retry_on_timeout=False
+        str(settings.REDIS_URL), socket_connect_timeout=1, socket_timeout=1, retry_on_timeout=False
     )
 
 
