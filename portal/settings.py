@@ -431,6 +431,9 @@ WORKER_HEARTBEAT_MAX_AGE = env_int("WORKER_HEARTBEAT_MAX_AGE", 480, minimum=10)
 SCHEDULER_HEARTBEAT_MAX_AGE = env_int("SCHEDULER_HEARTBEAT_MAX_AGE", 180, minimum=10)
 # /metrics asks for "Authorization: Bearer <token>" when set; open when unset.
 METRICS_TOKEN = env("METRICS_TOKEN")
+# prometheus_client's multiprocess mode (it reads the variable itself): an empty directory
+# shared by gunicorn's workers, so /metrics adds up their request counts.
+PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR")
 # How long clients are told to wait (Retry-After) while PostgreSQL or Redis is down.
 OUTAGE_RETRY_AFTER_SECONDS = env_int("OUTAGE_RETRY_AFTER_SECONDS", 10, minimum=1)
 LOG_FORMAT = env("LOG_FORMAT", "plain")

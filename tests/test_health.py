@@ -48,7 +48,7 @@ def web_process(tmp_path, kube_config, settings):
     some settings replaced; yields a function that starts one and returns its base URL."""
     started: list[subprocess.Popen] = []
 
-    def start(**env: str) -> str:
+    def start(workers: int = 1, threads: int = 4, **env: str) -> str:
         port = free_port()
         environ = subprocess_environ(
             DATABASE_URL=database_url(),
@@ -68,9 +68,9 @@ def web_process(tmp_path, kube_config, settings):
                 "--bind",
                 f"127.0.0.1:{port}",
                 "--workers",
-                "1",
+                str(workers),
                 "--threads",
-                "4",
+                str(threads),
             ],
             cwd=ROOT,
             env=environ,

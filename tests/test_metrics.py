@@ -5,6 +5,7 @@ deploy/chart/files/alerts.yaml naming only metrics that exist."""
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
@@ -15,6 +16,7 @@ from environments.lifecycle.states import State
 from environments.lifecycle.upkeep import reconcile
 from environments.models import Environment
 from tests.conftest import ROOT, client_for, wait_for
+from tests.test_health import get, web_process  # noqa: F401 (a fixture)
 
 ALERTS = ROOT / "deploy" / "chart" / "files" / "alerts.yaml"
 
@@ -174,3 +176,32 @@ def test_the_alert_rules_are_valid_and_name_only_exported_metrics(env):
         "EphemeraNotReady",
     ):
         assert needed in alerts
+
+
+@pytest.mark.cluster
+@pytest.mark.django_db(transaction=True)
+def test_gunicorn_workers_add_up_their_request_counts_in_multiprocess_mode(web_process, tmp_path):
+    multiproc = tmp_path / "prometheus"
+    multiproc.mkdir()
+    base = web_process(workers=2, threads=1, PROMETHEUS_MULTIPROC_DIR=str(multiproc))
+    sent = 0
+
+    def both_workers_answered() -> bool:
+        # Sixteen at once, so that both workers get some (a file per worker pid shows it).
+        nonlocal sent
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda _: get(f"{base}/accounts/login/")[0], range(16)))
+        assert answers == [200] * 16
+        sent += 16
+        return len(list(multiproc.glob("histogram_*.db"))) >= 2
+
+    wait_for(both_workers_answered, 120, interval=0.05)
+    status, _, body = get(f"{base}/metrics")
+    assert status == 200
+    counted = {
+        sample.labels.get("view"): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+        if sample.name == "ephemera_http_request_duration_seconds_count"
+    }
+    assert counted["account_login"] == sent  # every worker's share, added up

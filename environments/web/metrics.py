@@ -19,7 +19,6 @@ A dependency that is down never fails the scrape: its families are left out and
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 
@@ -205,7 +204,7 @@ _shared.register(EphemeraCollector())
 
 def exposition() -> tuple[bytes, str]:
     """The whole /metrics body: shared numbers, then this process's (or all workers')."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if settings.PROMETHEUS_MULTIPROC_DIR:
         per_process = CollectorRegistry()
         MultiProcessCollector(per_process)
     else:
