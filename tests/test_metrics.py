@@ -180,7 +180,10 @@ def test_the_alert_rules_are_valid_and_name_only_exported_metrics(env):
 
 @pytest.mark.cluster
 @pytest.mark.django_db(transaction=True)
-def test_gunicorn_workers_add_up_their_request_counts_in_multiprocess_mode(web_process, tmp_path):
+def test_gunicorn_workers_add_up_their_request_counts_in_multiprocess_mode(
+    web_process,  # noqa: F811 (the fixture imported above)
+    tmp_path,
+):
     multiproc = tmp_path / "prometheus"
     multiproc.mkdir()
     base = web_process(workers=2, threads=1, PROMETHEUS_MULTIPROC_DIR=str(multiproc))
