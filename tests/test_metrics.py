@@ -97,7 +97,13 @@ def test_it_still_answers_when_redis_is_down_and_says_which_source_failed(client
 def test_the_numbers_move_after_a_provision_and_a_teardown(client, owner, shop, worker):
     before = scrape(client)
     environment = services.request_environment(user=owner, version=shop)
-    wait_for(lambda: Environment.objects.get(pk=environment.pk).state == State.READY, 120)
+    try:
+        wait_for(lambda: Environment.objects.get(pk=environment.pk).state == State.READY, 120)
+    except AssertionError:
+        environment.refresh_from_db()
+        services.delete_environment(environment=environment, user=owner)  # clean up the cluster
+        wait_for(lambda: Environment.objects.get(pk=environment.pk).state == State.DELETED, 120)
+        raise
     after = scrape(client)
     count = "ephemera_provision_duration_seconds_count"
     assert after[count] == before[count] + 1

@@ -177,8 +177,17 @@ def test_a_request_made_while_redis_is_down_is_kept_and_starts_when_it_is_back(
 
     processes.append(start_worker(kube_config, tmp_path / "worker.log"))
     processes.append(start_watcher(kube_config, tmp_path / "watcher.log"))
-    wait_for(lambda: Environment.objects.get(pk=environment.pk).state == State.READY, 120)
-    assert Environment.objects.filter(owner=owner).count() == 1
+    try:
+        wait_for(lambda: Environment.objects.get(pk=environment.pk).state == State.READY, 120)
+        assert Environment.objects.filter(owner=owner).count() == 1
+    finally:
+        # Leave the shared cluster as we found it, whatever happened.
+        from environments.lifecycle import services
+
+        services.delete_environment(
+            environment=Environment.objects.get(pk=environment.pk), user=owner
+        )
+        wait_for(lambda: Environment.objects.get(pk=environment.pk).state == State.DELETED, 120)
 
 
 @pytest.mark.django_db
