@@ -132,6 +132,11 @@ def _enqueue_or_defer(action: str, environment_id) -> None:
             log.warning("could not record the queue outage on %s", environment_id)
 
 
+def forget_deferred() -> None:
+    """Start a request with a clean slate (a thread serves many requests)."""
+    _deferred.ids = set()
+
+
 def deferred(environment_id) -> bool:
     """True if this thread could not queue ``environment_id``'s job just now (asked once:
     the answer is forgotten after it is given)."""

@@ -12,6 +12,7 @@ from django.template import loader
 from django_htmx.http import HttpResponseClientRedirect
 
 from environments.lib.outages import dependency_down
+from environments.lifecycle import queue
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class OutageMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        queue.forget_deferred()
         response = self.get_response(request)
         if response.status_code < 500:
             return response
