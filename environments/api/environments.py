@@ -31,7 +31,7 @@ from environments.api.schemas import (
 )
 from environments.catalog.selectors import requestable_version
 from environments.governance import audit
-from environments.lifecycle import selectors, services
+from environments.lifecycle import queue, selectors, services
 from environments.models import ApiToken, Environment, Team
 
 router = Router(auth=bearer, tags=["environments"])
@@ -134,7 +134,14 @@ def create_environment(request: HttpRequest, payload: EnvironmentIn) -> Status[d
         display_name=payload.display_name,
         ip=audit.client_ip(request),
     )
-    return Status(201, environment_out(_environment(token, str(environment.pk))))
+    return Status(201, _with_notice(environment_out(_environment(token, str(environment.pk)))))
+
+
+def _with_notice(answer: dict[str, Any]) -> dict[str, Any]:
+    """Say so when the request stands but its job waits for the queue (lifecycle.queue)."""
+    if queue.deferred(answer["id"]):
+        answer["notice"] = queue.WAITING_FOR_QUEUE
+    return answer
 
 
 @router.get(
@@ -215,7 +222,7 @@ def delete_environment(
     services.delete_environment(
         environment=environment, user=token.user, ip=audit.client_ip(request)
     )
-    return Status(202, environment_out(_environment(token, str(environment.pk))))
+    return Status(202, _with_notice(environment_out(_environment(token, str(environment.pk)))))
 
 
 @router.post(

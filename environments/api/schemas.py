@@ -84,6 +84,11 @@ class EnvironmentOut(Schema):
     hourly_price: str
     currency: str
     last_error: str
+    notice: str = Field(
+        default="",
+        description="Something the client should know about this answer, e.g. that the "
+        "job queue is down and the environment will start when it is back; usually empty.",
+    )
 
 
 class EventOut(Schema):

@@ -15,10 +15,13 @@ import json
 import logging
 import urllib.error
 import urllib.request
+import uuid
 
 import django_rq
+import redis.exceptions
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Q
@@ -43,13 +46,39 @@ REMINDER = "reminder"
 EVENTS = (REQUESTED, APPROVED, REJECTED, READY, FAILED, EXPIRING, EXPIRED, REMINDER)
 
 
+# RQ retries a delivery that raised (a database blip, a mail server hiccup) this often.
+DELIVERY_RETRY = (5, 30, 120, 600, 1800)
+
+
 def send_later(event: str, environment_id) -> None:
+    """Queue the notification once the caller's transaction commits.
+
+    Retried with backoff if it fails (``DELIVERY_RETRY``); each attempt carries the same
+    key, so the email and the webhook deliveries are made once however often it runs.
+    A Redis outage at commit time loses the notification, never the request: the
+    caller's change is committed already (logged as a warning).
+    """
     assert event in EVENTS, event
-    transaction.on_commit(
-        lambda: django_rq.get_queue("default").enqueue(
-            "environments.tasks.deliver_notification", event, str(environment_id)
-        )
-    )
+    key = uuid.uuid4().hex
+
+    def enqueue() -> None:
+        try:
+            django_rq.get_queue("default").enqueue(
+                "environments.tasks.deliver_notification",
+                event,
+                str(environment_id),
+                key,
+                retry=Retry(max=len(DELIVERY_RETRY), interval=list(DELIVERY_RETRY)),
+            )
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            log.warning(
+                "could not queue the %s notification for %s: %s",
+                event,
+                environment_id,
+                type(exc).__name__,
+            )
+
+    transaction.on_commit(enqueue)
 
 
 def approvers_emails() -> list[str]:
@@ -99,7 +128,18 @@ def message_for(event: str, environment: Environment) -> tuple[str, str, list[st
     return subject, f"{body}\n\n{link}", owner
 
 
-def deliver(event: str, environment_id: str) -> str:
+def _done_key(key: str, step: str) -> str:
+    return f"notification:{key}:{step}"
+
+
+def deliver(event: str, environment_id: str, key: str = "") -> str:
+    """Email the people concerned and queue one delivery per subscribed webhook.
+
+    Raises on a database or mail error, so RQ retries it (``DELIVERY_RETRY``). With a
+    ``key`` (every job ``send_later`` queues has one) each step is marked done in Redis
+    once made, so a retry after a partial failure sends nothing twice. Jobs queued by
+    the previous release have no key and run as before.
+    """
     environment = (
         Environment.objects.select_related("owner", "team", "blueprint_version")
         .filter(pk=environment_id)
@@ -108,22 +148,37 @@ def deliver(event: str, environment_id: str) -> str:
     if environment is None:
         return "no such environment"
     subject, body, recipients = message_for(event, environment)
-    if recipients:
+    done_for = 7 * 86400
+    emailed = 0
+    if recipients and not (key and cache.get(_done_key(key, "email"))):
         send_mail(subject, body, None, recipients)
+        emailed = len(recipients)
+        if key:
+            cache.set(_done_key(key, "email"), 1, done_for)
     hooks = 0
     for webhook in Webhook.objects.filter(team_id=environment.team_id, active=True):
         if webhook.events and event not in webhook.events:
             continue
+        if key and cache.get(_done_key(key, f"webhook:{webhook.pk}")):
+            continue
+        # Committed before its job is queued (the job must find it); taken back if the
+        # job cannot be queued, so a retry does not leave an orphan delivery behind.
         delivery = WebhookDelivery.objects.create(
             webhook=webhook, event=event, payload=webhook_payload(event, environment, subject)
         )
-        django_rq.get_queue("default").enqueue(
-            "environments.tasks.send_webhook",
-            delivery.pk,
-            retry=Retry(max=4, interval=[10, 60, 300, 900]),
-        )
+        try:
+            django_rq.get_queue("default").enqueue(
+                "environments.tasks.send_webhook",
+                delivery.pk,
+                retry=Retry(max=4, interval=[10, 60, 300, 900]),
+            )
+        except Exception:
+            WebhookDelivery.objects.filter(pk=delivery.pk).delete()
+            raise
+        if key:
+            cache.set(_done_key(key, f"webhook:{webhook.pk}"), 1, done_for)
         hooks += 1
-    return f"emailed {len(recipients)}, {hooks} webhook(s)"
+    return f"emailed {emailed}, {hooks} webhook(s)"
 
 
 def webhook_payload(event: str, environment: Environment, subject: str) -> dict:

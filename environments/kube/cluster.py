@@ -157,6 +157,17 @@ def with_retries(
         time.sleep(wait)
 
 
+def api_server_reachable(*, timeout: float = 2.0) -> None:
+    """One GET /version, no retries: raises ``ClusterUnavailable`` unless the API server
+    answers within ``timeout`` (the readiness probe; /version is open to every client)."""
+    try:
+        _request("GET", "/version", timeout=timeout)
+    except ApiException as exc:
+        raise ClusterUnavailable(f"{exc.status} {_api_message(exc)}", exc.status) from exc
+    except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
+        raise ClusterUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
 def _request(
     method: str,
     path: str,

@@ -32,6 +32,7 @@ from environments.governance.billing import accrue
 from environments.integrations import notifications
 from environments.kube import cluster
 from environments.kube.objects import EnvironmentSpec, build_manifests, urls
+from environments.lifecycle import telemetry
 from environments.lifecycle.states import State
 from environments.lifecycle.transitions import transition
 from environments.models import Environment, EnvironmentEvent
@@ -162,6 +163,13 @@ def mark_ready(environment_id, component_status: dict, *, actor: str = "") -> bo
         outage_retries=0,
     ):
         log.info("environment %s ready%s", environment_id, actor)
+        started = (
+            Environment.objects.filter(pk=environment_id)
+            .values_list("provision_started_at", flat=True)
+            .first()
+        )
+        if started is not None:
+            telemetry.observe_duration("provision", (now - started).total_seconds())
         notifications.send_later(notifications.READY, environment_id)
         return True
     return False
@@ -170,6 +178,11 @@ def mark_ready(environment_id, component_status: dict, *, actor: str = "") -> bo
 def mark_deleted(environment_id, *, actor: str = "") -> bool:
     """tearing_down -> deleted, once the namespace is gone: bill up to now, then stop."""
     accrue(environment_id)
+    since = (
+        Environment.objects.filter(pk=environment_id, state=State.TEARING_DOWN)
+        .values_list("state_changed_at", flat=True)
+        .first()
+    )
     if transition(
         environment_id,
         from_states=State.TEARING_DOWN,
@@ -183,6 +196,8 @@ def mark_deleted(environment_id, *, actor: str = "") -> bool:
         lease_owner=None,
     ):
         log.info("environment %s deleted%s", environment_id, actor)
+        if since is not None:
+            telemetry.observe_duration("teardown", (timezone.now() - since).total_seconds())
         return True
     return False
 

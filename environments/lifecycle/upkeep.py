@@ -15,7 +15,7 @@ from environments.governance.billing import accrue
 from environments.integrations import notifications
 from environments.kube import cluster
 from environments.lib.naming import namespace_for
-from environments.lifecycle import services
+from environments.lifecycle import services, telemetry
 from environments.lifecycle.provisioning import job_lost, start_deleting
 from environments.lifecycle.queue import enqueue
 from environments.lifecycle.states import DELETABLE_STATES, FINAL_STATES, State
@@ -190,4 +190,5 @@ def reconcile() -> dict[str, int]:
                 },
             )
             counts["cleaned"] += 1
+    telemetry.reconciled(vanished=counts["vanished"])
     return counts

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 from environments.access import roles
 from environments.governance import audit, quotas
 from environments.lib.errors import ServiceError
-from environments.lifecycle import selectors, services
+from environments.lifecycle import queue, selectors, services
 from environments.models import Environment
 from environments.web.forms import RejectForm
 
@@ -56,7 +56,12 @@ def approve(request, pk):
     except (ServiceError, PermissionDenied) as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Approved {environment.namespace}.")
+        if queue.deferred(environment.pk):
+            messages.warning(
+                request, f"Approved {environment.namespace}. {queue.WAITING_FOR_QUEUE}"
+            )
+        else:
+            messages.success(request, f"Approved {environment.namespace}.")
     return redirect("approvals")
 
 
