@@ -59,6 +59,7 @@ def environment_spec(environment: Environment) -> EnvironmentSpec:
         ingress_class=settings.INGRESS_CLASS,
         instance=settings.EPHEMERA_INSTANCE,
         kube_access=blueprint.kube_access.value,
+        user_role_prefix=settings.KUBE_USER_CLUSTER_ROLE_PREFIX,
     )
 
 
