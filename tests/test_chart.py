@@ -149,6 +149,15 @@ def test_the_prometheus_rule_comes_from_files_alerts_yaml_and_renders_without_it
     (rule,) = [m for m in render(*on, chart=chart) if m["kind"] == "PrometheusRule"]
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
     assert rule["spec"]["groups"][0]["rules"][0]["alert"] == "EphemeraDown"
+    # A whole PrometheusRule in the file: its spec is used.
+    alerts.write_text(
+        "apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata: {name: x}\n"
+        "spec:\n  groups:\n  - name: g\n    rules:\n    - alert: QueueStuck\n      expr: 'x > 1'\n"
+    )
+    (rule,) = [m for m in render(*on, chart=chart) if m["kind"] == "PrometheusRule"]
+    assert rule["spec"] == {
+        "groups": [{"name": "g", "rules": [{"alert": "QueueStuck", "expr": "x > 1"}]}]
+    }
     assert "PrometheusRule" not in [m["kind"] for m in render(chart=chart)]  # off by default
 
 

@@ -173,6 +173,24 @@ def test_the_kubeconfig_account_is_bound_to_a_shipped_cluster_role_inside_its_na
     assert "Role" not in [m["kind"] for m in objects.build_manifests(SPEC)]
 
 
+def test_manifests_recorded_with_an_own_role_lose_it_and_bind_the_cluster_role():
+    new = objects.build_manifests(SPEC)
+    assert objects.without_own_role(SPEC, new) is new  # nothing to change
+    binding = objects.user_role_binding(SPEC)
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": binding["metadata"],
+    }
+    old_binding = {
+        **binding,
+        "roleRef": {**binding["roleRef"], "kind": "Role", "name": "ephemera-user"},
+    }
+    old = [m for m in new if m["kind"] != "RoleBinding"]
+    old[6:6] = [role, old_binding]
+    assert objects.without_own_role(SPEC, old) == new
+
+
 def test_every_access_level_has_rules_in_the_one_shared_file():
     from environments.catalog.choices import KubeAccess
     from tests.kubecluster import load_launcher

@@ -193,26 +193,9 @@ def test_the_real_flows_run_with_the_chart_identities(
     assert not Environment.objects.filter(state=State.FAILED).exists()
 
 
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.usefixtures("on_cluster")
-def test_an_environment_made_with_its_own_role_updates_and_tears_down(
-    chart_release,
-    identities,
-    owner,
-    sample_blueprints,
-    kube_client,
-    processes,
-    tmp_path,
-):
-    """Environments provisioned before this release bound a Role of their own."""
-    start_controller(chart_release, identities["controller"], tmp_path, processes)
-    environment = services.request_environment(user=owner, version=sample_blueprints["pr-preview"])
-    wait_for(lambda: state_of(environment) in {State.READY, State.FAILED}, timeout=180)
-    environment.refresh_from_db()
-    assert environment.state == State.READY, environment.last_error
-
-    # Make it look like the old release made it (as admin): a Role and a RoleBinding to it,
-    # both recorded in the environment's manifests.
+def make_it_old(kube_client, environment) -> list[dict]:
+    """Make a ready environment look as the previous release made it (as admin): a Role
+    of its own and a RoleBinding to it, on the cluster and in the recorded manifests."""
     namespace = environment.namespace
     meta = {"name": USER_ACCOUNT, "namespace": namespace, "labels": {MANAGED_BY: "ephemera"}}
     role = {
@@ -230,32 +213,79 @@ def test_an_environment_made_with_its_own_role_updates_and_tears_down(
     }
     rbac = client.RbacAuthorizationV1Api(kube_client)
     rbac.delete_namespaced_role_binding(USER_ACCOUNT, namespace)
-    rbac.create_namespaced_role(namespace, role)
+    try:
+        rbac.create_namespaced_role(namespace, role)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
     rbac.create_namespaced_role_binding(namespace, old_binding)
-    manifests = [m for m in environment.manifests if m["kind"] != "RoleBinding"]
-    Environment.objects.filter(pk=environment.pk).update(manifests=[*manifests, role, old_binding])
+    environment.refresh_from_db()
+    manifests = [m for m in environment.manifests if m["kind"] not in {"Role", "RoleBinding"}] + [
+        role,
+        old_binding,
+    ]
+    Environment.objects.filter(pk=environment.pk).update(manifests=manifests)
+    return manifests
 
-    # An update re-renders: the controller replaces the binding (roleRef cannot change).
+
+def bound_to(kube_client, namespace: str) -> tuple[str, str]:
+    binding = client.RbacAuthorizationV1Api(kube_client).read_namespaced_role_binding(
+        USER_ACCOUNT, namespace
+    )
+    return binding.role_ref.kind, binding.role_ref.name
+
+
+def settled(environment, **parameters):
+    def done():
+        e = Environment.objects.get(pk=environment.pk)
+        return e.state in {State.READY, State.FAILED} and all(
+            e.parameters.get(k) == v for k, v in parameters.items()
+        )
+
+    wait_for(done, timeout=180)
+    environment.refresh_from_db()
+    assert environment.state == State.READY, environment.last_error
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("on_cluster")
+def test_an_environment_made_with_its_own_role_retries_updates_and_tears_down(
+    chart_release,
+    identities,
+    owner,
+    sample_blueprints,
+    kube_client,
+    processes,
+    tmp_path,
+):
+    """Environments provisioned before this release bound a Role of their own; the
+    controller may no longer make Roles, yet it retries, updates and deletes them."""
+    start_controller(chart_release, identities["controller"], tmp_path, processes)
+    environment = services.request_environment(user=owner, version=sample_blueprints["pr-preview"])
+    settled(environment)
+    namespace = environment.namespace
+    view = ("ClusterRole", f"{chart_release.user_role_prefix}view")
+    assert bound_to(kube_client, namespace) == view
+
+    # A retry applies the recorded manifests again: the old Role is left out and the
+    # binding replaced (a RoleBinding's roleRef cannot change).
+    make_it_old(kube_client, environment)
+    Environment.objects.filter(pk=environment.pk).update(state=State.FAILED)
+    services.retry_environment(environment=environment, user=owner)
+    settled(environment)
+    assert bound_to(kube_client, namespace) == view
+    assert "Role" not in [m["kind"] for m in environment.manifests]
+
+    # An update renders anew.
+    make_it_old(kube_client, environment)
     services.update_environment(
         environment=environment, user=owner, parameters={"head_sha": "1234567"}
     )
-    wait_for(
-        lambda: (
-            (e := Environment.objects.get(pk=environment.pk)).state in {State.READY, State.FAILED}
-            and e.parameters["head_sha"] == "1234567"
-        ),
-        timeout=180,
-    )
-    environment.refresh_from_db()
-    assert environment.state == State.READY, environment.last_error
-    binding = rbac.read_namespaced_role_binding(USER_ACCOUNT, namespace)
-    assert (binding.role_ref.kind, binding.role_ref.name) == (
-        "ClusterRole",
-        f"{chart_release.user_role_prefix}view",
-    )
+    settled(environment, head_sha="1234567")
+    assert bound_to(kube_client, namespace) == view
 
-    # And an old environment that is simply deleted goes too (its Role with the namespace).
-    Environment.objects.filter(pk=environment.pk).update(manifests=[*manifests, role, old_binding])
+    # And one that is simply deleted goes too (its Role with the namespace).
+    make_it_old(kube_client, environment)
     services.delete_environment(environment=environment, user=owner)
     wait_for(lambda: state_of(environment) == State.DELETED, timeout=180)
 

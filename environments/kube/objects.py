@@ -209,6 +209,21 @@ def user_role_binding(spec: EnvironmentSpec) -> dict:
     }
 
 
+def without_own_role(spec: EnvironmentSpec, manifests: list[dict]) -> list[dict]:
+    """Manifests recorded by an older release, which gave the kubeconfig account a Role
+    of its own, as this release applies them: no Role (the portal may no longer make
+    one), and the RoleBinding pointing at the shipped ClusterRole instead."""
+    if not any(m["kind"] == "Role" for m in manifests):
+        return manifests
+    return [
+        user_role_binding(spec)
+        if m["kind"] == "RoleBinding" and m["metadata"]["name"] == USER_ACCOUNT
+        else m
+        for m in manifests
+        if m["kind"] != "Role"
+    ]
+
+
 def _security_context() -> dict:
     # Satisfies the Pod Security Standards "restricted" profile.
     return {

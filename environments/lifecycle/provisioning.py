@@ -31,7 +31,7 @@ from environments.catalog.rendering import render_components
 from environments.governance.billing import accrue
 from environments.integrations import notifications
 from environments.kube import cluster
-from environments.kube.objects import EnvironmentSpec, build_manifests, urls
+from environments.kube.objects import EnvironmentSpec, build_manifests, urls, without_own_role
 from environments.lifecycle.states import State
 from environments.lifecycle.transitions import transition
 from environments.models import Environment, EnvironmentEvent
@@ -230,6 +230,12 @@ def _render_once(environment: Environment) -> list[dict] | None:
         pk=environment_id
     )
     if manifests:
+        if any(m["kind"] == "Role" for m in manifests):  # recorded by an older release
+            legacy = manifests
+            manifests = without_own_role(environment_spec(environment), legacy)
+            Environment.objects.filter(pk=environment_id, manifests=legacy).update(
+                manifests=manifests, updated_at=timezone.now()
+            )
         return manifests
     # Rendered once and recorded: re-runs and teardown use exactly these. The write is
     # guarded so that parameters changed meanwhile are never overwritten.
