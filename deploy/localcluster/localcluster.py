@@ -807,7 +807,8 @@ def access_rules() -> dict[str, list[dict]]:
     """Access level -> RBAC rules, from deploy/chart/files/access-rules.yaml (JSON syntax,
     # comment lines)."""
     text = "".join(
-        line for line in ACCESS_RULES_FILE.read_text().splitlines(keepends=True)
+        line
+        for line in ACCESS_RULES_FILE.read_text().splitlines(keepends=True)
         if not line.lstrip().startswith("#")
     )
     return json.loads(text)
