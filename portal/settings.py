@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -368,6 +369,19 @@ KUBECONFIG = env("KUBECONFIG") or str(
 )
 # Several portals may share a cluster: each only reconciles namespaces with its label.
 EPHEMERA_INSTANCE: str = env("EPHEMERA_INSTANCE", "test" if TESTING else "default")
+# "Download kubeconfig" rights: each environment's RoleBinding points at the ClusterRole
+# <prefix><access level> (ephemera-user-view, ephemera-user-edit). The Helm chart ships
+# them named after its release and sets this; `make cluster` creates the default ones.
+KUBE_USER_CLUSTER_ROLE_PREFIX: str = env("KUBE_USER_CLUSTER_ROLE_PREFIX", "ephemera-user-")
+if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,200}[-.])?", KUBE_USER_CLUSTER_ROLE_PREFIX):
+    raise ImproperlyConfigured(
+        f"KUBE_USER_CLUSTER_ROLE_PREFIX: {KUBE_USER_CLUSTER_ROLE_PREFIX!r} is not a valid "
+        "ClusterRole name prefix (lowercase letters, digits, '-' and '.', e.g. ephemera-user-)"
+    )
+# Read environment logs with a short-lived token of the environment's own user account
+# instead of the portal's credential, so the web process needs no right to read pods.
+# The Helm chart turns this on for the web Deployment (its account may only mint those).
+KUBE_LOGS_AS_ENVIRONMENT_USER = env_bool("KUBE_LOGS_AS_ENVIRONMENT_USER", False)
 INGRESS_NAMESPACE: str = env("INGRESS_NAMESPACE", "ingress-nginx")
 INGRESS_CLASS: str = env("INGRESS_CLASS", "")
 # How long a failed environment's namespace is kept for debugging before cleanup.

@@ -38,10 +38,29 @@ def load_launcher():
     return mod
 
 
+def apply_user_cluster_roles(kubeconfig: str) -> None:
+    """The ClusterRoles environments bind (ephemera-user-view, -edit), on any cluster."""
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(config_file=kubeconfig)
+    try:
+        for role in load_launcher().user_cluster_roles():
+            client.RbacAuthorizationV1Api(api).patch_cluster_role(
+                role["metadata"]["name"],
+                role,
+                field_manager="ephemera-tests",
+                force=True,
+                _content_type="application/apply-patch+yaml",
+            )
+    finally:
+        api.close()
+
+
 @pytest.fixture(scope="session")
 def kube_config():
     env = os.environ.get("KUBECONFIG")
     if env:
+        apply_user_cluster_roles(env)  # the local cluster's launcher does this itself
         yield env
         return
     lc = load_launcher()

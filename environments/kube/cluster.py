@@ -32,7 +32,13 @@ from django.conf import settings
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from environments.kube.objects import COMPONENT_LABEL, INSTANCE_LABEL, MANAGED_BY, MANAGER
+from environments.kube.objects import (
+    COMPONENT_LABEL,
+    INSTANCE_LABEL,
+    MANAGED_BY,
+    MANAGER,
+    USER_ACCOUNT,
+)
 from environments.lib.naming import NAMESPACE_PREFIX
 
 log = logging.getLogger(__name__)
@@ -176,10 +182,17 @@ def _request(
     body: Any = None,
     content_type: str = "application/json",
     timeout: float = 30,
+    token: str | None = None,
 ) -> Any:
     """One authenticated request; raises ApiException on non-2xx."""
     data = _request_bytes(
-        method, path, query=query, body=body, content_type=content_type, timeout=timeout
+        method,
+        path,
+        query=query,
+        body=body,
+        content_type=content_type,
+        timeout=timeout,
+        token=token,
     )
     return json.loads(data) if data else None
 
@@ -193,17 +206,23 @@ def _request_bytes(
     content_type: str = "application/json",
     accept: str = "application/json",
     timeout: float = 30,
+    token: str | None = None,
 ) -> bytes:
-    """One authenticated request, the body as the server sent it."""
+    """One authenticated request, the body as the server sent it.
+
+    ``token``: authenticate with this bearer token instead of the portal's credential."""
     global request_count
     api = api_client()
+    headers = {"Content-Type": content_type, "Accept": accept}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     serialized = api.param_serialize(
         method=method,
         resource_path=path,
         query_params=query or [],
-        header_params={"Content-Type": content_type, "Accept": accept},
+        header_params=headers,
         body=body,
-        auth_settings=["BearerToken"],
+        auth_settings=[] if token is not None else ["BearerToken"],
     )
     request_count += 1
     response = api.call_api(*serialized, _request_timeout=timeout)
@@ -229,7 +248,20 @@ def describe(manifest: dict) -> str:
 
 
 def apply(manifest: dict) -> dict:
-    """Server-side apply: create or update, a no-op when nothing changed."""
+    """Server-side apply: create or update, a no-op when nothing changed.
+
+    A RoleBinding's roleRef cannot change: one that points elsewhere (an environment
+    provisioned by an older release bound a Role of its own) is deleted and made again."""
+    try:
+        return _apply(manifest)
+    except ClusterError as exc:
+        if manifest["kind"] == "RoleBinding" and exc.status == 422 and "roleRef" in str(exc):
+            delete(manifest)
+            return _apply(manifest)
+        raise
+
+
+def _apply(manifest: dict) -> dict:
     return with_retries(
         lambda: _request(
             "PATCH",
@@ -567,10 +599,32 @@ def _not_started(pod: dict, container: str) -> str:
     return f"{name} has not started yet, so it has no logs."
 
 
+# namespace -> (token, monotonic time to stop using it): the environment user's tokens
+# this process reads logs with (KUBE_LOGS_AS_ENVIRONMENT_USER). Tokens live 10 minutes
+# (TokenRequest's minimum); one is reused for half of that.
+_LOG_TOKEN_SECONDS = 600
+_log_tokens: dict[str, tuple[str, float]] = {}
+
+
+def _log_token(namespace: str) -> str | None:
+    """The token to read ``namespace``'s logs with; None: the portal's own credential."""
+    if not settings.KUBE_LOGS_AS_ENVIRONMENT_USER:
+        return None
+    cached = _log_tokens.get(namespace)
+    if cached and cached[1] > time.monotonic():
+        return cached[0]
+    token = issue_token(namespace, USER_ACCOUNT, seconds=_LOG_TOKEN_SECONDS)
+    if len(_log_tokens) > 1000:
+        _log_tokens.clear()
+    _log_tokens[namespace] = (token, time.monotonic() + _LOG_TOKEN_SECONDS / 2)
+    return token
+
+
 def _read_pod_log(
     namespace: str,
     pod: dict,
     container: str,
+    token: str | None,
     *,
     tail_lines: int,
     since: datetime | None,
@@ -596,6 +650,7 @@ def _read_pod_log(
                 query=query,
                 accept="text/plain, */*",
                 timeout=LOG_DEADLINE_SECONDS,
+                token=token,
             ),
             what=f"read the log of {name}",
             deadline_seconds=LOG_DEADLINE_SECONDS,
@@ -634,12 +689,14 @@ def pod_logs(
     tail_lines = max(1, min(int(tail_lines), LOG_TAIL_LINES_MAX))
     limit_bytes = max(1024, min(int(limit_bytes), LOG_BYTES_PER_POD))
     try:
+        token = _log_token(namespace)
         data = with_retries(
             lambda: _request(
                 "GET",
                 f"/api/v1/namespaces/{namespace}/pods",
                 query=[("labelSelector", f"{COMPONENT_LABEL}={component}")],
                 timeout=LOG_DEADLINE_SECONDS,
+                token=token,
             ),
             what=f"list the pods of {component}",
             deadline_seconds=LOG_DEADLINE_SECONDS,
@@ -670,6 +727,7 @@ def pod_logs(
                 namespace,
                 pod,
                 container,
+                token,
                 tail_lines=tail_lines,
                 since=since,
                 limit_bytes=limit_bytes,

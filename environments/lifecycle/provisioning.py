@@ -31,7 +31,7 @@ from environments.catalog.rendering import render_components
 from environments.governance.billing import accrue
 from environments.integrations import notifications
 from environments.kube import cluster
-from environments.kube.objects import EnvironmentSpec, build_manifests, urls
+from environments.kube.objects import EnvironmentSpec, build_manifests, urls, without_own_role
 from environments.lifecycle import telemetry
 from environments.lifecycle.states import State
 from environments.lifecycle.transitions import transition
@@ -60,6 +60,7 @@ def environment_spec(environment: Environment) -> EnvironmentSpec:
         ingress_class=settings.INGRESS_CLASS,
         instance=settings.EPHEMERA_INSTANCE,
         kube_access=blueprint.kube_access.value,
+        user_role_prefix=settings.KUBE_USER_CLUSTER_ROLE_PREFIX,
     )
 
 
@@ -244,6 +245,12 @@ def _render_once(environment: Environment) -> list[dict] | None:
         pk=environment_id
     )
     if manifests:
+        if any(m["kind"] == "Role" for m in manifests):  # recorded by an older release
+            legacy = manifests
+            manifests = without_own_role(environment_spec(environment), legacy)
+            Environment.objects.filter(pk=environment_id, manifests=legacy).update(
+                manifests=manifests, updated_at=timezone.now()
+            )
         return manifests
     # Rendered once and recorded: re-runs and teardown use exactly these. The write is
     # guarded so that parameters changed meanwhile are never overwritten.
