@@ -142,7 +142,13 @@ def main() -> int:
     port = os.environ.get("EPHEMERA_PORT", "8000")
     # Links in emails and webhooks point at the portal actually being served.
     os.environ.setdefault("SITE_URL", f"http://{host}:{port}")
-    stop_seconds = float(os.environ.get("EPHEMERA_STOP_SECONDS", "20"))
+    try:
+        stop_seconds = float(os.environ.get("EPHEMERA_STOP_SECONDS") or "20")
+        if not 0 < stop_seconds < 3600:
+            raise ValueError
+    except ValueError:
+        print("EPHEMERA_STOP_SECONDS: expected a number of seconds between 0 and 3600")
+        return 2
     data_dir = Path(os.environ.get("EPHEMERA_DATA_DIR") or ROOT / ".ephemera").resolve()
     servers = []
     if not os.environ.get("DATABASE_URL"):
@@ -172,11 +178,18 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
 
     print("==> Preparing the database", flush=True)
-    for server in servers:
-        server.start()
-    manage("migrate", "--noinput")
-    manage("load_blueprints", str(ROOT / "deploy" / "blueprints"))
-    manage("bootstrap_admin")
+    try:
+        for server in servers:
+            server.start()
+        manage("migrate", "--noinput")
+        manage("load_blueprints", str(ROOT / "deploy" / "blueprints"))
+        manage("bootstrap_admin")
+    except subprocess.CalledProcessError as exc:
+        print(f"!!! {' '.join(exc.cmd[2:4])} failed (exit code {exc.returncode}); see above")
+        return 1
+    except Exception as exc:  # an embedded server that cannot start: its reason, one line
+        print(f"!!! could not start the embedded servers: {exc}")
+        return 1
 
     children = [Child(name, command) for name, command in children_commands(host, port).items()]
     for child in children:

@@ -165,7 +165,6 @@ def _redis_alive(socket_path: Path) -> bool:
     if not socket_path.exists():
         return False
     import redis
-
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 

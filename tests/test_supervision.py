@@ -277,3 +277,23 @@ def test_sigterm_stops_every_process_and_exits_0(supervised):
     assert "did not stop in" not in log  # every child stopped on SIGTERM, none was killed
     assert "Stopped embedded postgres and redis" in log
     assert "restarting in" not in log.split("Stopping web, worker")[-1]
+
+
+def test_a_job_taken_by_a_worker_that_died_is_enqueued_again(on_cluster):
+    """RQ marks a job queued, a worker pops it (BLPOP) and dies before marking it started:
+    the job is in no queue but still says queued. enqueue() sees it as lost."""
+    import uuid
+
+    import django_rq
+
+    from environments.lifecycle.queue import enqueue, job_id
+
+    environment_id = uuid.uuid4()
+    queue = django_rq.get_queue("provision")
+    assert enqueue("provision", environment_id)
+    assert not enqueue("provision", environment_id)  # really waiting: left alone
+
+    assert queue.connection.lpop(queue.key) == job_id("provision", environment_id).encode()
+    assert enqueue("provision", environment_id)
+    assert queue.job_ids == [job_id("provision", environment_id)]
+    queue.empty()
