@@ -6,9 +6,9 @@ is a daemon with its own config language and control socket):
 - a child that exits is started again after a back-off that doubles from 1 s to 30 s,
   and resets once the child stayed up for a minute; one log line per exit and restart;
 - the embedded PostgreSQL and Redis (when ``DATABASE_URL`` / ``REDIS_URL`` are unset) are
-  checked every second and started again when they died. The children ride through it:
-  Django re-connects (``CONN_HEALTH_CHECKS``), the RQ worker and scheduler exit when
-  Redis goes and are restarted here;
+  checked twice a second and started again when they died. The children ride through it:
+  Django re-connects (``CONN_HEALTH_CHECKS``), redis-py re-connects, an RQ worker that
+  gives up on Redis exits and is restarted here;
 - Ctrl-C (SIGINT) or SIGTERM stops everything in order: SIGTERM to each child, up to
   ``EPHEMERA_STOP_SECONDS`` (20) for them to finish, SIGKILL for the rest (and for anything
   they left behind, such as an RQ work horse), then the embedded PostgreSQL and Redis.
@@ -108,6 +108,7 @@ class Server(Backoff):
     def __init__(self, name: str, alive, start) -> None:
         super().__init__()
         self.name, self.alive, self.start = name, alive, start
+        self.down = False
 
 
 def children_commands(host: str, port: str) -> dict[str, list[str]]:
@@ -199,26 +200,30 @@ def main() -> int:
 
     checked = 0.0
     while not stopping:
-        if time.monotonic() - checked >= 1.0:
+        if time.monotonic() - checked >= 0.5:
             checked = time.monotonic()
             for child in children:
                 child.note_family()
             for server in servers:
                 if stopping or server.alive() or not server.due():
                     continue
-                say(f"embedded {server.name} is not running; starting it again")
+                if not server.down:
+                    say(f"embedded {server.name} is not running; starting it again")
+                    server.down = True
                 try:
                     server.start()
-                    problem = "" if server.alive() else "its old process is still exiting"
+                    problem = "" if server.alive() else "exiting"
                 except Exception as exc:  # log it, try again after the back-off
                     problem = (str(exc).strip().splitlines() or [repr(exc)])[-1]
-                if problem:
+                if problem == "exiting":
+                    pass  # its killed process is not reaped yet (pg_ctl sees a zombie's pid)
+                elif problem:
                     say(
                         f"embedded {server.name} did not start ({problem}); "
                         f"trying again in {server.failed():.0f} s"
                     )
                 else:
-                    server.up_since = time.monotonic()
+                    server.up_since, server.down = time.monotonic(), False
                     say(f"embedded {server.name} is back")
         for child in children:
             if stopping or child.running():
