@@ -111,6 +111,29 @@ class Server(Backoff):
         self.down = False
 
 
+def adopt_orphans() -> None:
+    """Become a child subreaper (Linux): the daemons started from here (the embedded
+    PostgreSQL and Redis) and what a dead child left behind become our children, so a
+    killed server is reaped at once. Otherwise its zombie keeps its pid until init reaps
+    it, and PostgreSQL will not start while its old postmaster's pid looks alive."""
+    import contextlib
+    import ctypes
+
+    # Not Linux: init reaps them, a little later.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def reap_adopted(own: set[int]) -> None:
+    """Reap adopted processes that exited (never our own children: Popen waits for those)."""
+    for proc in psutil.Process().children():
+        try:
+            if proc.pid not in own and proc.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(proc.pid, os.WNOHANG)
+        except (psutil.Error, ChildProcessError):
+            pass
+
+
 def children_commands(host: str, port: str) -> dict[str, list[str]]:
     commands = {
         "web": [
@@ -178,6 +201,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
 
+    adopt_orphans()
     print("==> Preparing the database", flush=True)
     try:
         for server in servers:
@@ -202,6 +226,7 @@ def main() -> int:
     while not stopping:
         if time.monotonic() - checked >= 0.5:
             checked = time.monotonic()
+            reap_adopted({child.process.pid for child in children if child.process})
             for child in children:
                 child.note_family()
             for server in servers:

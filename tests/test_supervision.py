@@ -244,7 +244,8 @@ def test_it_serves_again_and_loses_nothing_after_a_kill(supervised, victim):
     RECOVERY[victim] = time.monotonic() - killed
     assert psutil.pid_exists(supervised.pid_of(victim))
 
-    wait_for(lambda: supervised.state(environment_id) == "ready", 90)
+    # Generous: another test on the machine may stop the shared API server meanwhile.
+    wait_for(lambda: supervised.state(environment_id) == "ready", 180)
     ready = time.monotonic() - killed
     if victim in {"redis", "postgres"}:
         assert (
