@@ -20,6 +20,7 @@ sample blueprints, create the first admin.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -116,7 +117,6 @@ def adopt_orphans() -> None:
     PostgreSQL and Redis) and what a dead child left behind become our children, so a
     killed server is reaped at once. Otherwise its zombie keeps its pid until init reaps
     it, and PostgreSQL will not start while its old postmaster's pid looks alive."""
-    import contextlib
     import ctypes
 
     # Not Linux: init reaps them, a little later.
@@ -283,6 +283,10 @@ def main() -> int:
         stopped = embedded.stop(data_dir)
         if stopped:
             print("==> Stopped embedded " + " and ".join(stopped), flush=True)
+    # Anything else we adopted (a work horse forked just before its worker died): no orphans.
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
     print("==> Stopped.", flush=True)
     return 0
 
