@@ -46,7 +46,8 @@ def job_id(action: str, environment_id) -> str:
 def enqueue(action: str, environment_id, *, replace_started: bool = False) -> bool:
     """Enqueue ``action`` for one environment unless the same job is already waiting.
 
-    The job id is unique to the action and the environment. ``replace_started``
+    The job id is unique to the action and the environment; a job marked queued that is
+    in no queue any more (its worker died as it took it) counts as lost. ``replace_started``
     replaces a job marked as started (its worker died: the reconciler decided so from
     the expired lease). Returns True if a job was enqueued.
     """
@@ -57,6 +58,10 @@ def enqueue(action: str, environment_id, *, replace_started: bool = False) -> bo
         status = existing.get_status(refresh=True)
     except NoSuchJobError:
         existing, status = None, None
+    if status == JobStatus.QUEUED and queue.connection.lpos(queue.key, ident) is None:
+        # Marked queued but in no queue: a worker took it (BLPOP) and died before marking
+        # it started (kill -9, or its forked scheduler kept the socket open). Lost.
+        status = None
     if status in {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}:
         return False
     if status == JobStatus.STARTED and not replace_started:
