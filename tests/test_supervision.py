@@ -132,10 +132,10 @@ class Run:
             return 0
 
     def serving(self, environment_id: str) -> bool:
-        # The login page reads the database (session, site); the API call authenticates
-        # the token in the database and counts it against the rate limit in Redis.
-        # TODO(lead): switch to GET /readyz once the health endpoints are merged (here).
-        if self.page("/accounts/login/") != 200:
+        # /readyz checks the database, Redis and the API server; the API call also
+        # authenticates the token in the database and counts it against the rate limit
+        # in Redis, through the same web process a user would reach.
+        if self.page("/readyz") != 200:
             return False
         return self.api("GET", f"/environments/{environment_id}")[0] == 200
 
