@@ -127,7 +127,9 @@ class Membership(models.Model):
     )
     joined_at = models.DateTimeField(auto_now_add=True)
     # A lead changes teammates' environments whatever the team's change policy.
-    lead = models.BooleanField(default=False, help_text="Team lead: may change teammates' environments.")
+    lead = models.BooleanField(
+        default=False, help_text="Team lead: may change teammates' environments."
+    )
     # Approves this team's requests only (the approver role approves every team's).
     approver = models.BooleanField(default=False, help_text="Approves this team's requests.")
 

@@ -180,9 +180,7 @@ def test_it_names_lists_and_renames_with_the_same_rules_as_the_portal(cli, sampl
     assert "Name:        Globex renewal" in cli("status", environment.name).stdout
 
 
-def test_an_extension_past_what_is_approved_automatically_waits_for_an_approver(
-    cli, owner, team
-):
+def test_an_extension_past_what_is_approved_automatically_waits_for_an_approver(cli, owner, team):
     # Issue 14, finding 2: the same rule as the portal and the API.
     from tests.factories import make_environment
     from tests.test_blueprints import GOOD

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest
-from ninja import Path, Query, Router
+from ninja import Query, Router
 from ninja.errors import HttpError
 
 from environments.access.teams import approver_team_ids
@@ -76,12 +76,12 @@ def list_extension_requests(
 ) -> list[dict[str, Any]]:
     token = _token(request)
     if filters.scope == "mine":
-        rows = _visible(token).filter(requested_by=token.user).order_by("-created_at")[:500]
+        rows = _visible(token).filter(requested_by=token.user).order_by("-created_at")
+    elif token.team_id is not None:
+        return []  # a team token decides nothing
     else:
-        rows = selectors.pending_extensions(user=token.user).select_related("decided_by")[:500]
-        if token.team_id is not None:
-            rows = []  # a team token decides nothing
-    return [extension_request_out(e) for e in rows]
+        rows = selectors.pending_extensions(user=token.user).select_related("decided_by")
+    return [extension_request_out(e) for e in rows[:500]]
 
 
 @router.get(
@@ -90,7 +90,7 @@ def list_extension_requests(
     summary="One extension request",
     operation_id="environments_api_extension_requests_get",
 )
-def get_extension_request(request: HttpRequest, pk: uuid.UUID = Path(...)) -> dict[str, Any]:
+def get_extension_request(request: HttpRequest, pk: uuid.UUID) -> dict[str, Any]:
     return extension_request_out(_extension(_token(request), pk))
 
 
@@ -100,7 +100,7 @@ def get_extension_request(request: HttpRequest, pk: uuid.UUID = Path(...)) -> di
     summary="Approve an extension request: the environment is extended now",
     operation_id="environments_api_extension_requests_approve",
 )
-def approve_extension_request(request: HttpRequest, pk: uuid.UUID = Path(...)) -> dict[str, Any]:
+def approve_extension_request(request: HttpRequest, pk: uuid.UUID) -> dict[str, Any]:
     token = _decider(request)
     extension = services.approve_extension(
         extension=_extension(token, pk), approver=token.user, ip=audit.client_ip(request)
@@ -115,7 +115,7 @@ def approve_extension_request(request: HttpRequest, pk: uuid.UUID = Path(...)) -
     operation_id="environments_api_extension_requests_reject",
 )
 def reject_extension_request(
-    request: HttpRequest, payload: RejectIn, pk: uuid.UUID = Path(...)
+    request: HttpRequest, payload: RejectIn, pk: uuid.UUID
 ) -> dict[str, Any]:
     token = _decider(request)
     extension = services.reject_extension(

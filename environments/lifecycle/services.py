@@ -16,7 +16,6 @@ from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from environments.access import roles
 from environments.access.teams import can_approve_for, can_change, is_any_approver, team_for
 from environments.catalog.rendering import render_components, resolve_parameters
 from environments.governance import audit, quotas
@@ -513,8 +512,7 @@ def extend_environment(
             environment=environment,
             kind=EnvironmentEvent.Kind.INFO,
             message=f"Extension by {format_duration(seconds)} requested by {audit.who(user)} "
-            f"({outcome.because}); waiting for an approver"
-            + (f": {reason}" if reason else "."),
+            f"({outcome.because}); waiting for an approver" + (f": {reason}" if reason else "."),
             actor=user,
         )
         audit.record(

@@ -203,7 +203,7 @@ def extend_environment(request, pk):
     except ServiceError as exc:
         messages.error(request, str(exc))
     else:
-        queued = extended.queued_extension  # type: ignore[attr-defined]
+        queued = extended.queued_extension
         if queued is not None:
             messages.success(
                 request,

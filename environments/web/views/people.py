@@ -120,7 +120,7 @@ def person_detail(request, pk: int):
     teams = Team.objects.filter(memberships__user=person).order_by("name")
     memberships = {m.team_id: m for m in Membership.objects.filter(user=person)}
     for team in teams:
-        team.membership = memberships.get(team.pk)
+        team.membership = memberships.get(team.pk)  # type: ignore[attr-defined]
     form = AddToTeamForm()
     add_field = form.fields["team"]
     assert isinstance(add_field, forms.ModelChoiceField)
