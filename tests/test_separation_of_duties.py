@@ -149,6 +149,11 @@ def test_a_teammate_sees_but_cannot_change_anothers_environment(
     assert "Delete…" not in text and "Download kubeconfig" not in text
     assert 'name="seconds"' not in text
     assert "Delete…" in client_for(owner).get(environment.get_absolute_url()).content.decode()
+    assert client_for(teammate).get(environment.delete_url).status_code == 403
+    # The team list shows the row, without its Delete link.
+    rows = client_for(teammate).get(reverse("team_environments")).content.decode()
+    assert f"Open {environment.namespace}" in rows
+    assert f"Delete {environment.namespace}" not in rows
 
     # The API: 403 for the teammate (who can see it), 404 for an outsider.
     def token_of(user):
@@ -169,6 +174,8 @@ def test_a_teammate_sees_but_cannot_change_anothers_environment(
 def test_a_team_lead_changes_teammates_environments(owner, teammate, team, shop):
     Membership.objects.filter(user=teammate, team=team).update(lead=True)
     environment = make_environment(owner=owner, team=team, version=shop)
+    rows = client_for(teammate).get(reverse("team_environments")).content.decode()
+    assert f"Delete {environment.namespace}" in rows
     services.extend_environment(environment=environment, user=teammate, seconds=3600, reason="r")
     assert services.delete_environment(environment=environment, user=teammate)
 

@@ -6,6 +6,7 @@ The one home of this rule: the web pages, the API and the CLI all ask here.
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 
 from environments.access import roles
 from environments.lib.errors import ServiceError
@@ -55,6 +56,21 @@ def can_change(user, environment: Environment) -> bool:
     if membership is None:
         return False
     return membership.lead or membership.team.change_policy == Team.ChangePolicy.ANY_MEMBER
+
+
+def changeable_team_ids(user) -> set[int] | None:
+    """The teams whose members' environments ``user`` may change (besides their own):
+    None for every team (admins); else where they lead or the team lets any member.
+    One query, for lists (``can_change`` is the rule for one environment)."""
+    if roles.is_admin(user):
+        return None
+    if not getattr(user, "is_authenticated", False):
+        return set()
+    return set(
+        Membership.objects.filter(user=user)
+        .filter(Q(lead=True) | Q(team__change_policy=Team.ChangePolicy.ANY_MEMBER))
+        .values_list("team_id", flat=True)
+    )
 
 
 # --- Approvers ----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from django_htmx.http import HTMX_STOP_POLLING
 
 from environments.access import roles
 from environments.access.kubeconfig import kubeconfig_for
-from environments.access.teams import can_change
+from environments.access.teams import can_change, changeable_team_ids
 from environments.catalog import selectors as catalog_selectors
 from environments.catalog.rendering import render_text
 from environments.catalog.spec import ParametersInvalid
@@ -59,9 +59,14 @@ def _rows_context(request, scope: str) -> tuple[dict, bool]:
     # key that changed on a minute boundary made two requests a millisecond apart miss.
     # Times are rendered in the viewer's zone (web.timezones), so the zone is in the key.
     zone = timezone.get_current_timezone_name()
+    # Which teammates' rows get a Delete link (access.teams): a new lead sees them at once.
+    changeable = changeable_team_ids(request.user) if scope == "team" else set()
+    may = "all" if changeable is None else ",".join(map(str, sorted(changeable)))
     key = (
         "rows:"
-        + hashlib.sha256(f"{request.user.pk}:{scope}:{zone}:{fingerprint}".encode()).hexdigest()
+        + hashlib.sha256(
+            f"{request.user.pk}:{scope}:{zone}:{may}:{fingerprint}".encode()
+        ).hexdigest()
     )
     cached = cache.get(key)
     if cached is None:
@@ -70,6 +75,8 @@ def _rows_context(request, scope: str) -> tuple[dict, bool]:
         context = {
             "environments": environments,
             "scope": scope,
+            "changeable_all": changeable is None,
+            "changeable_teams": changeable or set(),
             "polling": bool(intervals),
             "poll_seconds": min(intervals, default=None),
         }
@@ -219,6 +226,8 @@ def extend_environment(request, pk):
 def delete_environment(request, pk):
     """GET asks for confirmation; POST starts the teardown."""
     environment = selectors.environment_for(user=request.user, pk=pk)
+    if not can_change(request.user, environment):
+        raise PermissionDenied("Only the owner and the team's leads can delete this environment.")
     if request.method != "POST":
         return render(request, "environments/confirm_delete.html", {"env": environment})
     try:
