@@ -18,7 +18,7 @@ from environments.catalog.publishing import publish_blueprint
 from environments.integrations import notifications
 from environments.lifecycle import services
 from environments.lifecycle.states import State
-from environments.models import Environment, Membership, Team
+from environments.models import AuditEvent, Environment, Membership, Team
 from tests.conftest import client_for, make_user
 from tests.factories import make_environment
 from tests.test_blueprints import GOOD
@@ -119,6 +119,11 @@ def test_admins_make_someone_an_approver_for_one_team_on_the_people_page(
     )
     assert "is now an approver of team Sales" in response.content.decode()
     assert Membership.objects.get(user=teammate, team=team).approver
+    entry = AuditEvent.objects.get(action="person.grant_team_approver")
+    assert entry.object_repr == teammate.email and entry.after == {
+        "team": "Sales",
+        "approver": True,
+    }
     assert client_for(teammate).get(reverse("approvals")).status_code == 200
     client_for(portal_admin).post(
         reverse("person_team_role", args=[teammate.pk, team.pk, "lead"]), {"value": "on"}
