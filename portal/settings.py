@@ -423,6 +423,9 @@ COST_PER_GIB_HOUR = env_decimal("COST_PER_GIB_HOUR", "0.0049")
 EXPIRY_WARNING_MINUTES = env_int("EXPIRY_WARNING_MINUTES", 30, minimum=1)
 APPROVAL_REMINDER_MINUTES = env_int("APPROVAL_REMINDER_MINUTES", 60, minimum=1)
 MAX_EXTENSIONS = env_int("MAX_EXTENSIONS", 3, minimum=0)
+# Nobody, superusers included, approves their own request or extension request. On in
+# production (DEBUG off); off in development so one person can try the whole flow.
+FORBID_SELF_APPROVAL = env_bool("FORBID_SELF_APPROVAL", not DEBUG)
 # A request nobody decided on is rejected after this many days (it holds quota meanwhile).
 PENDING_APPROVAL_DAYS = env_int("PENDING_APPROVAL_DAYS", 7, minimum=1)
 

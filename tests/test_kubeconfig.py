@@ -36,6 +36,7 @@ def test_it_gives_a_namespace_scoped_token_that_dies_with_the_environment(
     environment.refresh_from_db()
     assert environment.state == State.READY
 
+    teammate.memberships.update(lead=True)  # the owner and the team's leads may
     text = kubeconfig_for(environment=environment, user=teammate)
     assert environment.namespace in text
     core = client.CoreV1Api(api_for(text))

@@ -24,10 +24,12 @@ from environments.api.schemas import (
     EnvironmentOut,
     EventOut,
     ExtendIn,
+    ExtensionRequestOut,
     KubeconfigOut,
     RenameIn,
     environment_out,
     event_out,
+    extension_request_out,
 )
 from environments.catalog.selectors import requestable_version
 from environments.governance import audit
@@ -190,13 +192,19 @@ def rename_environment(
 
 @router.post(
     "/{ref}/extend",
-    response={200: EnvironmentOut, **ERRORS},
+    response={200: EnvironmentOut, 202: ExtensionRequestOut, **ERRORS},
     summary="Push the expiry back",
+    description=(
+        "200 with the environment when extended. An extension past what the blueprint's "
+        "approval policy approves by itself is not applied: 202 with the extension request "
+        "that waits for an approver (see /extension-requests); the environment keeps its "
+        "current expiry meanwhile."
+    ),
     operation_id="environments_api_routes_extend_environment",
 )
 def extend_environment(
     request: HttpRequest, payload: ExtendIn, ref: str = Path(..., pattern=ENVIRONMENT_REF)
-) -> dict[str, Any]:
+) -> Any:
     token = _require_write(request)
     environment = services.extend_environment(
         environment=_environment(token, ref),
@@ -205,6 +213,9 @@ def extend_environment(
         reason=payload.reason,
         ip=audit.client_ip(request),
     )
+    queued = environment.queued_extension  # type: ignore[attr-defined]
+    if queued is not None:
+        return Status(202, extension_request_out(queued))
     return environment_out(_environment(token, str(environment.pk)))
 
 

@@ -30,6 +30,7 @@ from rq import Retry
 
 from environments.catalog.pricing import money
 from environments.lib import egress
+from environments.lib.durations import format_duration
 from environments.lib.signing import sign
 from environments.models import Environment, Webhook, WebhookDelivery
 
@@ -43,7 +44,22 @@ FAILED = "failed"
 EXPIRING = "expiring"
 EXPIRED = "expired"
 REMINDER = "reminder"
-EVENTS = (REQUESTED, APPROVED, REJECTED, READY, FAILED, EXPIRING, EXPIRED, REMINDER)
+EXTENSION_REQUESTED = "extension_requested"
+EXTENSION_APPROVED = "extension_approved"
+EXTENSION_REJECTED = "extension_rejected"
+EVENTS = (
+    REQUESTED,
+    APPROVED,
+    REJECTED,
+    READY,
+    FAILED,
+    EXPIRING,
+    EXPIRED,
+    REMINDER,
+    EXTENSION_REQUESTED,
+    EXTENSION_APPROVED,
+    EXTENSION_REJECTED,
+)
 
 
 # RQ retries a delivery that raised (a database blip, a mail server hiccup) this often.
@@ -81,10 +97,13 @@ def send_later(event: str, environment_id) -> None:
     transaction.on_commit(enqueue)
 
 
-def approvers_emails() -> list[str]:
-    users = get_user_model().objects.filter(
-        Q(is_superuser=True) | Q(groups__name__in=["approver", "admin"]), is_active=True
-    )
+def approvers_emails(team_id=None) -> list[str]:
+    """Who is told about a team's requests: the approver and admin roles (every team)
+    and the people who approve for that team only (access.teams)."""
+    who = Q(is_superuser=True) | Q(groups__name__in=["approver", "admin"])
+    if team_id is not None:
+        who |= Q(memberships__team_id=team_id, memberships__approver=True)
+    users = get_user_model().objects.filter(who, is_active=True)
     return sorted({u.email for u in users if u.email})
 
 
@@ -100,16 +119,35 @@ def message_for(event: str, environment: Environment) -> tuple[str, str, list[st
             f"{environment.owner.email} asks for {title} for team {environment.team.name}, "
             f"at {money(environment.hourly_price)} an hour.\n\nReview it: "
             f"{settings.SITE_URL}/approvals/",
-            approvers_emails(),
+            approvers_emails(environment.team_id),
         )
     if event == REMINDER:
         return (
             f"Still waiting for approval: {title}",
             f"{environment.owner.email}'s request is still pending.\n\n{settings.SITE_URL}/approvals/",
-            approvers_emails(),
+            approvers_emails(environment.team_id),
+        )
+    extension = environment.extension_requests.order_by("-created_at").first()
+    if event == EXTENSION_REQUESTED and extension is not None:
+        return (
+            f"Extension approval needed: {title}",
+            f"{extension.requested_by.email} asks to extend {title} of team "
+            f"{environment.team.name} by {format_duration(extension.seconds)}: "
+            f"{extension.reason or '(no reason given)'}\n\nReview it: "
+            f"{settings.SITE_URL}/approvals/",
+            approvers_emails(environment.team_id),
         )
     if event == APPROVED:
         subject, body = f"Approved: {title}", "Your request was approved and is being provisioned."
+    elif event == EXTENSION_APPROVED and extension is not None:
+        subject = f"Extension approved: {title}"
+        body = f"Your environment now expires at {environment.expires_at:%Y-%m-%d %H:%M %Z}."
+    elif event == EXTENSION_REJECTED and extension is not None:
+        subject = f"Extension rejected: {title}"
+        body = (
+            f"The extension was rejected: {extension.decision_reason}. It still expires at "
+            f"{environment.expires_at:%Y-%m-%d %H:%M %Z}."
+        )
     elif event == REJECTED:
         subject, body = f"Rejected: {title}", f"Your request was rejected: {environment.last_error}"
     elif event == READY:

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from environments.lifecycle.states import State, TransitionError, can_transition
-from environments.models import Environment, EnvironmentEvent
+from environments.models import Environment, EnvironmentEvent, ExtensionRequest
 
 
 def transition(
@@ -56,3 +56,25 @@ def transition(
                 actor=actor,
             )
     return bool(changed)
+
+
+def decide_extension_request(request_id, *, to_state: str, **fields) -> bool:
+    """Move one pending extension request to approved, rejected or withdrawn.
+
+    The same guarded UPDATE as ``transition``: of two approvers deciding at once (or an
+    approver and the environment's deletion), exactly one wins; the other sees False.
+    """
+    if to_state == ExtensionRequest.State.PENDING:
+        raise TransitionError("an extension request never goes back to pending")
+    return bool(
+        ExtensionRequest.objects.filter(pk=request_id, state=ExtensionRequest.State.PENDING).update(
+            state=to_state, **fields
+        )
+    )
+
+
+def withdraw_extension_requests(environment_id) -> int:
+    """Withdraw what still waits for an environment that is ending (deleted, expired)."""
+    return ExtensionRequest.objects.filter(
+        environment_id=environment_id, state=ExtensionRequest.State.PENDING
+    ).update(state=ExtensionRequest.State.WITHDRAWN, decided_at=timezone.now())
