@@ -382,6 +382,19 @@ if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,200}[-.])?", KUBE_USER_CLUSTER_ROLE_
 # instead of the portal's credential, so the web process needs no right to read pods.
 # The Helm chart turns this on for the web Deployment (its account may only mint those).
 KUBE_LOGS_AS_ENVIRONMENT_USER = env_bool("KUBE_LOGS_AS_ENVIRONMENT_USER", False)
+# Downloaded kubeconfigs point at the API server the portal uses, unless people reach it
+# at another address (in a cluster, the portal talks to kubernetes.default.svc, which no
+# laptop can reach): then give the public https:// URL here, and its CA bundle (PEM) in
+# KUBE_PUBLIC_CA_FILE if it is not signed by the same CA.
+KUBE_PUBLIC_SERVER: str = env("KUBE_PUBLIC_SERVER", "")
+if KUBE_PUBLIC_SERVER and not re.fullmatch(r"https://[^\s/?#]+(/[^\s?#]*)?", KUBE_PUBLIC_SERVER):
+    raise ImproperlyConfigured(
+        f"KUBE_PUBLIC_SERVER: expected an https:// URL like https://k8s.example.com:6443, "
+        f"got {KUBE_PUBLIC_SERVER!r}"
+    )
+KUBE_PUBLIC_CA_FILE: str = env("KUBE_PUBLIC_CA_FILE", "")
+if KUBE_PUBLIC_CA_FILE and not Path(KUBE_PUBLIC_CA_FILE).is_file():
+    raise ImproperlyConfigured(f"KUBE_PUBLIC_CA_FILE: {KUBE_PUBLIC_CA_FILE} is not a readable file")
 INGRESS_NAMESPACE: str = env("INGRESS_NAMESPACE", "ingress-nginx")
 INGRESS_CLASS: str = env("INGRESS_CLASS", "")
 # How long a failed environment's namespace is kept for debugging before cleanup.

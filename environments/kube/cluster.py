@@ -805,9 +805,11 @@ def issue_token(namespace: str, service_account: str, *, seconds: int) -> str:
 def kubeconfig(*, namespace: str, token: str, name: str) -> dict:
     """A kubeconfig for ``token`` against the cluster Ephemera itself talks to."""
     configuration = api_client().configuration
-    cluster_entry: dict = {"server": configuration.host}
-    if configuration.ssl_ca_cert:
-        with open(configuration.ssl_ca_cert, "rb") as ca:
+    # People may reach the API server at another address than the portal does.
+    cluster_entry: dict = {"server": settings.KUBE_PUBLIC_SERVER or configuration.host}
+    ca_file = settings.KUBE_PUBLIC_CA_FILE or configuration.ssl_ca_cert
+    if ca_file:
+        with open(ca_file, "rb") as ca:
             cluster_entry["certificate-authority-data"] = base64.b64encode(ca.read()).decode()
     elif not configuration.verify_ssl:
         cluster_entry["insecure-skip-tls-verify"] = True
