@@ -253,3 +253,18 @@ def test_worker_registers_with_redis_and_stops_on_sigterm(
         assert client.smembers("rq:workers") == set()
     finally:
         container.kill()
+
+
+def test_scheduler_registers_with_redis_and_stops_on_sigterm(
+    rootfs, container_env, database, migrated, redis_port
+):
+    client = redis.Redis(port=redis_port)
+    container = Container(run_args(rootfs, container_env, database, "scheduler"))
+    try:
+        wait_for(lambda: client.exists("rq:cron_schedulers"), timeout=90)
+        assert {p.uids().real for p in container.tree()} == {UID}
+        code, output = container.stop()
+        assert code == 0, output
+        assert "shutdown complete" in output
+    finally:
+        container.kill()

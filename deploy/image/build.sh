@@ -103,7 +103,9 @@ build_base() {
   mkdir -p "$OUT/base"
   rm -f "$OUT"/base/debian-*.tar*
   # Like debian:bookworm-slim: no manuals, docs (but copyrights) or translations.
+  # merged /usr without the usrmerge package (which would bring perl).
   retry 3 mmdebstrap --quiet --format=tar --variant=minbase --include="$packages" \
+    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
     --aptopt='Acquire::Retries "5"' --aptopt='APT::Install-Recommends "false"' \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
