@@ -84,18 +84,26 @@ def redis_port(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def database():
-    """A database of the container's own on the test PostgreSQL, and its Unix socket."""
+    """A database of the container's own on the test PostgreSQL: its URL as the container
+    sees it, and the Unix socket to bind into the container (None over TCP)."""
     import psycopg
 
     db = settings.DATABASES["default"]
-    assert db["HOST"].startswith("/"), "expected the embedded PostgreSQL (a Unix socket)"
     name = f"{db['TEST']['NAME']}_container"
-    admin = f"postgresql://{db['USER']}@/postgres?host={db['HOST']}"
+    host, port = db["HOST"] or "127.0.0.1", db["PORT"] or 5432
+    if host.startswith("/"):  # the embedded PostgreSQL: a Unix socket only
+        admin = f"postgresql://{db['USER']}@/postgres?host={host}"
+        socket_path = Path(host) / f".s.PGSQL.{port}"
+        url = f"postgresql://{db['USER']}@/{name}?host=/run/postgresql"
+    else:  # a server on loopback (the container shares the host's network)
+        credentials = f"{db['USER']}:{db['PASSWORD']}"
+        admin = f"postgresql://{credentials}@{host}:{port}/postgres"
+        socket_path = None
+        url = f"postgresql://{credentials}@{host}:{port}/{name}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-    socket_path = Path(db["HOST"]) / f".s.PGSQL.{db['PORT'] or 5432}"
-    yield {"name": name, "user": db["USER"], "socket": socket_path}
+    yield {"url": url, "socket": socket_path}
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -104,7 +112,7 @@ def database():
 def container_env(database, redis_port):
     """What the chart gives the containers: production settings (DEBUG unset)."""
     return {
-        "DATABASE_URL": f"postgresql://{database['user']}@/{database['name']}?host=/run/postgresql",
+        "DATABASE_URL": database["url"],
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "SECRET_KEY": secrets.token_urlsafe(50),
         "ALLOWED_HOSTS": "127.0.0.1",
@@ -120,7 +128,8 @@ def run_args(rootfs: Path, env: dict[str, str], database, command: str) -> list[
     args = [str(RUN)]
     for key, value in env.items():
         args += ["-e", f"{key}={value}"]
-    args += ["-v", f"{database['socket']}:/run/postgresql/{database['socket'].name}"]
+    if database["socket"]:
+        args += ["-v", f"{database['socket']}:/run/postgresql/{database['socket'].name}"]
     return [*args, str(rootfs), command]
 
 
@@ -268,3 +277,29 @@ def test_scheduler_registers_with_redis_and_stops_on_sigterm(
         assert "shutdown complete" in output
     finally:
         container.kill()
+
+
+def test_image_config_matches_the_containerfile(rootfs):
+    """build.sh (umoci config) and the Containerfile describe the same image."""
+    layout = CACHE / "image" / "oci"
+
+    def blob(digest: str) -> dict:
+        return json.loads((layout / "blobs" / "sha256" / digest.split(":")[1]).read_text())
+
+    index = json.loads((layout / "index.json").read_text())
+    manifest = blob(index["manifests"][0]["digest"])
+    config = blob(manifest["config"]["digest"])["config"]
+    assert len(manifest["layers"]) == 2  # Debian; the app
+
+    containerfile = (ROOT / "Containerfile").read_text().splitlines()
+    final_stage = containerfile[
+        max(i for i, line in enumerate(containerfile) if line.startswith("FROM")) :
+    ]
+    directives = {
+        line.split()[0]: line.split(None, 1)[1] for line in final_stage if line[:1].isupper()
+    }
+    assert directives["USER"] == config["User"] == "10001:10001"
+    assert json.loads(directives["ENTRYPOINT"]) == config["Entrypoint"]
+    assert json.loads(directives["CMD"]) == config["Cmd"] == ["web"]
+    assert f"{directives['EXPOSE']}/tcp" in config["ExposedPorts"]
+    assert directives["WORKDIR"] == config["WorkingDir"] == "/app"
