@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -47,11 +48,10 @@ def rootfs(tmp_path_factory):
     """The image, built (or found up to date) and unpacked from its OCI layout."""
     subprocess.run(["bash", str(ROOT / "deploy" / "image" / "build.sh")], check=True)
     bundle = tmp_path_factory.mktemp("image") / "bundle"
-    subprocess.run(
-        [str(CACHE / "bin" / "umoci"), "unpack", "--image", f"{CACHE}/image/oci:latest", bundle],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    umoci = [str(CACHE / "bin" / "umoci"), "unpack", "--image", f"{CACHE}/image/oci:latest"]
+    # The build's lock: another build may not replace the image while it is read.
+    lock = ["flock", str(CACHE / "image" / ".lock")]
+    subprocess.run([*lock, *umoci, bundle], check=True, stdout=subprocess.DEVNULL)
     yield bundle / "rootfs"
     shutil.rmtree(bundle, ignore_errors=True)
 
@@ -181,6 +181,13 @@ def migrated(rootfs, container_env, database):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Created the first admin: admin@example.com" in result.stdout
     return result.stdout
+
+
+def test_image_packages_are_the_runtime_part_of_the_lock():
+    """deploy/image/requirements.txt follows requirements.lock (regenerate with --write)."""
+    script = ROOT / "deploy" / "image" / "runtime_requirements.py"
+    result = subprocess.run([sys.executable, script, "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def test_unknown_command_is_a_one_line_error(rootfs):

@@ -48,6 +48,9 @@ if [ -z "${PYTHON:-}" ]; then
   if [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
 fi
 mkdir -p "$BIN" "$OUT"
+# One build at a time (readers such as tests/test_image.py take the same lock to unpack).
+exec 9>"$OUT/.lock"
+flock 9
 
 # ------------------------------------------------------------------ tools
 command -v mmdebstrap >/dev/null || bash "$REPO/deploy/system-deps.sh"
