@@ -259,8 +259,14 @@ def test_worker_registers_with_redis_and_stops_on_sigterm(
     client = redis.Redis(port=redis_port)
     container = Container(run_args(rootfs, container_env, database, "worker"))
     try:
-        workers = wait_for(lambda: client.smembers("rq:workers"), timeout=90)
-        assert len(workers) == 1
+
+        def idle():
+            # "idle" is set once the worker waits for jobs, after RQ installed its SIGTERM
+            # handler (a worker only registered may not have it yet).
+            workers = client.smembers("rq:workers")
+            return len(workers) == 1 and client.hget(workers.pop(), "state") == b"idle"
+
+        wait_for(idle, timeout=90)
         assert {p.uids().real for p in container.tree()} == {UID}
         code, output = container.stop()
         assert code == 0, output
