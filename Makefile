@@ -9,7 +9,7 @@ LOCK_HASH := $(shell sha1sum requirements.lock pyproject.toml | sha1sum | cut -c
 STAMP  := $(VENV)/.installed-$(LOCK_HASH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test install cluster cluster-stop helm lint format system-deps bench clean-data
+.PHONY: run test install cluster cluster-stop helm lint format system-deps bench clean-data image
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ cluster-stop:
 # Debian packages the browser tests need (Chromium); a no-op when present.
 system-deps:
 	bash deploy/system-deps.sh
+
+# The container image, built without a container engine (as root; cached: rebuilt only
+# when its inputs change), then its smoke test. See docs/image.md.
+image: install system-deps
+	bash deploy/image/build.sh
+	DEBUG=true $(BIN)/python -m pytest tests/test_image.py -q
 
 run: install cluster
 	$(BIN)/python deploy/run.py
