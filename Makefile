@@ -9,7 +9,7 @@ LOCK_HASH := $(shell sha1sum requirements.lock pyproject.toml | sha1sum | cut -c
 STAMP  := $(VENV)/.installed-$(LOCK_HASH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test install cluster cluster-stop lint format system-deps bench clean-data
+.PHONY: run test install cluster cluster-stop helm lint format system-deps bench clean-data image
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,12 +32,22 @@ else
 	@echo "==> KUBECONFIG is set ($(KUBECONFIG)); not starting the local cluster"
 endif
 
+# helm (deploy/chart's tests and docs), built from its Go module like the control plane.
+helm:
+	ONLY=helm bash deploy/localcluster/build.sh
+
 cluster-stop:
 	$(BIN)/python deploy/localcluster/localcluster.py stop
 
 # Debian packages the browser tests need (Chromium); a no-op when present.
 system-deps:
 	bash deploy/system-deps.sh
+
+# The container image, built without a container engine (as root; cached: rebuilt only
+# when its inputs change), then its smoke test. See docs/image.md.
+image: install system-deps
+	bash deploy/image/build.sh
+	DEBUG=true $(BIN)/python -m pytest tests/test_image.py -q
 
 run: install cluster
 	$(BIN)/python deploy/run.py
@@ -49,7 +59,7 @@ lint: install
 	DEBUG=true $(BIN)/mypy
 	DEBUG=true $(BIN)/python manage.py makemigrations --check --dry-run
 
-test: install cluster system-deps lint
+test: install cluster helm system-deps lint
 	DEBUG=true $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 format: install

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs, if missing: Chromium for the
-# browser tests, openssl for the local cluster's certificates. Retries network steps.
+# browser tests, openssl for the local cluster's certificates, mmdebstrap for the
+# container image's Debian base (deploy/image/build.sh). Retries network steps.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 fc-list >/dev/null 2>&1 || need+=(fonts-dejavu-core)
+command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -23,9 +23,11 @@ from django.forms.models import model_to_dict
 from django.urls import reverse
 from django.utils.html import format_html_join
 
+from environments.access.accounts import AdminLoginForm
 from environments.catalog.publishing import publish_blueprint, set_blueprint_version_deprecated
 from environments.catalog.spec import BlueprintInvalid, load_blueprint
 from environments.governance import audit, quotas
+from environments.lib.egress import masked_url
 from environments.models import (
     ApiToken,
     AuditEvent,
@@ -45,6 +47,9 @@ from environments.models import (
     WebhookDelivery,
 )
 
+# /admin/login/ is limited like the portal's sign-in page (same rates, same counters).
+admin.site.login_form = AdminLoginForm
+
 # Never copied into the append-only audit log: it would keep them forever.
 SECRET_FIELDS = {"secret", "token_hash", "password"}
 
@@ -55,6 +60,8 @@ def _snapshot(obj) -> dict | None:
     values = model_to_dict(obj)
     for name in SECRET_FIELDS & set(values):
         values[name] = "(secret)"
+    for name in getattr(obj, "MASKED_FIELDS", ()):  # webhook URLs: credentials too
+        values[name] = masked_url(values[name])
     return json.loads(json.dumps(values, cls=DjangoJSONEncoder, default=str))
 
 
@@ -120,7 +127,7 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Team)
 class TeamAdmin(AuditedAdmin):
-    list_display = ["name", "slug", "created_at"]
+    list_display = ["name", "slug", "change_policy", "created_at"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [MembershipInline]

@@ -26,7 +26,7 @@ from environments.catalog.choices import Purpose
 from environments.catalog.pricing import hourly_price
 from environments.catalog.spec import BlueprintSpec, ComponentSpec, component_totals
 from environments.fields import EncryptedSecretField
-from environments.lib.egress import refused_url
+from environments.lib.egress import masked_url, refused_url
 from environments.lib.naming import namespace_for
 from environments.lifecycle.states import (
     ACTIVE_STATES,
@@ -44,12 +44,25 @@ def _random_secret() -> str:
 class Team(models.Model):
     """A group of people who share environments, a quota and a monthly budget."""
 
+    class ChangePolicy(models.TextChoices):
+        # Least privilege (the default): teammates see each other's environments; only
+        # the owner and the team's leads change them or get their kubeconfig.
+        OWNER_AND_LEADS = "owner_and_leads", "The owner and the team's leads"
+        ANY_MEMBER = "any_member", "Any member of the team"
+
     name = models.CharField(max_length=100, unique=True)
     slug = models.SlugField(max_length=50, unique=True)
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="Membership", related_name="teams", blank=True
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    change_policy = models.CharField(
+        max_length=20,
+        choices=ChangePolicy.choices,
+        default=ChangePolicy.OWNER_AND_LEADS,
+        help_text="Who may extend, rename, update, retry or delete a member's environment "
+        "and download its kubeconfig (admins always may).",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -70,8 +83,12 @@ class Webhook(models.Model):
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    # The URL is a credential (Slack's carry their token in the path): shown masked in
+    # logs, errors and the audit log (admin.py's snapshot), used whole only to deliver.
+    MASKED_FIELDS = ("url",)
+
     def __str__(self) -> str:
-        return f"{self.team}: {self.url}"
+        return f"{self.team}: {masked_url(self.url)}"
 
     def clean(self) -> None:
         refused = refused_url(self.url)
@@ -96,7 +113,7 @@ class WebhookDelivery(models.Model):
         verbose_name_plural = "webhook deliveries"
 
     def __str__(self) -> str:
-        return f"{self.event} -> {self.webhook.url}"
+        return f"{self.event} -> {masked_url(self.webhook.url)}"
 
     @property
     def failed(self) -> bool:
@@ -109,6 +126,12 @@ class Membership(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
     )
     joined_at = models.DateTimeField(auto_now_add=True)
+    # A lead changes teammates' environments whatever the team's change policy.
+    lead = models.BooleanField(
+        default=False, help_text="Team lead: may change teammates' environments."
+    )
+    # Approves this team's requests only (the approver role approves every team's).
+    approver = models.BooleanField(default=False, help_text="Approves this team's requests.")
 
     class Meta:
         constraints = [
@@ -726,3 +749,48 @@ class Profile(models.Model):
 
     def __str__(self) -> str:
         return f"Profile of {self.user}"
+
+
+class ExtensionRequest(models.Model):
+    """An extension that would take an environment past what needs approval.
+
+    It waits in the approval queue; the environment keeps running until its current
+    expiry meanwhile. Decided once, with a guarded UPDATE (lifecycle.transitions).
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending approval"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+        WITHDRAWN = "withdrawn", "Withdrawn"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="extension_requests"
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    seconds = models.PositiveIntegerField()
+    reason = models.TextField(blank=True)
+    why = models.TextField(blank=True, help_text="Why it needs approval, limit by limit.")
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    created_at = models.DateTimeField(default=timezone.now)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment"],
+                condition=Q(state="pending"),
+                name="extension_request_one_pending_per_environment",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Extension of {self.environment} by {self.seconds} s"

@@ -24,9 +24,10 @@ def teardown(environment_id: str) -> str:
     return provisioning.teardown(environment_id)
 
 
-def deliver_notification(event: str, environment_id: str) -> str:
-    """Email the people concerned and queue one delivery per subscribed webhook."""
-    return notifications.deliver(event, environment_id)
+def deliver_notification(event: str, environment_id: str, key: str = "") -> str:
+    """Email the people concerned and queue one delivery per subscribed webhook; raises
+    on failure so RQ retries it, and ``key`` makes a retry send nothing twice."""
+    return notifications.deliver(event, environment_id, key)
 
 
 def send_webhook(delivery_id: int) -> str:

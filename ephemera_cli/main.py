@@ -309,10 +309,16 @@ def cmd_status(args, client: Client) -> int:
 def cmd_extend(args, client: Client) -> int:
     env = client.environment(args.env)
     seconds = parse_duration(args.duration)
-    env = client.call(
+    answer = client.call(
         "POST", f"/environments/{env['id']}/extend", {"seconds": seconds, "reason": args.reason}
     )
-    print(f"Extended {env['name']}; it now expires at {env['expires_at']}.")
+    if answer.get("state") == "pending":  # an extension request (202): an approver decides
+        print(
+            f"Extension of {answer['environment_name']} requested: it needs an approver "
+            f"({answer['why']}). It keeps running until {answer['expires_at']} meanwhile."
+        )
+        return 0
+    print(f"Extended {answer['name']}; it now expires at {answer['expires_at']}.")
     return 0
 
 

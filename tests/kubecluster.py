@@ -38,11 +38,31 @@ def load_launcher():
     return mod
 
 
+def apply_user_cluster_roles(kubeconfig: str) -> None:
+    """The ClusterRoles environments bind (ephemera-user-view, -edit), on any cluster."""
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(config_file=kubeconfig)
+    try:
+        for role in load_launcher().user_cluster_roles():
+            client.RbacAuthorizationV1Api(api).patch_cluster_role(
+                role["metadata"]["name"],
+                role,
+                field_manager="ephemera-tests",
+                force=True,
+                _content_type="application/apply-patch+yaml",
+            )
+    finally:
+        api.close()
+
+
 @pytest.fixture(scope="session")
-def kube_config() -> str:
+def kube_config():
     env = os.environ.get("KUBECONFIG")
     if env:
-        return env
+        apply_user_cluster_roles(env)  # the local cluster's launcher does this itself
+        yield env
+        return
     lc = load_launcher()
     missing = lc.binaries_missing()
     if missing:
@@ -53,9 +73,30 @@ def kube_config() -> str:
             pytrace=False,
         )
     try:
-        return str(lc.ensure_running())
+        path = str(lc.ensure_running())
     except lc.ClusterError as e:
         pytest.fail(f"could not start the local Kubernetes cluster: {e}", pytrace=False)
+    yield path
+    _delete_instance_namespaces(path)
+
+
+def _delete_instance_namespaces(kubeconfig: str) -> None:
+    """At the end of the session, delete (without waiting) the environment namespaces this
+    session's instance label made, so runs don't pile them up on the shared local cluster
+    (each one holds a service IP out of a small range)."""
+    from django.conf import settings
+    from kubernetes import client, config
+
+    selector = f"ephemera.io/instance={settings.EPHEMERA_INSTANCE}"
+    api = config.new_client_from_config(config_file=kubeconfig)
+    try:
+        core = client.CoreV1Api(api)
+        for namespace in core.list_namespace(label_selector=selector, _request_timeout=10).items:
+            core.delete_namespace(namespace.metadata.name, _request_timeout=10)
+    except Exception as exc:  # the cluster may be down after an outage test: not a failure
+        print(f"\nnot cleaned up ({selector}): {exc}")
+    finally:
+        api.close()
 
 
 @pytest.fixture(scope="session")

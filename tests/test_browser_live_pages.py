@@ -105,7 +105,8 @@ def test_it_shows_a_teammates_delete_on_open_pages_without_reloading(
     environment = _ready_environment(owner, shop)
     detail, dashboard = _open_both(new_page, live_server, owner, environment)
 
-    # The teammate deletes it from their own browser session.
+    # The teammate (a team lead: they may) deletes it from their own browser session.
+    teammate.memberships.update(lead=True)
     theirs = new_page()
     sign_in(theirs, live_server, teammate.email)
     theirs.goto(f"{live_server.url}{environment.get_absolute_url()}")

@@ -178,3 +178,21 @@ def test_it_names_lists_and_renames_with_the_same_rules_as_the_portal(cli, sampl
     environment.refresh_from_db()
     assert environment.display_name == "Globex renewal"
     assert "Name:        Globex renewal" in cli("status", environment.name).stdout
+
+
+def test_an_extension_past_what_is_approved_automatically_waits_for_an_approver(cli, owner, team):
+    # Issue 14, finding 2: the same rule as the portal and the API.
+    from tests.factories import make_environment
+    from tests.test_blueprints import GOOD
+
+    version, _ = publish_blueprint(
+        source=GOOD.replace("purpose: demo", "purpose: demo\napproval: required\n")
+    )
+    environment = make_environment(owner=owner, team=team, version=version, ttl_hours=2)
+    expires = environment.expires_at
+    extend = cli("extend", environment.name, "10h", "--reason", "Overnight test")
+    assert extend.returncode == 0, extend.stderr
+    assert f"Extension of {environment.name} requested: it needs an approver" in extend.stdout
+    environment.refresh_from_db()
+    assert environment.expires_at == expires
+    assert environment.extension_requests.filter(state="pending").count() == 1

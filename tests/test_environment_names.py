@@ -91,6 +91,8 @@ def test_it_refuses_a_name_that_is_too_long(owner, shop):
 
 
 def test_a_teammate_renames_and_it_is_audited(owner, teammate, team, shop):
+    team.change_policy = "any_member"  # today's rule, kept as a team's option
+    team.save()
     environment = make_environment(owner=owner, team=team, version=shop)
     make_environment(owner=owner, team=team, version=shop, display_name="globex demo")
     services.rename_environment(environment=environment, user=teammate, display_name="acme demo")

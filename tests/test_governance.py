@@ -198,6 +198,8 @@ def ready(environment):
 
 
 def test_it_extends_within_max_ttl_and_records_it(owner, teammate):
+    # A team lead may extend a teammate's environment (docs/governance.md).
+    teammate.memberships.update(lead=True)
     environment = ready(
         services.request_environment(user=owner, version=publish(GOOD), reason="Globex demo")
     )

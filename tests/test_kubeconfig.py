@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 
 import pytest
@@ -36,6 +37,7 @@ def test_it_gives_a_namespace_scoped_token_that_dies_with_the_environment(
     environment.refresh_from_db()
     assert environment.state == State.READY
 
+    teammate.memberships.update(lead=True)  # the owner and the team's leads may
     text = kubeconfig_for(environment=environment, user=teammate)
     assert environment.namespace in text
     core = client.CoreV1Api(api_for(text))
@@ -79,3 +81,20 @@ def test_it_refuses_a_kubeconfig_before_the_environment_is_ready(owner, sample_b
     environment = request(owner, sample_blueprints["pr-preview"])
     with pytest.raises(ServiceError, match="once the environment is ready"):
         kubeconfig_for(environment=environment, user=owner)
+
+
+def test_it_points_people_at_the_public_api_server_when_one_is_set(settings, on_cluster, tmp_path):
+    """In a cluster the portal reaches kubernetes.default.svc, which no laptop can:
+    KUBE_PUBLIC_SERVER (and its CA) go into the downloaded kubeconfig instead."""
+    from environments.kube import cluster
+
+    own = cluster.kubeconfig(namespace="eph-x", token="t", name="x")["clusters"][0]["cluster"]
+    assert own["server"].startswith("https://127.0.0.1:")
+
+    ca = tmp_path / "public-ca.pem"
+    ca.write_bytes(b"-----BEGIN CERTIFICATE-----\npublic\n-----END CERTIFICATE-----\n")
+    settings.KUBE_PUBLIC_SERVER = "https://k8s.example.com:6443"
+    settings.KUBE_PUBLIC_CA_FILE = str(ca)
+    entry = cluster.kubeconfig(namespace="eph-x", token="t", name="x")["clusters"][0]["cluster"]
+    assert entry["server"] == "https://k8s.example.com:6443"
+    assert base64.b64decode(entry["certificate-authority-data"]) == ca.read_bytes()

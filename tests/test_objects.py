@@ -125,7 +125,6 @@ def test_it_orders_the_manifests_namespace_first():
         "NetworkPolicy",
         "ServiceAccount",
         "ServiceAccount",
-        "Role",
         "RoleBinding",
         "Service",
         "Deployment",
@@ -148,9 +147,64 @@ def test_it_caps_an_edit_environment_at_exactly_what_is_billed():
     }
     assert objects.deployment(spec, spec.components[0])["spec"]["strategy"] == {"type": "Recreate"}
     assert "strategy" not in objects.deployment(SPEC, SPEC.components[0])["spec"]
-    rules = objects.user_role(spec)["rules"]
-    assert any("pods/exec" in r["resources"] for r in rules)
-    assert not any("secrets" in r["resources"] for r in objects.user_role(SPEC)["rules"])
+    # Edit binds the ClusterRole of that level; the rules themselves live in the chart.
+    assert objects.user_role_binding(spec)["roleRef"]["name"] == "ephemera-user-edit"
+
+
+def test_the_kubeconfig_account_is_bound_to_a_shipped_cluster_role_inside_its_namespace():
+    import dataclasses
+
+    binding = objects.user_role_binding(SPEC)
+    # A RoleBinding (never a ClusterRoleBinding): the rules apply in this namespace only.
+    assert binding["kind"] == "RoleBinding"
+    assert binding["metadata"]["namespace"] == SPEC.namespace
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "ephemera-user-view",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "ephemera-user", "namespace": SPEC.namespace}
+    ]
+    # The chart names them after its release and sets the prefix.
+    renamed = dataclasses.replace(SPEC, user_role_prefix="acme-ephemera-user-")
+    assert objects.user_role_binding(renamed)["roleRef"]["name"] == "acme-ephemera-user-view"
+    # No Role of its own any more: the portal needs no rights it would hand out.
+    assert "Role" not in [m["kind"] for m in objects.build_manifests(SPEC)]
+
+
+def test_manifests_recorded_with_an_own_role_lose_it_and_bind_the_cluster_role():
+    new = objects.build_manifests(SPEC)
+    assert objects.without_own_role(SPEC, new) is new  # nothing to change
+    binding = objects.user_role_binding(SPEC)
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": binding["metadata"],
+    }
+    old_binding = {
+        **binding,
+        "roleRef": {**binding["roleRef"], "kind": "Role", "name": "ephemera-user"},
+    }
+    old = [m for m in new if m["kind"] != "RoleBinding"]
+    old[6:6] = [role, old_binding]
+    assert objects.without_own_role(SPEC, old) == new
+
+
+def test_every_access_level_has_rules_in_the_one_shared_file():
+    from environments.catalog.choices import KubeAccess
+    from tests.kubecluster import load_launcher
+
+    rules = load_launcher().access_rules()
+    assert sorted(rules) == sorted(level.value for level in KubeAccess)
+    resources = lambda level: {r for rule in rules[level] for r in rule["resources"]}  # noqa: E731
+    assert "pods/exec" in resources("edit")
+    assert "pods/exec" not in resources("view")
+    for level in rules:
+        assert not {"secrets", "serviceaccounts/token", "roles", "rolebindings"} & resources(level)
+        assert not any(
+            {"escalate", "bind", "impersonate", "*"} & set(rule["verbs"]) for rule in rules[level]
+        )
 
 
 def test_it_retries_the_apiservers_own_allocation_failure_but_not_real_rejections():

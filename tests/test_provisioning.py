@@ -166,7 +166,7 @@ def test_it_provisions_a_three_component_blueprint_and_is_idempotent(
     assert kinds == sorted(
         ["Namespace", "ResourceQuota", "LimitRange", "NetworkPolicy"]
         + ["ServiceAccount"] * 2
-        + ["Role", "RoleBinding"]
+        + ["RoleBinding"]
         + ["Service"] * 3
         + ["Deployment"] * 3
         + ["Ingress"]

@@ -55,6 +55,14 @@ def test_it_passes_check_deploy_with_production_values():
         ("ALLOWED_HOSTS", "", "ALLOWED_HOSTS: required when DEBUG is off"),
         ("API_RATE_LIMIT", "lots", "API_RATE_LIMIT: expected calls per s, m or h"),
         ("WEBHOOK_ALLOWED_NETWORKS", "10.0.0.0/8,intranet", "WEBHOOK_ALLOWED_NETWORKS: 'intranet'"),
+        (
+            "KUBE_USER_CLUSTER_ROLE_PREFIX",
+            "Ephemera User",
+            "KUBE_USER_CLUSTER_ROLE_PREFIX: 'Ephemera User' is not a valid ClusterRole name prefix",
+        ),
+        ("KUBE_LOGS_AS_ENVIRONMENT_USER", "sometimes", "KUBE_LOGS_AS_ENVIRONMENT_USER: expected"),
+        ("KUBE_PUBLIC_SERVER", "http://k8s:6443", "KUBE_PUBLIC_SERVER: expected an https:// URL"),
+        ("KUBE_PUBLIC_CA_FILE", "/nonexistent/ca.pem", "KUBE_PUBLIC_CA_FILE: /nonexistent"),
     ],
 )
 def test_it_names_the_variable_with_a_bad_value(variable, value, message):

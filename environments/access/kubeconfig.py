@@ -25,7 +25,7 @@ def kubeconfig_for(*, environment: Environment, user, ip: str | None = None) -> 
     the latest); Ephemera never stores it. Writes an audit entry (without the token).
     """
     if not can_change(user, environment):
-        raise PermissionDenied("Only the owner and their team can download this kubeconfig.")
+        raise PermissionDenied("Only the owner and the team's leads can download this kubeconfig.")
     if environment.state != State.READY:
         raise ServiceError("A kubeconfig is available once the environment is ready.")
     if not any(

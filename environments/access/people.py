@@ -269,6 +269,38 @@ def remove_member(*, actor, user, team: Team, ip: str | None = None) -> bool:
     return bool(deleted)
 
 
+TEAM_ROLES = ("lead", "approver")
+
+
+@transaction.atomic
+def set_team_role(
+    *, actor, user, team: Team, role: str, value: bool, ip: str | None = None
+) -> bool:
+    """Make ``user`` a lead of ``team`` (changes teammates' environments) or an approver
+    for ``team`` only (approves its requests), or take that back. Returns whether it
+    changed. The approver role (``set_approver``) approves for every team."""
+    _require_admin(actor)
+    if role not in TEAM_ROLES:
+        raise ServiceError(f"No team role {role!r}; choose lead or approver.")
+    membership = Membership.objects.select_for_update().filter(team=team, user=user).first()
+    if membership is None:
+        raise ServiceError(f"{user.email} is not in team {team.name}; add them first.")
+    if getattr(membership, role) == value:
+        return False
+    setattr(membership, role, value)
+    membership.save(update_fields=[role])
+    audit.record(
+        actor=actor,
+        action=f"person.{'grant' if value else 'revoke'}_team_{role}",
+        target=user,
+        object_repr=user.email,
+        before={"team": team.name, role: not value},
+        after={"team": team.name, role: value},
+        ip=ip,
+    )
+    return True
+
+
 @transaction.atomic
 def set_approver(*, actor, user, approver: bool, ip: str | None = None) -> bool:
     """Give (``approver=True``) or take the approver role. Returns whether it changed.

@@ -6,6 +6,7 @@ The one home of this rule: the web pages, the API and the CLI all ask here.
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 
 from environments.access import roles
 from environments.lib.errors import ServiceError
@@ -39,7 +40,62 @@ def requestable_teams(user) -> list[Team]:
 
 
 def can_change(user, environment: Environment) -> bool:
-    """Owners, their teammates and admins may act on an environment."""
+    """Who may change an environment (extend, rename, update, retry, delete, clone) and
+    download its kubeconfig: its owner, admins, and in its team the leads, or every
+    member when the team's change policy is "any member". Teammates who may not change
+    it still see it (``Environment.objects.visible_to``)."""
+    if not getattr(user, "is_authenticated", False):
+        return False
     if environment.owner_id == user.pk or roles.is_admin(user):
         return True
-    return Membership.objects.filter(team_id=environment.team_id, user=user).exists()
+    membership = (
+        Membership.objects.filter(team_id=environment.team_id, user=user)
+        .select_related("team")
+        .first()
+    )
+    if membership is None:
+        return False
+    return membership.lead or membership.team.change_policy == Team.ChangePolicy.ANY_MEMBER
+
+
+def changeable_team_ids(user) -> set[int] | None:
+    """The teams whose members' environments ``user`` may change (besides their own):
+    None for every team (admins); else where they lead or the team lets any member.
+    One query, for lists (``can_change`` is the rule for one environment)."""
+    if roles.is_admin(user):
+        return None
+    if not getattr(user, "is_authenticated", False):
+        return set()
+    return set(
+        Membership.objects.filter(user=user)
+        .filter(Q(lead=True) | Q(team__change_policy=Team.ChangePolicy.ANY_MEMBER))
+        .values_list("team_id", flat=True)
+    )
+
+
+# --- Approvers ----------------------------------------------------------------------------
+# The approver role (or admin) approves every team's requests; a membership marked
+# ``approver`` approves that team's only.
+
+
+def approver_team_ids(user) -> set[int] | None:
+    """The teams whose requests ``user`` may decide: None for every team (the approver
+    or admin role), else the ids of the teams they approve for (maybe none)."""
+    if roles.is_approver(user):
+        return None
+    if not getattr(user, "is_authenticated", False):
+        return set()
+    return set(
+        Membership.objects.filter(user=user, approver=True).values_list("team_id", flat=True)
+    )
+
+
+def is_any_approver(user) -> bool:
+    """May see the approval queue: approves for every team or for at least one."""
+    teams = approver_team_ids(user)
+    return teams is None or bool(teams)
+
+
+def can_approve_for(user, team_id) -> bool:
+    teams = approver_team_ids(user)
+    return teams is None or team_id in teams

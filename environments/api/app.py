@@ -11,6 +11,7 @@ from their schemas (schemas.py), and tests/test_schemathesis.py checks the API a
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -29,7 +30,10 @@ from ninja.throttling import BaseThrottle
 from environments.access import tokens
 from environments.catalog.spec import ParametersInvalid
 from environments.lib.errors import ServiceError
+from environments.lib.outages import dependency_down
 from environments.models import ApiToken
+
+log = logging.getLogger(__name__)
 
 
 class TokenRateThrottle(BaseThrottle):
@@ -148,6 +152,33 @@ def _permission_denied(request: HttpRequest, exc: PermissionDenied) -> HttpRespo
 @api.exception_handler(ParametersInvalid)
 def _parameters_invalid(request: HttpRequest, exc: ParametersInvalid) -> HttpResponse:
     return _error(request, 422, f"Invalid parameters: {exc}", exc.errors)
+
+
+@api.exception_handler(Exception)
+def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """PostgreSQL or Redis down: 503 with Retry-After. Anything else: a JSON 500, logged
+    with its trace for us, one sentence for the client (never the trace)."""
+    dependency = dependency_down(exc)
+    if dependency:
+        wait = settings.OUTAGE_RETRY_AFTER_SECONDS
+        log.warning(
+            "API %s %s: %s unavailable (%s)",
+            request.method,
+            request.path,
+            dependency,
+            type(exc).__name__,
+        )
+        response = _error(
+            request,
+            503,
+            f"The portal's {dependency} is unavailable right now. Try again in {wait} s.",
+        )
+        response["Retry-After"] = str(wait)
+        return response
+    log.exception("API %s %s failed", request.method, request.path)
+    return _error(
+        request, 500, "Something went wrong on our side; it was logged. Try again in a minute."
+    )
 
 
 @api.exception_handler(Http404)

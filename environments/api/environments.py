@@ -24,14 +24,16 @@ from environments.api.schemas import (
     EnvironmentOut,
     EventOut,
     ExtendIn,
+    ExtensionRequestOut,
     KubeconfigOut,
     RenameIn,
     environment_out,
     event_out,
+    extension_request_out,
 )
 from environments.catalog.selectors import requestable_version
 from environments.governance import audit
-from environments.lifecycle import selectors, services
+from environments.lifecycle import queue, selectors, services
 from environments.models import ApiToken, Environment, Team
 
 router = Router(auth=bearer, tags=["environments"])
@@ -134,7 +136,14 @@ def create_environment(request: HttpRequest, payload: EnvironmentIn) -> Status[d
         display_name=payload.display_name,
         ip=audit.client_ip(request),
     )
-    return Status(201, environment_out(_environment(token, str(environment.pk))))
+    return Status(201, _with_notice(environment_out(_environment(token, str(environment.pk)))))
+
+
+def _with_notice(answer: dict[str, Any]) -> dict[str, Any]:
+    """Say so when the request stands but its job waits for the queue (lifecycle.queue)."""
+    if queue.deferred(answer["id"]):
+        answer["notice"] = queue.WAITING_FOR_QUEUE
+    return answer
 
 
 @router.get(
@@ -183,13 +192,19 @@ def rename_environment(
 
 @router.post(
     "/{ref}/extend",
-    response={200: EnvironmentOut, **ERRORS},
+    response={200: EnvironmentOut, 202: ExtensionRequestOut, **ERRORS},
     summary="Push the expiry back",
+    description=(
+        "200 with the environment when extended. An extension past what the blueprint's "
+        "approval policy approves by itself is not applied: 202 with the extension request "
+        "that waits for an approver (see /extension-requests); the environment keeps its "
+        "current expiry meanwhile."
+    ),
     operation_id="environments_api_routes_extend_environment",
 )
 def extend_environment(
     request: HttpRequest, payload: ExtendIn, ref: str = Path(..., pattern=ENVIRONMENT_REF)
-) -> dict[str, Any]:
+) -> Any:
     token = _require_write(request)
     environment = services.extend_environment(
         environment=_environment(token, ref),
@@ -198,6 +213,9 @@ def extend_environment(
         reason=payload.reason,
         ip=audit.client_ip(request),
     )
+    queued = environment.queued_extension  # type: ignore[attr-defined]
+    if queued is not None:
+        return Status(202, extension_request_out(queued))
     return environment_out(_environment(token, str(environment.pk)))
 
 
@@ -215,7 +233,7 @@ def delete_environment(
     services.delete_environment(
         environment=environment, user=token.user, ip=audit.client_ip(request)
     )
-    return Status(202, environment_out(_environment(token, str(environment.pk))))
+    return Status(202, _with_notice(environment_out(_environment(token, str(environment.pk)))))
 
 
 @router.post(

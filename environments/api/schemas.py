@@ -23,6 +23,7 @@ from environments.models import (
     BlueprintVersion,
     Environment,
     EnvironmentEvent,
+    ExtensionRequest,
 )
 
 MAX_SECONDS = 366 * 86400
@@ -84,6 +85,29 @@ class EnvironmentOut(Schema):
     hourly_price: str
     currency: str
     last_error: str
+    notice: str = Field(
+        default="",
+        description="Something the client should know about this answer, e.g. that the "
+        "job queue is down and the environment will start when it is back; usually empty.",
+    )
+
+
+class ExtensionRequestOut(Schema):
+    id: uuid.UUID
+    environment: uuid.UUID
+    environment_name: str
+    team: str
+    owner: str
+    requested_by: str
+    seconds: int = Field(description="How much longer the environment would live.")
+    reason: str
+    why: str = Field(description="Why it needs an approver, limit by limit.")
+    state: Literal["pending", "approved", "rejected", "withdrawn"]
+    created_at: datetime
+    expires_at: datetime | None = Field(description="The environment's current expiry.")
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_reason: str
 
 
 class EventOut(Schema):
@@ -158,6 +182,17 @@ class ExtendIn(Schema):
     _seconds_not_a_boolean = field_validator("seconds", mode="before")(_not_a_boolean)
 
 
+class RejectIn(Schema):
+    reason: Text = Field(..., min_length=1, description="Why; the requester reads it.")
+
+
+class ExtensionRequestListQuery(Schema):
+    scope: Literal["to_decide", "mine"] = Field(
+        "to_decide",
+        description="`to_decide`: pending requests you may decide; `mine`: the ones you asked for.",
+    )
+
+
 class EnvironmentListQuery(Schema):
     scope: Literal["mine", "team"] = "mine"
     limit: int = Field(100, ge=1, le=500, description="Page size (at most 500).")
@@ -227,4 +262,26 @@ def event_out(event: EnvironmentEvent) -> dict[str, Any]:
         "kind": event.kind,
         "state": event.state,
         "message": event.message,
+    }
+
+
+def extension_request_out(extension: ExtensionRequest) -> dict[str, Any]:
+    """An ``ExtensionRequestOut``; expects its environment (owner, team) loaded."""
+    environment = extension.environment
+    return {
+        "id": extension.pk,
+        "environment": environment.pk,
+        "environment_name": environment.name,
+        "team": environment.team.slug,
+        "owner": environment.owner.email or environment.owner.get_username(),
+        "requested_by": extension.requested_by.email or extension.requested_by.get_username(),
+        "seconds": extension.seconds,
+        "reason": extension.reason,
+        "why": extension.why,
+        "state": extension.state,
+        "created_at": extension.created_at,
+        "expires_at": environment.expires_at,
+        "decided_by": extension.decided_by.email if extension.decided_by else None,
+        "decided_at": extension.decided_at,
+        "decision_reason": extension.decision_reason,
     }

@@ -37,12 +37,14 @@ on it; a sort is stable, so the problems one validator raised keep their order.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Literal, NoReturn
 
+import re2
 import yaml
 from kubernetes.utils.quantity import parse_quantity
 from pydantic import (
@@ -94,6 +96,9 @@ DEFAULT_PATTERN = r"^[A-Za-z0-9._-]{1,63}$"
 # The default pattern in words, for people filling in a request (never the raw regex).
 DEFAULT_PATTERN_HINT = "letters, digits, dots, dashes and underscores, up to 63"
 MAX_HINT = 200
+# The longest parameter value anyone may send: the request form, the API and the CLI
+# (through the API) all stop here, in coerce_parameter.
+MAX_PARAMETER_VALUE = 1000
 # Component names become Service names and part of "<component>-<env>" hosts.
 MAX_COMPONENT_NAME = 40
 MAX_REPLICAS = 50
@@ -482,6 +487,17 @@ class _RawParameter(_Raw):
             re.compile(pattern)
         except (re.error, TypeError) as exc:
             raise _problem(f"{pattern!r} is not a valid regular expression: {exc}") from None
+        # Values are matched with RE2, in time linear in their length (Python's re can
+        # backtrack for hours on a pattern like ^([a-z0-9]+-?)+$). RE2 has no
+        # backreferences or lookarounds.
+        try:
+            _compiled_pattern(pattern)
+        except re2.error as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else "too large"
+            raise _problem(
+                f"{pattern!r} is not supported (patterns use RE2 syntax, without "
+                f"backreferences or lookarounds): {reason}"
+            ) from None
         return pattern
 
     @field_validator("hint")
@@ -1037,10 +1053,32 @@ def parse_blueprint(text: str) -> dict[str, Any]:
     return load_blueprint(text).to_dict()
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled_pattern(pattern: str) -> re2._Regexp:
+    """A parameter pattern compiled for RE2 (linear-time matching); raises ``re2.error``."""
+    options = re2.Options()
+    options.max_mem = 1 << 22  # 4 MiB: a pattern like (a{1000}){1000} is refused
+    options.log_errors = False
+    return re2.compile(pattern, options)
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """safe_load without aliases: ``*name`` refers to an anchored node, and a few nested
+    ones expand a 200-byte file to gigabytes (in error messages and ``str()``)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in blueprints", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
 def load_blueprint(text: str) -> BlueprintSpec:
     """Validate blueprint YAML and return its ``BlueprintSpec``."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
@@ -1068,6 +1106,8 @@ def coerce_parameter(
     """
     if isinstance(param, ParameterSpec):
         param = param.model_dump()
+    if value is not None and not isinstance(value, bool) and len(str(value)) > MAX_PARAMETER_VALUE:
+        raise ValueError(f"is longer than {MAX_PARAMETER_VALUE} characters")
     kind = param["type"]
     if kind == "integer":
         try:
@@ -1095,7 +1135,7 @@ def coerce_parameter(
             raise ValueError(f"{value!r} is not one of {', '.join(param['choices'])}")
         return str(value)
     text = "" if value is None else str(value)
-    if not re.fullmatch(param["pattern"], text):
+    if not _compiled_pattern(param["pattern"]).fullmatch(text):
         if show_pattern:
             raise ValueError(f"{text!r} does not match the pattern {param['pattern']}")
         hint = ParameterSpec.model_validate({**param, "type": "string"}).format_hint

@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
+from django.conf import settings
 from django.db import models
 
 from environments.models import AuditEvent
 
 
 def client_ip(request) -> str | None:
-    """The caller's address. Behind a proxy, REMOTE_ADDR is set by the WSGI server."""
+    """The caller's address: the peer's, or behind ``TRUSTED_PROXY_COUNT`` proxies the
+    one the first of them saw (X-Forwarded-For, counted from the right).
+
+    The sign-in rate limits use this too (``access.accounts``). A header with fewer hops
+    than trusted proxies, or an entry that is not an IP address, is not believed.
+    """
     if request is None:
         return None
-    return request.META.get("REMOTE_ADDR") or None
+    peer = request.META.get("REMOTE_ADDR") or None
+    trusted = settings.TRUSTED_PROXY_COUNT
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if trusted <= 0 or not forwarded:
+        return peer
+    hops = [hop.strip() for hop in forwarded.split(",")]
+    if len(hops) < trusted:
+        return peer
+    try:
+        return str(ipaddress.ip_address(hops[-trusted].strip("[]")))
+    except ValueError:
+        return peer
 
 
 def who(user) -> str:

@@ -66,23 +66,34 @@ def handle_delivery(
 
 
 def _verified(*, signature: str, body: bytes) -> tuple[RepositoryHook, dict]:
+    """The hook whose secret signed ``body``, and the parsed body.
+
+    The signature is checked on the raw bytes before anything parses them, so an
+    unsigned body costs one HMAC per hook and nothing else. A body that does not parse
+    (bad JSON, nested too deep, not an event) is 400 once signed.
+    """
     if not signature:
         raise HookRefused(401, "The X-Hub-Signature-256 header is missing.")
+    hook = next(
+        (
+            candidate
+            for candidate in RepositoryHook.objects.select_related("blueprint", "team", "owner")
+            if signature_valid(candidate.secret, body, signature)
+        ),
+        None,
+    )
+    # Same answer for an unknown repository and a bad signature: tells a prober nothing.
+    refused = HookRefused(401, "The signature does not match this repository's hook secret.")
+    if hook is None:
+        raise refused
     try:
         payload = json.loads(body)
         repository = payload["repository"]["full_name"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise HookRefused(400, "The body is not a GitHub event with a repository.") from None
-    if not isinstance(repository, str) or "\x00" in repository or len(repository) > 200:
-        raise HookRefused(400, "The repository's full_name is not a valid owner/name.")
-    hook = (
-        RepositoryHook.objects.select_related("blueprint", "team", "owner")
-        .filter(repository=repository)
-        .first()
-    )
-    # Same answer for an unknown repository and a bad signature: tells a prober nothing.
-    if hook is None or not signature_valid(hook.secret, body, signature):
-        raise HookRefused(401, "The signature does not match this repository's hook secret.")
+    # Signed with one repository's secret, the body must be about that repository.
+    if repository != hook.repository:
+        raise refused
     return hook, payload
 
 

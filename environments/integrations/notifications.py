@@ -15,10 +15,13 @@ import json
 import logging
 import urllib.error
 import urllib.request
+import uuid
 
 import django_rq
+import redis.exceptions
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Q
@@ -27,6 +30,7 @@ from rq import Retry
 
 from environments.catalog.pricing import money
 from environments.lib import egress
+from environments.lib.durations import format_duration
 from environments.lib.signing import sign
 from environments.models import Environment, Webhook, WebhookDelivery
 
@@ -40,22 +44,66 @@ FAILED = "failed"
 EXPIRING = "expiring"
 EXPIRED = "expired"
 REMINDER = "reminder"
-EVENTS = (REQUESTED, APPROVED, REJECTED, READY, FAILED, EXPIRING, EXPIRED, REMINDER)
+EXTENSION_REQUESTED = "extension_requested"
+EXTENSION_APPROVED = "extension_approved"
+EXTENSION_REJECTED = "extension_rejected"
+EVENTS = (
+    REQUESTED,
+    APPROVED,
+    REJECTED,
+    READY,
+    FAILED,
+    EXPIRING,
+    EXPIRED,
+    REMINDER,
+    EXTENSION_REQUESTED,
+    EXTENSION_APPROVED,
+    EXTENSION_REJECTED,
+)
+
+
+# RQ retries a delivery that raised (a database blip, a mail server hiccup) this often.
+DELIVERY_RETRY = (5, 30, 120, 600, 1800)
 
 
 def send_later(event: str, environment_id) -> None:
+    """Queue the notification once the caller's transaction commits.
+
+    Retried with backoff if it fails (``DELIVERY_RETRY``); each attempt carries the same
+    key, so the email and the webhook deliveries are made once however often it runs.
+    A Redis outage at commit time loses the notification, never the request: the
+    caller's change is committed already (logged as a warning).
+    """
     assert event in EVENTS, event
-    transaction.on_commit(
-        lambda: django_rq.get_queue("default").enqueue(
-            "environments.tasks.deliver_notification", event, str(environment_id)
-        )
-    )
+    key = uuid.uuid4().hex
+
+    def enqueue() -> None:
+        try:
+            django_rq.get_queue("default").enqueue(
+                "environments.tasks.deliver_notification",
+                event,
+                str(environment_id),
+                key,
+                retry=Retry(max=len(DELIVERY_RETRY), interval=list(DELIVERY_RETRY)),
+            )
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            log.warning(
+                "could not queue the %s notification for %s: %s",
+                event,
+                environment_id,
+                type(exc).__name__,
+            )
+
+    transaction.on_commit(enqueue)
 
 
-def approvers_emails() -> list[str]:
-    users = get_user_model().objects.filter(
-        Q(is_superuser=True) | Q(groups__name__in=["approver", "admin"]), is_active=True
-    )
+def approvers_emails(team_id=None) -> list[str]:
+    """Who is told about a team's requests: the approver and admin roles (every team)
+    and the people who approve for that team only (access.teams)."""
+    who = Q(is_superuser=True) | Q(groups__name__in=["approver", "admin"])
+    if team_id is not None:
+        who |= Q(memberships__team_id=team_id, memberships__approver=True)
+    users = get_user_model().objects.filter(who, is_active=True)
     return sorted({u.email for u in users if u.email})
 
 
@@ -71,16 +119,35 @@ def message_for(event: str, environment: Environment) -> tuple[str, str, list[st
             f"{environment.owner.email} asks for {title} for team {environment.team.name}, "
             f"at {money(environment.hourly_price)} an hour.\n\nReview it: "
             f"{settings.SITE_URL}/approvals/",
-            approvers_emails(),
+            approvers_emails(environment.team_id),
         )
     if event == REMINDER:
         return (
             f"Still waiting for approval: {title}",
             f"{environment.owner.email}'s request is still pending.\n\n{settings.SITE_URL}/approvals/",
-            approvers_emails(),
+            approvers_emails(environment.team_id),
+        )
+    extension = environment.extension_requests.order_by("-created_at").first()
+    if event == EXTENSION_REQUESTED and extension is not None:
+        return (
+            f"Extension approval needed: {title}",
+            f"{extension.requested_by.email} asks to extend {title} of team "
+            f"{environment.team.name} by {format_duration(extension.seconds)}: "
+            f"{extension.reason or '(no reason given)'}\n\nReview it: "
+            f"{settings.SITE_URL}/approvals/",
+            approvers_emails(environment.team_id),
         )
     if event == APPROVED:
         subject, body = f"Approved: {title}", "Your request was approved and is being provisioned."
+    elif event == EXTENSION_APPROVED and extension is not None:
+        subject = f"Extension approved: {title}"
+        body = f"Your environment now expires at {environment.expires_at:%Y-%m-%d %H:%M %Z}."
+    elif event == EXTENSION_REJECTED and extension is not None:
+        subject = f"Extension rejected: {title}"
+        body = (
+            f"The extension was rejected: {extension.decision_reason}. It still expires at "
+            f"{environment.expires_at:%Y-%m-%d %H:%M %Z}."
+        )
     elif event == REJECTED:
         subject, body = f"Rejected: {title}", f"Your request was rejected: {environment.last_error}"
     elif event == READY:
@@ -99,7 +166,18 @@ def message_for(event: str, environment: Environment) -> tuple[str, str, list[st
     return subject, f"{body}\n\n{link}", owner
 
 
-def deliver(event: str, environment_id: str) -> str:
+def _done_key(key: str, step: str) -> str:
+    return f"notification:{key}:{step}"
+
+
+def deliver(event: str, environment_id: str, key: str = "") -> str:
+    """Email the people concerned and queue one delivery per subscribed webhook.
+
+    Raises on a database or mail error, so RQ retries it (``DELIVERY_RETRY``). With a
+    ``key`` (every job ``send_later`` queues has one) each step is marked done in Redis
+    once made, so a retry after a partial failure sends nothing twice. Jobs queued by
+    the previous release have no key and run as before.
+    """
     environment = (
         Environment.objects.select_related("owner", "team", "blueprint_version")
         .filter(pk=environment_id)
@@ -108,22 +186,37 @@ def deliver(event: str, environment_id: str) -> str:
     if environment is None:
         return "no such environment"
     subject, body, recipients = message_for(event, environment)
-    if recipients:
+    done_for = 7 * 86400
+    emailed = 0
+    if recipients and not (key and cache.get(_done_key(key, "email"))):
         send_mail(subject, body, None, recipients)
+        emailed = len(recipients)
+        if key:
+            cache.set(_done_key(key, "email"), 1, done_for)
     hooks = 0
     for webhook in Webhook.objects.filter(team_id=environment.team_id, active=True):
         if webhook.events and event not in webhook.events:
             continue
+        if key and cache.get(_done_key(key, f"webhook:{webhook.pk}")):
+            continue
+        # Committed before its job is queued (the job must find it); taken back if the
+        # job cannot be queued, so a retry does not leave an orphan delivery behind.
         delivery = WebhookDelivery.objects.create(
             webhook=webhook, event=event, payload=webhook_payload(event, environment, subject)
         )
-        django_rq.get_queue("default").enqueue(
-            "environments.tasks.send_webhook",
-            delivery.pk,
-            retry=Retry(max=4, interval=[10, 60, 300, 900]),
-        )
+        try:
+            django_rq.get_queue("default").enqueue(
+                "environments.tasks.send_webhook",
+                delivery.pk,
+                retry=Retry(max=4, interval=[10, 60, 300, 900]),
+            )
+        except Exception:
+            WebhookDelivery.objects.filter(pk=delivery.pk).delete()
+            raise
+        if key:
+            cache.set(_done_key(key, f"webhook:{webhook.pk}"), 1, done_for)
         hooks += 1
-    return f"emailed {len(recipients)}, {hooks} webhook(s)"
+    return f"emailed {emailed}, {hooks} webhook(s)"
 
 
 def webhook_payload(event: str, environment: Environment, subject: str) -> dict:
@@ -159,7 +252,7 @@ def send_webhook(delivery_id: int) -> str:
         WebhookDelivery.objects.filter(pk=delivery_id).update(
             attempts=delivery.attempts + 1, last_error=f"refused: {refused}"
         )
-        raise WebhookFailed(f"{delivery.webhook.url}: {refused}")
+        raise WebhookFailed(f"{egress.masked_url(delivery.webhook.url)}: {refused}")
     request = urllib.request.Request(  # noqa: S310 (scheme checked above)
         delivery.webhook.url,
         data=body,
@@ -187,6 +280,7 @@ def send_webhook(delivery_id: int) -> str:
         delivered_at=timezone.now() if status and 200 <= status < 300 else None,
     )
     if not (status and 200 <= status < 300):
-        log.warning("webhook %s failed: %s", delivery.webhook.url, error)
-        raise WebhookFailed(f"{delivery.webhook.url}: {error}")
+        where = egress.masked_url(delivery.webhook.url)  # the URL is a credential
+        log.warning("webhook %s failed: %s", where, error)
+        raise WebhookFailed(f"{where}: {error}")
     return f"delivered ({status})"

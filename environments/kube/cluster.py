@@ -32,7 +32,14 @@ from django.conf import settings
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from environments.kube.objects import COMPONENT_LABEL, INSTANCE_LABEL, MANAGED_BY, MANAGER
+from environments.kube.objects import (
+    COMPONENT_LABEL,
+    INSTANCE_LABEL,
+    MANAGED_BY,
+    MANAGER,
+    USER_ACCOUNT,
+)
+from environments.lib.naming import NAMESPACE_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +163,17 @@ def with_retries(
         time.sleep(wait)
 
 
+def api_server_reachable(*, timeout: float = 2.0) -> None:
+    """One GET /version, no retries: raises ``ClusterUnavailable`` unless the API server
+    answers within ``timeout`` (the readiness probe; /version is open to every client)."""
+    try:
+        _request("GET", "/version", timeout=timeout)
+    except ApiException as exc:
+        raise ClusterUnavailable(f"{exc.status} {_api_message(exc)}", exc.status) from exc
+    except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
+        raise ClusterUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
 def _request(
     method: str,
     path: str,
@@ -164,10 +182,17 @@ def _request(
     body: Any = None,
     content_type: str = "application/json",
     timeout: float = 30,
+    token: str | None = None,
 ) -> Any:
     """One authenticated request; raises ApiException on non-2xx."""
     data = _request_bytes(
-        method, path, query=query, body=body, content_type=content_type, timeout=timeout
+        method,
+        path,
+        query=query,
+        body=body,
+        content_type=content_type,
+        timeout=timeout,
+        token=token,
     )
     return json.loads(data) if data else None
 
@@ -181,17 +206,23 @@ def _request_bytes(
     content_type: str = "application/json",
     accept: str = "application/json",
     timeout: float = 30,
+    token: str | None = None,
 ) -> bytes:
-    """One authenticated request, the body as the server sent it."""
+    """One authenticated request, the body as the server sent it.
+
+    ``token``: authenticate with this bearer token instead of the portal's credential."""
     global request_count
     api = api_client()
+    headers = {"Content-Type": content_type, "Accept": accept}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     serialized = api.param_serialize(
         method=method,
         resource_path=path,
         query_params=query or [],
-        header_params={"Content-Type": content_type, "Accept": accept},
+        header_params=headers,
         body=body,
-        auth_settings=["BearerToken"],
+        auth_settings=[] if token is not None else ["BearerToken"],
     )
     request_count += 1
     response = api.call_api(*serialized, _request_timeout=timeout)
@@ -217,7 +248,20 @@ def describe(manifest: dict) -> str:
 
 
 def apply(manifest: dict) -> dict:
-    """Server-side apply: create or update, a no-op when nothing changed."""
+    """Server-side apply: create or update, a no-op when nothing changed.
+
+    A RoleBinding's roleRef cannot change: one that points elsewhere (an environment
+    provisioned by an older release bound a Role of its own) is deleted and made again."""
+    try:
+        return _apply(manifest)
+    except ClusterError as exc:
+        if manifest["kind"] == "RoleBinding" and exc.status == 422 and "roleRef" in str(exc):
+            delete(manifest)
+            return _apply(manifest)
+        raise
+
+
+def _apply(manifest: dict) -> dict:
     return with_retries(
         lambda: _request(
             "PATCH",
@@ -291,6 +335,8 @@ def list_managed_namespaces() -> list[ManagedNamespace]:
 
     A namespace labelled for another instance is left alone; one with the managed-by
     label and no instance label counts as ours (made by hand, or by an older portal).
+    Only ``eph-`` names count: a label alone (anyone who may label a namespace) never
+    puts a namespace in reach of the orphan cleanup.
     """
     data = with_retries(
         lambda: _request(
@@ -308,6 +354,7 @@ def list_managed_namespaces() -> list[ManagedNamespace]:
         for item in data.get("items", [])
         if item["metadata"].get("labels", {}).get(INSTANCE_LABEL, settings.EPHEMERA_INSTANCE)
         == settings.EPHEMERA_INSTANCE
+        and item["metadata"]["name"].startswith(NAMESPACE_PREFIX)
     ]
 
 
@@ -552,10 +599,32 @@ def _not_started(pod: dict, container: str) -> str:
     return f"{name} has not started yet, so it has no logs."
 
 
+# namespace -> (token, monotonic time to stop using it): the environment user's tokens
+# this process reads logs with (KUBE_LOGS_AS_ENVIRONMENT_USER). Tokens live 10 minutes
+# (TokenRequest's minimum); one is reused for half of that.
+_LOG_TOKEN_SECONDS = 600
+_log_tokens: dict[str, tuple[str, float]] = {}
+
+
+def _log_token(namespace: str) -> str | None:
+    """The token to read ``namespace``'s logs with; None: the portal's own credential."""
+    if not settings.KUBE_LOGS_AS_ENVIRONMENT_USER:
+        return None
+    cached = _log_tokens.get(namespace)
+    if cached and cached[1] > time.monotonic():
+        return cached[0]
+    token = issue_token(namespace, USER_ACCOUNT, seconds=_LOG_TOKEN_SECONDS)
+    if len(_log_tokens) > 1000:
+        _log_tokens.clear()
+    _log_tokens[namespace] = (token, time.monotonic() + _LOG_TOKEN_SECONDS / 2)
+    return token
+
+
 def _read_pod_log(
     namespace: str,
     pod: dict,
     container: str,
+    token: str | None,
     *,
     tail_lines: int,
     since: datetime | None,
@@ -581,6 +650,7 @@ def _read_pod_log(
                 query=query,
                 accept="text/plain, */*",
                 timeout=LOG_DEADLINE_SECONDS,
+                token=token,
             ),
             what=f"read the log of {name}",
             deadline_seconds=LOG_DEADLINE_SECONDS,
@@ -619,12 +689,14 @@ def pod_logs(
     tail_lines = max(1, min(int(tail_lines), LOG_TAIL_LINES_MAX))
     limit_bytes = max(1024, min(int(limit_bytes), LOG_BYTES_PER_POD))
     try:
+        token = _log_token(namespace)
         data = with_retries(
             lambda: _request(
                 "GET",
                 f"/api/v1/namespaces/{namespace}/pods",
                 query=[("labelSelector", f"{COMPONENT_LABEL}={component}")],
                 timeout=LOG_DEADLINE_SECONDS,
+                token=token,
             ),
             what=f"list the pods of {component}",
             deadline_seconds=LOG_DEADLINE_SECONDS,
@@ -655,6 +727,7 @@ def pod_logs(
                 namespace,
                 pod,
                 container,
+                token,
                 tail_lines=tail_lines,
                 since=since,
                 limit_bytes=limit_bytes,
@@ -732,9 +805,11 @@ def issue_token(namespace: str, service_account: str, *, seconds: int) -> str:
 def kubeconfig(*, namespace: str, token: str, name: str) -> dict:
     """A kubeconfig for ``token`` against the cluster Ephemera itself talks to."""
     configuration = api_client().configuration
-    cluster_entry: dict = {"server": configuration.host}
-    if configuration.ssl_ca_cert:
-        with open(configuration.ssl_ca_cert, "rb") as ca:
+    # People may reach the API server at another address than the portal does.
+    cluster_entry: dict = {"server": settings.KUBE_PUBLIC_SERVER or configuration.host}
+    ca_file = settings.KUBE_PUBLIC_CA_FILE or configuration.ssl_ca_cert
+    if ca_file:
+        with open(ca_file, "rb") as ca:
             cluster_entry["certificate-authority-data"] = base64.b64encode(ca.read()).decode()
     elif not configuration.verify_ssl:
         cluster_entry["insecure-skip-tls-verify"] = True

@@ -24,45 +24,12 @@ PSS_VERSION = "v1.33"
 SERVICE_ACCOUNT = "ephemera-workload"
 # The identity behind "Download kubeconfig": namespace-scoped, never cluster-wide.
 USER_ACCOUNT = "ephemera-user"
-READ = ["get", "list", "watch"]
-ACCESS_RULES = {
-    # View, logs and port-forward; never Secrets.
-    "view": [
-        {
-            "apiGroups": [""],
-            "resources": [
-                "pods",
-                "pods/log",
-                "services",
-                "endpoints",
-                "configmaps",
-                "events",
-                "persistentvolumeclaims",
-                "resourcequotas",
-                "limitranges",
-            ],
-            "verbs": READ,
-        },
-        {"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["get", "create"]},
-        {"apiGroups": ["apps"], "resources": ["deployments", "replicasets"], "verbs": READ},
-        {
-            "apiGroups": ["networking.k8s.io"],
-            "resources": ["ingresses", "networkpolicies"],
-            "verbs": READ,
-        },
-    ],
-}
-# "edit" (a blueprint may allow it): also restart, scale and exec into its own pods.
-ACCESS_RULES["edit"] = [
-    *ACCESS_RULES["view"],
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]},
-    {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "create"]},
-    {
-        "apiGroups": ["apps"],
-        "resources": ["deployments", "deployments/scale"],
-        "verbs": ["patch", "update"],
-    },
-]
+# Its rights come from a ClusterRole per access level, "<prefix><level>" (e.g.
+# ephemera-user-view), bound by a RoleBinding inside the environment's namespace only.
+# The rules live in deploy/chart/files/access-rules.yaml: the Helm chart and the local
+# cluster (`make cluster`) create those ClusterRoles, so the portal only needs the right
+# to bind them, never the rights themselves (pods/exec and so on).
+USER_CLUSTER_ROLE_PREFIX = "ephemera-user-"
 
 
 @dataclass(frozen=True)
@@ -81,7 +48,8 @@ class EnvironmentSpec:
     ingress_namespace: str = "ingress-nginx"
     ingress_class: str = ""
     instance: str = "default"  # which portal owns it; the reconciler only touches its own
-    kube_access: str = "view"  # the Role behind the downloadable kubeconfig
+    kube_access: str = "view"  # the access level behind the downloadable kubeconfig
+    user_role_prefix: str = USER_CLUSTER_ROLE_PREFIX  # settings.KUBE_USER_CLUSTER_ROLE_PREFIX
 
     @property
     def namespace(self) -> str:
@@ -222,13 +190,9 @@ def user_service_account(spec: EnvironmentSpec) -> dict:
     }
 
 
-def user_role(spec: EnvironmentSpec) -> dict:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": _meta(spec, USER_ACCOUNT),
-        "rules": ACCESS_RULES[spec.kube_access],
-    }
+def user_cluster_role(spec: EnvironmentSpec) -> str:
+    """The name of the ClusterRole behind the environment's kubeconfig."""
+    return f"{spec.user_role_prefix}{spec.kube_access}"
 
 
 def user_role_binding(spec: EnvironmentSpec) -> dict:
@@ -236,9 +200,28 @@ def user_role_binding(spec: EnvironmentSpec) -> dict:
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": _meta(spec, USER_ACCOUNT),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": USER_ACCOUNT},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": user_cluster_role(spec),
+        },
         "subjects": [{"kind": "ServiceAccount", "name": USER_ACCOUNT, "namespace": spec.namespace}],
     }
+
+
+def without_own_role(spec: EnvironmentSpec, manifests: list[dict]) -> list[dict]:
+    """Manifests recorded by an older release, which gave the kubeconfig account a Role
+    of its own, as this release applies them: no Role (the portal may no longer make
+    one), and the RoleBinding pointing at the shipped ClusterRole instead."""
+    if not any(m["kind"] == "Role" for m in manifests):
+        return manifests
+    return [
+        user_role_binding(spec)
+        if m["kind"] == "RoleBinding" and m["metadata"]["name"] == USER_ACCOUNT
+        else m
+        for m in manifests
+        if m["kind"] != "Role"
+    ]
 
 
 def _security_context() -> dict:
@@ -375,7 +358,6 @@ def build_manifests(spec: EnvironmentSpec) -> list[dict]:
         network_policy(spec),
         service_account(spec),
         user_service_account(spec),
-        user_role(spec),
         user_role_binding(spec),
     ]
     objects += [service(spec, c) for c in spec.components]

@@ -23,12 +23,31 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+# IPv6 addresses that carry an IPv4 address a gateway or the host's stack will reach:
+# NAT64 (RFC 6052), IPv4-compatible (::a.b.c.d, deprecated) and IPv4-mapped (::ffff:...).
+# 6to4 (2002::/16) carries it in bits 16-48 (``sixtofour``).
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    if ip.sixtofour:
+        return ip.sixtofour
+    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):  # not :: or ::1
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
 
 def refused_address(address: str) -> str | None:
-    """Why outgoing webhooks may not connect to this IP address, or None if they may."""
+    """Why outgoing webhooks may not connect to this IP address, or None if they may.
+
+    An IPv6 address that embeds an IPv4 one is judged by the IPv4 address it reaches.
+    """
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        ip = _embedded_ipv4(ip) or ip
     if any(ip.version == net.version and ip in net for net in settings.WEBHOOK_ALLOWED_NETWORKS):
         return None
     if ip.is_multicast or not ip.is_global:
@@ -91,3 +110,23 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
 opener = urllib.request.build_opener(
     urllib.request.ProxyHandler({}), _HTTPHandler, _HTTPSHandler, _RefuseRedirects
 )
+
+
+def masked_url(url: str) -> str:
+    """A webhook URL fit for logs and the audit log: scheme, host and port only.
+
+    Slack's and most chat webhooks carry their credential in the path (and others in
+    the query or the user part), so everything after the host becomes "…".
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    rest = "/…" if (parts.path not in ("", "/") or parts.query or parts.fragment) else ""
+    if parts.username or parts.password:
+        rest = rest or "/…"
+    return f"{parts.scheme}://{host}{port}{rest}"

@@ -31,7 +31,8 @@ from environments.catalog.rendering import render_components
 from environments.governance.billing import accrue
 from environments.integrations import notifications
 from environments.kube import cluster
-from environments.kube.objects import EnvironmentSpec, build_manifests, urls
+from environments.kube.objects import EnvironmentSpec, build_manifests, urls, without_own_role
+from environments.lifecycle import telemetry
 from environments.lifecycle.states import State
 from environments.lifecycle.transitions import transition
 from environments.models import Environment, EnvironmentEvent
@@ -59,6 +60,7 @@ def environment_spec(environment: Environment) -> EnvironmentSpec:
         ingress_class=settings.INGRESS_CLASS,
         instance=settings.EPHEMERA_INSTANCE,
         kube_access=blueprint.kube_access.value,
+        user_role_prefix=settings.KUBE_USER_CLUSTER_ROLE_PREFIX,
     )
 
 
@@ -162,6 +164,13 @@ def mark_ready(environment_id, component_status: dict, *, actor: str = "") -> bo
         outage_retries=0,
     ):
         log.info("environment %s ready%s", environment_id, actor)
+        started = (
+            Environment.objects.filter(pk=environment_id)
+            .values_list("provision_started_at", flat=True)
+            .first()
+        )
+        if started is not None:
+            telemetry.observe_duration("provision", (now - started).total_seconds())
         notifications.send_later(notifications.READY, environment_id)
         return True
     return False
@@ -170,6 +179,11 @@ def mark_ready(environment_id, component_status: dict, *, actor: str = "") -> bo
 def mark_deleted(environment_id, *, actor: str = "") -> bool:
     """tearing_down -> deleted, once the namespace is gone: bill up to now, then stop."""
     accrue(environment_id)
+    since = (
+        Environment.objects.filter(pk=environment_id, state=State.TEARING_DOWN)
+        .values_list("state_changed_at", flat=True)
+        .first()
+    )
     if transition(
         environment_id,
         from_states=State.TEARING_DOWN,
@@ -183,6 +197,8 @@ def mark_deleted(environment_id, *, actor: str = "") -> bool:
         lease_owner=None,
     ):
         log.info("environment %s deleted%s", environment_id, actor)
+        if since is not None:
+            telemetry.observe_duration("teardown", (timezone.now() - since).total_seconds())
         return True
     return False
 
@@ -229,6 +245,12 @@ def _render_once(environment: Environment) -> list[dict] | None:
         pk=environment_id
     )
     if manifests:
+        if any(m["kind"] == "Role" for m in manifests):  # recorded by an older release
+            legacy = manifests
+            manifests = without_own_role(environment_spec(environment), legacy)
+            Environment.objects.filter(pk=environment_id, manifests=legacy).update(
+                manifests=manifests, updated_at=timezone.now()
+            )
         return manifests
     # Rendered once and recorded: re-runs and teardown use exactly these. The write is
     # guarded so that parameters changed meanwhile are never overwritten.

@@ -2,15 +2,35 @@
 
 Nothing here imports the job functions: a job is named by its path in
 ``environments.tasks``, so services and the watcher stay below the entry points.
+
+The rule when Redis is down: the row is the request. A request whose transaction
+committed is accepted even if its job cannot be queued: the environment shows that it
+will start when the queue is back, and the reconciler (``lifecycle.upkeep``) queues it
+then; ``enqueue`` is idempotent by job id, so that never runs a job twice. Callers ask
+``deferred(environment_id)`` to tell the person so. An error before the commit (the
+database, a refused request) means nothing was created.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+
 import django_rq
+import redis.exceptions
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+
+from environments.models import EnvironmentEvent
+
+log = logging.getLogger(__name__)
+
+QUEUE_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+WAITING_FOR_QUEUE = (
+    "The job queue is unavailable right now: this will start automatically when it is back."
+)
 
 # The RQ entry point of each action; each action has its own queue.
 TASKS = {
@@ -26,7 +46,8 @@ def job_id(action: str, environment_id) -> str:
 def enqueue(action: str, environment_id, *, replace_started: bool = False) -> bool:
     """Enqueue ``action`` for one environment unless the same job is already waiting.
 
-    The job id is unique to the action and the environment. ``replace_started``
+    The job id is unique to the action and the environment; a job marked queued that is
+    in no queue any more (its worker died as it took it) counts as lost. ``replace_started``
     replaces a job marked as started (its worker died: the reconciler decided so from
     the expired lease). Returns True if a job was enqueued.
     """
@@ -37,6 +58,10 @@ def enqueue(action: str, environment_id, *, replace_started: bool = False) -> bo
         status = existing.get_status(refresh=True)
     except NoSuchJobError:
         existing, status = None, None
+    if status == JobStatus.QUEUED and queue.connection.lpos(queue.key, ident) is None:
+        # Marked queued but in no queue: a worker took it (BLPOP) and died before marking
+        # it started (kill -9, or its forked scheduler kept the socket open). Lost.
+        status = None
     if status in {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}:
         return False
     if status == JobStatus.STARTED and not replace_started:
@@ -79,5 +104,49 @@ def _delete(queue, job: Job) -> None:
 
 
 def enqueue_on_commit(action: str, environment_id) -> None:
-    """Enqueue once the caller's transaction commits (never a job for a rolled-back row)."""
-    transaction.on_commit(lambda: enqueue(action, environment_id))
+    """Enqueue once the caller's transaction commits (never a job for a rolled-back row).
+
+    If Redis is down then, the committed request stands: see the module docstring."""
+    transaction.on_commit(lambda: _enqueue_or_defer(action, environment_id))
+
+
+# Environments whose job could not be queued during this thread's current request.
+_deferred = threading.local()
+
+
+def _enqueue_or_defer(action: str, environment_id) -> None:
+    try:
+        enqueue(action, environment_id)
+    except QUEUE_DOWN as exc:
+        log.warning(
+            "could not queue %s for %s (%s); the reconciler will queue it when Redis is back",
+            action,
+            environment_id,
+            type(exc).__name__,
+        )
+        if not hasattr(_deferred, "ids"):
+            _deferred.ids = set()
+        _deferred.ids.add(str(environment_id))
+        try:
+            EnvironmentEvent.objects.create(
+                environment_id=environment_id,
+                kind=EnvironmentEvent.Kind.INFO,
+                message=WAITING_FOR_QUEUE,
+            )
+        except DatabaseError:
+            log.warning("could not record the queue outage on %s", environment_id)
+
+
+def forget_deferred() -> None:
+    """Start a request with a clean slate (a thread serves many requests)."""
+    _deferred.ids = set()
+
+
+def deferred(environment_id) -> bool:
+    """True if this thread could not queue ``environment_id``'s job just now (asked once:
+    the answer is forgotten after it is given)."""
+    ids: set[str] = getattr(_deferred, "ids", set())
+    if str(environment_id) in ids:
+        ids.discard(str(environment_id))
+        return True
+    return False

@@ -21,9 +21,11 @@ from django.db.models.functions import Extract
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from environments.lifecycle.states import LIVE_STATES, State
+from environments.access.teams import approver_team_ids
+from environments.lifecycle.states import EXTENDABLE_STATES, LIVE_STATES, State
 from environments.models import (
     Environment,
+    ExtensionRequest,
     Membership,
     Team,
 )
@@ -115,8 +117,31 @@ def environment_for(*, user, pk) -> Environment:
     )
 
 
-def pending_approvals() -> QuerySet[Environment]:
-    return _environment_rows().filter(state=State.PENDING_APPROVAL).order_by("created_at")
+def pending_approvals(*, user=None) -> QuerySet[Environment]:
+    """Requests waiting for an approver; with ``user``, those of the teams they approve
+    for (every team for the approver role)."""
+    rows = _environment_rows().filter(state=State.PENDING_APPROVAL).order_by("created_at")
+    teams = approver_team_ids(user) if user is not None else None
+    return rows if teams is None else rows.filter(team_id__in=teams)
+
+
+def pending_extensions(*, user=None) -> QuerySet[ExtensionRequest]:
+    """Extension requests waiting for an approver, of environments still running; with
+    ``user``, those of the teams they approve for."""
+    rows = (
+        ExtensionRequest.objects.filter(
+            state=ExtensionRequest.State.PENDING, environment__state__in=EXTENDABLE_STATES
+        )
+        .select_related(
+            "requested_by",
+            "environment__owner",
+            "environment__team",
+            "environment__blueprint_version__blueprint",
+        )
+        .order_by("created_at")
+    )
+    teams = approver_team_ids(user) if user is not None else None
+    return rows if teams is None else rows.filter(environment__team_id__in=teams)
 
 
 def all_environments(

@@ -7,7 +7,7 @@ Services are keyword-only, transactional, check state first, and raise a
 from __future__ import annotations
 
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -16,8 +16,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from environments.access import roles
-from environments.access.teams import can_change, team_for
+from environments.access.teams import can_approve_for, can_change, is_any_approver, team_for
 from environments.catalog.rendering import render_components, resolve_parameters
 from environments.governance import audit, quotas
 from environments.governance.billing import accrue
@@ -26,13 +25,18 @@ from environments.lib import durations
 from environments.lib.durations import format_duration
 from environments.lib.errors import ServiceError
 from environments.lifecycle.queue import enqueue_on_commit
-from environments.lifecycle.states import FINAL_STATES, LIVE_STATES, State
-from environments.lifecycle.transitions import transition
+from environments.lifecycle.states import EXTENDABLE_STATES, FINAL_STATES, LIVE_STATES, State
+from environments.lifecycle.transitions import (
+    decide_extension_request,
+    transition,
+    withdraw_extension_requests,
+)
 from environments.models import (
     DISPLAY_NAME_MAX_LENGTH,
     BlueprintVersion,
     Environment,
     EnvironmentEvent,
+    ExtensionRequest,
     Membership,
     Team,
 )
@@ -228,16 +232,31 @@ def _approve(environment: Environment, *, approver, seconds: int, from_state: st
         notifications.send_later(notifications.APPROVED, environment.pk)
 
 
-def is_own_request(user, environment: Environment) -> bool:
-    """An approver may not decide on their own request (a superuser may)."""
-    return environment.owner_id == user.pk and not user.is_superuser
+def is_own_request(user, environment: Environment, requested_by=None) -> bool:
+    """Nobody decides on their own request or extension request (the environment is
+    theirs, or they asked for the extension). A superuser may, unless
+    ``FORBID_SELF_APPROVAL`` (on in production) forbids it too."""
+    own = environment.owner_id == user.pk or (
+        requested_by is not None and requested_by.pk == user.pk
+    )
+    return own and (settings.FORBID_SELF_APPROVAL or not user.is_superuser)
+
+
+SELF_APPROVAL = "You cannot approve your own request; another approver must."
+
+
+def _check_approver(user, environment: Environment, requested_by=None) -> None:
+    """Approvers for every team, or for the environment's team; never their own."""
+    if not is_any_approver(user):
+        raise PermissionDenied("Only approvers can approve or reject requests.")
+    if not can_approve_for(user, environment.team_id):
+        raise PermissionDenied(f"You approve requests of other teams, not of {environment.team}.")
+    if is_own_request(user, environment, requested_by):
+        raise PermissionDenied(SELF_APPROVAL)
 
 
 def _check_can_decide(user, environment: Environment) -> None:
-    if not roles.is_approver(user):
-        raise PermissionDenied("Only approvers can approve or reject requests.")
-    if is_own_request(user, environment):
-        raise PermissionDenied("You cannot decide on your own request; another approver must.")
+    _check_approver(user, environment)
     if environment.state != State.PENDING_APPROVAL:
         raise ServiceError(
             f"This request is {environment.get_state_display().lower()}, not waiting for approval."
@@ -345,15 +364,9 @@ def rename_environment(
     return environment
 
 
-@transaction.atomic
-def extend_environment(
-    *, environment: Environment, user, seconds: int, reason: str = "", ip: str | None = None
-) -> Environment:
-    """Push the expiry back, within the blueprint's max TTL, quotas and budget."""
-    if not can_change(user, environment):
-        raise PermissionDenied("You cannot change this environment.")
-    environment = Environment.objects.select_for_update().get(pk=environment.pk)
-    if environment.state not in {State.READY, State.PROVISIONING, State.APPROVED}:
+def _extension_checks(environment: Environment, seconds: int, reason: str) -> int:
+    """Refuse an extension that no approver could allow; the new time to live."""
+    if environment.state not in EXTENDABLE_STATES:
         raise ServiceError(
             f"Only a running environment can be extended; this one is "
             f"{environment.get_state_display().lower()}."
@@ -376,21 +389,36 @@ def extend_environment(
             f"extending by {format_duration(seconds)} would make it "
             f"{format_duration(new_ttl)}."
         )
-    reason = (reason or "").strip()
     if new_ttl > version.blueprint_spec.ttl.default and not reason:
         raise ServiceError(
             f"Going past the usual {format_duration(version.blueprint_spec.ttl.default)} needs a "
             "reason; say why this environment should live longer."
         )
-    extra = quotas.Demand(
+    return new_ttl
+
+
+def _extension_demand(environment: Environment, seconds: int, new_ttl: int) -> quotas.Demand:
+    return quotas.Demand(
         environments=0,
         cpu_millicores=0,
         memory_bytes=0,
         ttl_seconds=new_ttl,
         cost=(environment.hourly_price * Decimal(seconds) / 3600).quantize(Decimal("0.0001")),
-        label=f"extending {version.title} by {format_duration(seconds)}",
+        label=f"extending {environment.blueprint_version.title} by {format_duration(seconds)}",
     )
-    quotas.require(team=environment.team, user=environment.owner, demand=extra)
+
+
+def _apply_extension(
+    environment: Environment,
+    *,
+    actor,
+    seconds: int,
+    new_ttl: int,
+    reason: str,
+    ip: str | None,
+    action: str = "environment.extend",
+    extra: dict | None = None,
+) -> None:
     before = _snapshot(environment)
     environment.expires_at = (environment.expires_at or timezone.now()) + timedelta(seconds=seconds)
     environment.ttl = timedelta(seconds=new_ttl)
@@ -411,22 +439,203 @@ def extend_environment(
             "updated_at",
         ]
     )
+    approved = action != "environment.extend"
     EnvironmentEvent.objects.create(
         environment=environment,
         kind=EnvironmentEvent.Kind.INFO,
-        message=f"Extended by {format_duration(seconds)} by {audit.who(user)}"
+        message=(
+            f"Extension by {format_duration(seconds)} approved by {audit.who(actor)}"
+            if approved
+            else f"Extended by {format_duration(seconds)} by {audit.who(actor)}"
+        )
         + (f": {reason}" if reason else "."),
-        actor=user,
+        actor=actor,
     )
     audit.record(
-        actor=user,
-        action="environment.extend",
+        actor=actor,
+        action=action,
         target=environment,
         before=before,
-        after={**_snapshot(environment), "extended_by_seconds": seconds, "reason": reason},
+        after={
+            **_snapshot(environment),
+            "extended_by_seconds": seconds,
+            "reason": reason,
+            **(extra or {}),
+        },
         ip=ip,
     )
+
+
+@transaction.atomic
+def extend_environment(
+    *, environment: Environment, user, seconds: int, reason: str = "", ip: str | None = None
+) -> Environment:
+    """Push the expiry back, within the blueprint's max TTL, quotas and budget.
+
+    An extension that takes the total time to live past what the blueprint's approval
+    policy approves by itself (``quotas.decide``, the request's own rule) is not
+    applied: it becomes a pending ``ExtensionRequest`` in the approval queue, returned
+    as ``environment.queued_extension`` (None when the extension was applied). The
+    environment keeps its current expiry meanwhile.
+    """
+    if not can_change(user, environment):
+        raise PermissionDenied("You cannot change this environment.")
+    environment = (
+        Environment.objects.select_for_update()
+        .select_related("blueprint_version", "team", "owner")
+        .get(pk=environment.pk)
+    )
+    reason = (reason or "").strip()
+    new_ttl = _extension_checks(environment, seconds, reason)
+    version = environment.blueprint_version
+    demand = _extension_demand(environment, seconds, new_ttl)
+    quotas.lock(team=environment.team, user=environment.owner)
+    outcome = quotas.decide(
+        team=environment.team, user=environment.owner, version=version, demand=demand
+    )
+    if outcome.refused:
+        raise ServiceError(outcome.message)
+    environment.queued_extension = None  # type: ignore[attr-defined]
+    if outcome.needs_approval:
+        if environment.extension_requests.filter(state=ExtensionRequest.State.PENDING).exists():
+            raise ServiceError(
+                "An extension of this environment is already waiting for an approver."
+            )
+        extension = ExtensionRequest.objects.create(
+            environment=environment,
+            requested_by=user,
+            seconds=seconds,
+            reason=reason,
+            why=outcome.because,
+        )
+        EnvironmentEvent.objects.create(
+            environment=environment,
+            kind=EnvironmentEvent.Kind.INFO,
+            message=f"Extension by {format_duration(seconds)} requested by {audit.who(user)} "
+            f"({outcome.because}); waiting for an approver" + (f": {reason}" if reason else "."),
+            actor=user,
+        )
+        audit.record(
+            actor=user,
+            action="environment.extension_request",
+            target=environment,
+            after={
+                "extension_request": str(extension.pk),
+                "extended_by_seconds": seconds,
+                "ttl_seconds": new_ttl,
+                "reason": reason,
+                "why": outcome.because,
+            },
+            ip=ip,
+        )
+        notifications.send_later(notifications.EXTENSION_REQUESTED, environment.pk)
+        environment.queued_extension = extension  # type: ignore[attr-defined]
+        return environment
+    _apply_extension(
+        environment, actor=user, seconds=seconds, new_ttl=new_ttl, reason=reason, ip=ip
+    )
     return environment
+
+
+def _pending_extension(extension: ExtensionRequest) -> ExtensionRequest:
+    extension = ExtensionRequest.objects.select_related(
+        "requested_by", "environment__team", "environment__owner"
+    ).get(pk=extension.pk)
+    if extension.state != ExtensionRequest.State.PENDING:
+        raise ServiceError(
+            f"This extension request is {extension.get_state_display().lower()}, "
+            "not waiting for approval."
+        )
+    return extension
+
+
+@transaction.atomic
+def approve_extension(
+    *, extension: ExtensionRequest, approver, ip: str | None = None
+) -> ExtensionRequest:
+    """An approver lets a queued extension happen: the limits that no approver can lift
+    (the blueprint's maximum, ``MAX_EXTENSIONS``, and for ``required`` blueprints the
+    quotas and budget) are checked again now."""
+    extension = _pending_extension(extension)
+    _check_approver(approver, extension.environment, extension.requested_by)
+    environment = (
+        Environment.objects.select_for_update()
+        .select_related("blueprint_version", "team", "owner")
+        .get(pk=extension.environment_id)
+    )
+    new_ttl = _extension_checks(environment, extension.seconds, extension.reason)
+    if environment.blueprint_version.blueprint_spec.approval != "over-quota":
+        quotas.require(
+            team=environment.team,
+            user=environment.owner,
+            demand=_extension_demand(environment, extension.seconds, new_ttl),
+        )
+    now = timezone.now()
+    if not decide_extension_request(
+        extension.pk,
+        to_state=ExtensionRequest.State.APPROVED,
+        decided_by=approver,
+        decided_at=now,
+    ):
+        raise ServiceError("This extension request was already decided by someone else.")
+    _apply_extension(
+        environment,
+        actor=approver,
+        seconds=extension.seconds,
+        new_ttl=new_ttl,
+        reason=extension.reason,
+        ip=ip,
+        action="environment.extension_approve",
+        extra={
+            "extension_request": str(extension.pk),
+            "requested_by": audit.who(extension.requested_by),
+        },
+    )
+    notifications.send_later(notifications.EXTENSION_APPROVED, environment.pk)
+    extension.refresh_from_db()
+    return extension
+
+
+@transaction.atomic
+def reject_extension(
+    *, extension: ExtensionRequest, approver, reason: str, ip: str | None = None
+) -> ExtensionRequest:
+    extension = _pending_extension(extension)
+    _check_approver(approver, extension.environment, extension.requested_by)
+    reason = (reason or "").strip()
+    if not reason:
+        raise ServiceError("Say why the extension is rejected; the requester will read it.")
+    if not decide_extension_request(
+        extension.pk,
+        to_state=ExtensionRequest.State.REJECTED,
+        decided_by=approver,
+        decided_at=timezone.now(),
+        decision_reason=reason,
+    ):
+        raise ServiceError("This extension request was already decided by someone else.")
+    environment = extension.environment
+    EnvironmentEvent.objects.create(
+        environment=environment,
+        kind=EnvironmentEvent.Kind.INFO,
+        message=f"Extension by {format_duration(extension.seconds)} rejected by "
+        f"{audit.who(approver)}: {reason}",
+        actor=approver,
+    )
+    audit.record(
+        actor=approver,
+        action="environment.extension_reject",
+        target=environment,
+        after={
+            "extension_request": str(extension.pk),
+            "extended_by_seconds": extension.seconds,
+            "requested_by": audit.who(extension.requested_by),
+            "reason": reason,
+        },
+        ip=ip,
+    )
+    notifications.send_later(notifications.EXTENSION_REJECTED, environment.pk)
+    extension.refresh_from_db()
+    return extension
 
 
 DELETABLE = (
@@ -440,9 +649,18 @@ DELETABLE = (
 
 @transaction.atomic
 def delete_environment(
-    *, environment: Environment, user=None, ip: str | None = None, message: str = ""
+    *,
+    environment: Environment,
+    user=None,
+    ip: str | None = None,
+    message: str = "",
+    expired_by: datetime | None = None,
 ) -> bool:
-    """Start teardown. ``user`` None means the system (expiry, reconciler)."""
+    """Start teardown. ``user`` None means the system (expiry, reconciler).
+
+    ``expired_by`` (the reaper): only if the environment still expires by then, checked
+    in the same guarded UPDATE; an extension that got there first wins (returns False).
+    """
     if user is not None and not can_change(user, environment):
         raise PermissionDenied("You cannot delete this environment.")
     moved = transition(
@@ -451,14 +669,18 @@ def delete_environment(
         to_state=State.TEARING_DOWN,
         message=message or (f"Deletion requested by {audit.who(user)}." if user else "Expired."),
         actor=user,
+        expired_by=expired_by,
     )
     if not moved:
         current = Environment.objects.get(pk=environment.pk)
         if current.state in {State.TEARING_DOWN, State.DELETED}:
             return False  # already on its way: a double click is not an error
+        if expired_by is not None and current.state in DELETABLE:
+            return False  # extended since the reaper looked: it lives on
         raise ServiceError(
             f"This environment is {current.get_state_display().lower()} and cannot be deleted."
         )
+    withdraw_extension_requests(environment.pk)  # nothing left to extend
     if user is not None:
         audit.record(
             actor=user,

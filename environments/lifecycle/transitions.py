@@ -8,11 +8,13 @@ same way). Which moves are allowed is declared in ``lifecycle.states``.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import transaction
 from django.utils import timezone
 
 from environments.lifecycle.states import State, TransitionError, can_transition
-from environments.models import Environment, EnvironmentEvent
+from environments.models import Environment, EnvironmentEvent, ExtensionRequest
 
 
 def transition(
@@ -22,6 +24,7 @@ def transition(
     to_state: str,
     message: str = "",
     actor=None,
+    expired_by: datetime | None = None,
     **fields,
 ) -> bool:
     """Move one environment from any of ``from_states`` to ``to_state``.
@@ -29,6 +32,9 @@ def transition(
     Returns True if this call made the move, False if the row was not in one of
     ``from_states`` (someone else moved it first, or it never was). Also records an
     EnvironmentEvent for the move. ``fields`` are updated in the same statement.
+
+    ``expired_by`` (the reaper's) also requires ``expires_at <= expired_by`` in the same
+    guarded UPDATE, so an extension committed after the reaper chose the row wins.
     """
     if isinstance(from_states, str):
         from_states = (from_states,)
@@ -37,9 +43,10 @@ def transition(
             raise TransitionError(f"{from_state} -> {to_state} is not an allowed transition")
     now = timezone.now()
     with transaction.atomic():
-        changed = Environment.objects.filter(pk=environment_id, state__in=list(from_states)).update(
-            state=to_state, state_changed_at=now, updated_at=now, **fields
-        )
+        rows = Environment.objects.filter(pk=environment_id, state__in=list(from_states))
+        if expired_by is not None:
+            rows = rows.filter(expires_at__lte=expired_by)
+        changed = rows.update(state=to_state, state_changed_at=now, updated_at=now, **fields)
         if changed:
             EnvironmentEvent.objects.create(
                 environment_id=environment_id,
@@ -49,3 +56,25 @@ def transition(
                 actor=actor,
             )
     return bool(changed)
+
+
+def decide_extension_request(request_id, *, to_state: str, **fields) -> bool:
+    """Move one pending extension request to approved, rejected or withdrawn.
+
+    The same guarded UPDATE as ``transition``: of two approvers deciding at once (or an
+    approver and the environment's deletion), exactly one wins; the other sees False.
+    """
+    if to_state == ExtensionRequest.State.PENDING:
+        raise TransitionError("an extension request never goes back to pending")
+    return bool(
+        ExtensionRequest.objects.filter(pk=request_id, state=ExtensionRequest.State.PENDING).update(
+            state=to_state, **fields
+        )
+    )
+
+
+def withdraw_extension_requests(environment_id) -> int:
+    """Withdraw what still waits for an environment that is ending (deleted, expired)."""
+    return ExtensionRequest.objects.filter(
+        environment_id=environment_id, state=ExtensionRequest.State.PENDING
+    ).update(state=ExtensionRequest.State.WITHDRAWN, decided_at=timezone.now())

@@ -15,7 +15,7 @@ from environments.governance.billing import accrue
 from environments.integrations import notifications
 from environments.kube import cluster
 from environments.lib.naming import namespace_for
-from environments.lifecycle import services
+from environments.lifecycle import services, telemetry
 from environments.lifecycle.provisioning import job_lost, start_deleting
 from environments.lifecycle.queue import enqueue
 from environments.lifecycle.states import DELETABLE_STATES, FINAL_STATES, State
@@ -42,13 +42,15 @@ def reap_expired() -> int:
         ):
             notifications.send_later(notifications.REJECTED, environment_id)
             count += 1
+    now = timezone.now()
     expired = Environment.objects.filter(
-        state__in=DELETABLE_STATES, expires_at__lte=timezone.now()
+        state__in=DELETABLE_STATES, expires_at__lte=now
     ).values_list("pk", flat=True)
     reaped = []
     for environment_id in expired:
         environment = Environment.objects.get(pk=environment_id)
-        if services.delete_environment(environment=environment, message="Expired."):
+        # expired_by: re-checked in the guarded UPDATE, so an extension since wins.
+        if services.delete_environment(environment=environment, message="Expired.", expired_by=now):
             notifications.send_later(notifications.EXPIRED, environment_id)
             reaped.append(environment_id)
     if len(reaped) > 1:  # a class or a batch ending together: overlap the waits
@@ -188,4 +190,5 @@ def reconcile() -> dict[str, int]:
                 },
             )
             counts["cleaned"] += 1
+    telemetry.reconciled(vanished=counts["vanished"])
     return counts

@@ -11,7 +11,9 @@ leader (``lifecycle.leader``) makes one pass over the environments in flight:
   Pod Security) -> ``failed`` with the reason in plain words; past the deadline
   (``PROVISION_DEADLINE_SECONDS`` from when the current job started) -> ``failed``;
   otherwise the component status is kept current for the pages;
-- provisioning whose job died (lease ran out) or was lost -> the job is enqueued again;
+- provisioning whose job died (lease ran out) or was lost, or approved but not claimed
+  after ``APPROVED_RESEND_SECONDS`` (a worker died as it took the job) -> the job is
+  enqueued again;
 - tearing_down whose namespace is gone -> ``deleted`` (billed up to now first); whose
   namespace still stands, not terminating, after a while -> the teardown job again;
 - failed only because the API server was unreachable -> retried once it answers
@@ -58,6 +60,10 @@ log = logging.getLogger(__name__)
 # teardown job died before its delete; enqueue it again.
 TEARDOWN_RESEND_SECONDS = 15
 
+# An approved environment no job has claimed after this long: its job is enqueued again
+# (a no-op while the job is really waiting in the queue).
+APPROVED_RESEND_SECONDS = 10
+
 # A component whose Deployment the view has not seen yet.
 NOT_SEEN = {"ready": False, "available": 0, "replicas": 1, "generation": 0}
 
@@ -98,6 +104,17 @@ class Watcher:
         for environment_id in Environment.objects.filter(job_lost()).values_list("pk", flat=True):
             try:
                 if enqueue("provision", environment_id, replace_started=True):
+                    counts["restarted"] += 1
+            except Exception as exc:
+                log.warning("could not enqueue provision for %s: %s", environment_id, exc)
+        # Approved a while ago and still not claimed: the job was lost (a worker died as
+        # it took it, Redis lost it); enqueue() does nothing while it is really waiting.
+        stale = now - timedelta(seconds=APPROVED_RESEND_SECONDS)
+        for environment_id in Environment.objects.filter(
+            state=State.APPROVED, state_changed_at__lt=stale
+        ).values_list("pk", flat=True):
+            try:
+                if enqueue("provision", environment_id):
                     counts["restarted"] += 1
             except Exception as exc:
                 log.warning("could not enqueue provision for %s: %s", environment_id, exc)

@@ -1,6 +1,7 @@
 from django.conf import settings
 
 from environments.access import roles
+from environments.access.teams import is_any_approver
 
 
 def portal(request):
@@ -9,6 +10,7 @@ def portal(request):
     return {
         "currency": settings.COST_CURRENCY,
         "is_portal_admin": roles.is_admin(user),
-        "is_approver": roles.is_approver(user),
+        # The approver role, or approving for one team at least (access.teams).
+        "is_approver": is_any_approver(user) if user is not None else False,
         "signup_open": settings.SIGNUP_OPEN,
     }

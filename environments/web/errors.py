@@ -1,12 +1,20 @@
 """Error pages in the portal's look; never a stack trace."""
 
+import logging
+import sys
 from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
-from django.http import HttpResponseServerError
+from django.core.signals import got_request_exception
+from django.http import HttpResponse, HttpResponseServerError, JsonResponse
 from django.shortcuts import render, resolve_url
 from django.template import loader
 from django_htmx.http import HttpResponseClientRedirect
+
+from environments.lib.outages import dependency_down
+from environments.lifecycle import queue
+
+log = logging.getLogger(__name__)
 
 
 def permission_denied(request, exception=None):
@@ -47,7 +55,79 @@ class PortalNotFoundMiddleware:
 
 def server_error(request):
     # No context processors: the database may be what failed.
+    dependency = dependency_down(sys.exc_info()[1])
+    if dependency:
+        return outage_response(request, dependency)
+    if _is_api(request):
+        return JsonResponse({"detail": _API_500}, status=500)
     return HttpResponseServerError(loader.get_template("500.html").render({}))
+
+
+_API_500 = "Something went wrong on our side; it was logged. Try again in a minute."
+
+
+def _is_api(request) -> bool:
+    return request.path_info.startswith("/api/")
+
+
+def outage_response(request, dependency: str) -> HttpResponse:
+    """503 + Retry-After: JSON for the API, the "back in a moment" page for people."""
+    wait = settings.OUTAGE_RETRY_AFTER_SECONDS
+    if _is_api(request):
+        response: HttpResponse = JsonResponse(
+            {
+                "detail": f"The portal's {dependency} is unavailable right now. "
+                f"Try again in {wait} s."
+            },
+            status=503,
+        )
+    else:
+        page = loader.get_template("503.html").render(
+            {"dependency": dependency, "retry_after": wait}
+        )
+        response = HttpResponse(page, status=503)
+    response["Retry-After"] = str(wait)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _remember_exception(sender, request=None, **kwargs):
+    """Django turns an exception into a 500 where it happens (each middleware, the view);
+    keep it on the request so ``OutageMiddleware`` can tell an outage from a bug."""
+    if request is not None:
+        request.portal_exception = sys.exc_info()[1]
+
+
+got_request_exception.connect(_remember_exception, dispatch_uid="portal-remember-exception")
+
+
+class OutageMiddleware:
+    """An uncaught PostgreSQL or Redis error anywhere below becomes a 503 with Retry-After
+    (with DEBUG on too, where Django would show its debug page); any other 500 under
+    /api/ becomes JSON. Logged once, as a warning, without the trace."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        queue.forget_deferred()
+        response = self.get_response(request)
+        if response.status_code < 500:
+            return response
+        exc = getattr(request, "portal_exception", None)
+        dependency = dependency_down(exc)
+        if dependency:
+            log.warning(
+                "%s %s: %s unavailable (%s)",
+                request.method,
+                request.path,
+                dependency,
+                type(exc).__name__,
+            )
+            return outage_response(request, dependency)
+        if _is_api(request) and not response.get("Content-Type", "").startswith("application/json"):
+            return JsonResponse({"detail": _API_500}, status=500)
+        return response
 
 
 class HtmxLoginRedirectMiddleware:

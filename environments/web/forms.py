@@ -6,7 +6,12 @@ from typing import Any
 
 from django import forms
 
-from environments.catalog.spec import ParameterSpec, coerce_parameter, format_duration
+from environments.catalog.spec import (
+    MAX_PARAMETER_VALUE,
+    ParameterSpec,
+    coerce_parameter,
+    format_duration,
+)
 from environments.lib.durations import MIN_TTL_SECONDS
 from environments.models import DISPLAY_NAME_MAX_LENGTH, BlueprintVersion, Team
 
@@ -60,7 +65,7 @@ def _parameter_field(param: ParameterSpec) -> forms.Field:
         common["help_text"] = " ".join(
             part for part in (param.description, f"Format: {param.format_hint}.") if part
         )
-    field = forms.CharField(max_length=1000, **common)
+    field = forms.CharField(max_length=MAX_PARAMETER_VALUE, **common)
     # The browser can hint; the service's check of the full pattern is the one that counts.
     field.widget.attrs["data-pattern"] = param.pattern or ""
     return field

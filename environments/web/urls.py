@@ -50,6 +50,16 @@ urlpatterns = [
     path("approvals/", approvals.approvals, name="approvals"),
     path("approvals/<uuid:pk>/approve/", approvals.approve, name="approve"),
     path("approvals/<uuid:pk>/reject/", approvals.reject, name="reject"),
+    path(
+        "approvals/extensions/<uuid:pk>/approve/",
+        approvals.approve_extension,
+        name="approve_extension",
+    ),
+    path(
+        "approvals/extensions/<uuid:pk>/reject/",
+        approvals.reject_extension,
+        name="reject_extension",
+    ),
     path("admin-portal/environments/", environments.admin_environments, name="admin_environments"),
     path("admin-portal/spend/", governance.spend, name="governance_spend"),
     path("admin-portal/audit/", governance.audit_log, name="governance_audit"),
@@ -74,6 +84,11 @@ urlpatterns = [
         name="person_remove_team",
     ),
     path("admin-portal/people/<int:pk>/approver/", people.person_approver, name="person_approver"),
+    path(
+        "admin-portal/people/<int:pk>/teams/<int:team_pk>/<str:role>/",
+        people.person_team_role,
+        name="person_team_role",
+    ),
     path("admin-portal/people/<int:pk>/active/", people.person_active, name="person_active"),
     path("invitations/accept/", people.invitation_accept, name="invitation_accept"),
     path("invitations/<str:token>/", people.invitation_link, name="invitation_link"),

@@ -8,16 +8,16 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from environments.access import roles
+from environments.access.teams import is_any_approver
 from environments.governance import audit, quotas
 from environments.lib.errors import ServiceError
-from environments.lifecycle import selectors, services
-from environments.models import Environment
+from environments.lifecycle import queue, selectors, services
+from environments.models import Environment, ExtensionRequest
 from environments.web.forms import RejectForm
 
 
 def _require_approver(user) -> None:
-    if not roles.is_approver(user):
+    if not is_any_approver(user):
         raise PermissionDenied("Only approvers can see the approval queue.")
 
 
@@ -25,7 +25,7 @@ def _require_approver(user) -> None:
 @require_GET
 def approvals(request):
     _require_approver(request.user)
-    pending = list(selectors.pending_approvals())
+    pending = list(selectors.pending_approvals(user=request.user))
     for env in pending:
         # Why it waits, limit by limit: the decision the request service made, taken
         # again now (governance.quotas.decide), and what each limit holds by part.
@@ -37,10 +37,15 @@ def approvals(request):
         env.policy = env.blueprint_version.blueprint_spec.approval.value
         # No Approve button the service would refuse.
         env.is_own = services.is_own_request(request.user, env)
+    extensions = list(selectors.pending_extensions(user=request.user))
+    for extension in extensions:
+        extension.is_own = services.is_own_request(
+            request.user, extension.environment, extension.requested_by
+        )
     return render(
         request,
         "environments/approvals.html",
-        {"pending": pending, "reject_form": RejectForm()},
+        {"pending": pending, "extensions": extensions, "reject_form": RejectForm()},
     )
 
 
@@ -56,7 +61,12 @@ def approve(request, pk):
     except (ServiceError, PermissionDenied) as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Approved {environment.namespace}.")
+        if queue.deferred(environment.pk):
+            messages.warning(
+                request, f"Approved {environment.namespace}. {queue.WAITING_FOR_QUEUE}"
+            )
+        else:
+            messages.success(request, f"Approved {environment.namespace}.")
     return redirect("approvals")
 
 
@@ -80,4 +90,43 @@ def reject(request, pk):
         messages.error(request, str(exc))
     else:
         messages.success(request, f"Rejected {environment.namespace}.")
+    return redirect("approvals")
+
+
+@login_required
+@require_POST
+def approve_extension(request, pk):
+    _require_approver(request.user)
+    extension = get_object_or_404(ExtensionRequest, pk=pk)
+    try:
+        services.approve_extension(
+            extension=extension, approver=request.user, ip=audit.client_ip(request)
+        )
+    except (ServiceError, PermissionDenied) as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Extended {extension.environment.namespace}.")
+    return redirect("approvals")
+
+
+@login_required
+@require_POST
+def reject_extension(request, pk):
+    _require_approver(request.user)
+    extension = get_object_or_404(ExtensionRequest, pk=pk)
+    form = RejectForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Say why the extension is rejected; the requester will read it.")
+        return redirect("approvals")
+    try:
+        services.reject_extension(
+            extension=extension,
+            approver=request.user,
+            reason=form.cleaned_data["reason"],
+            ip=audit.client_ip(request),
+        )
+    except (ServiceError, PermissionDenied) as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Rejected the extension of {extension.environment.namespace}.")
     return redirect("approvals")

@@ -16,7 +16,7 @@ from environments.catalog import selectors as catalog_selectors
 from environments.catalog.spec import ParametersInvalid
 from environments.governance import audit, quotas
 from environments.lib.errors import ServiceError
-from environments.lifecycle import selectors, services
+from environments.lifecycle import queue, selectors, services
 from environments.lifecycle.states import State
 from environments.models import Environment, Team
 from environments.web.forms import PARAM_PREFIX, RequestForm
@@ -108,7 +108,9 @@ def request_environment(request, name: str):
         except (ServiceError, PermissionDenied) as exc:
             form.add_error(None, str(exc))
         else:
-            if environment.state == State.PENDING_APPROVAL:
+            if queue.deferred(environment.pk):
+                messages.warning(request, f"Requested. {queue.WAITING_FOR_QUEUE}")
+            elif environment.state == State.PENDING_APPROVAL:
                 messages.success(
                     request,
                     "Requested. An approver will look at it soon.",

@@ -24,6 +24,7 @@ from django_htmx.http import HTMX_STOP_POLLING
 
 from environments.access import roles
 from environments.access.kubeconfig import kubeconfig_for
+from environments.access.teams import can_change, changeable_team_ids
 from environments.catalog import selectors as catalog_selectors
 from environments.catalog.rendering import render_text
 from environments.catalog.spec import ParametersInvalid
@@ -31,7 +32,7 @@ from environments.governance import audit, quotas
 from environments.lib.errors import ServiceError
 from environments.lifecycle import logs, selectors, services
 from environments.lifecycle.states import DELETABLE_STATES, EXTENDABLE_STATES, State
-from environments.models import Environment, Team
+from environments.models import Environment, ExtensionRequest, Team
 from environments.web.forms import ExtendForm, RenameForm
 from environments.web.navigation import back
 
@@ -58,9 +59,14 @@ def _rows_context(request, scope: str) -> tuple[dict, bool]:
     # key that changed on a minute boundary made two requests a millisecond apart miss.
     # Times are rendered in the viewer's zone (web.timezones), so the zone is in the key.
     zone = timezone.get_current_timezone_name()
+    # Which teammates' rows get a Delete link (access.teams): a new lead sees them at once.
+    changeable = changeable_team_ids(request.user) if scope == "team" else set()
+    may = "all" if changeable is None else ",".join(map(str, sorted(changeable)))
     key = (
         "rows:"
-        + hashlib.sha256(f"{request.user.pk}:{scope}:{zone}:{fingerprint}".encode()).hexdigest()
+        + hashlib.sha256(
+            f"{request.user.pk}:{scope}:{zone}:{may}:{fingerprint}".encode()
+        ).hexdigest()
     )
     cached = cache.get(key)
     if cached is None:
@@ -69,6 +75,8 @@ def _rows_context(request, scope: str) -> tuple[dict, bool]:
         context = {
             "environments": environments,
             "scope": scope,
+            "changeable_all": changeable is None,
+            "changeable_teams": changeable or set(),
             "polling": bool(intervals),
             "poll_seconds": min(intervals, default=None),
         }
@@ -136,6 +144,8 @@ def _extension_limit(environment: Environment) -> tuple[int, str]:
 def _detail_context(request, environment: Environment) -> dict:
     version = environment.blueprint_version
     extend_left, why = _extension_limit(environment)
+    # Teammates see it; only those who may change it get the buttons (access.teams).
+    may_change = can_change(request.user, environment)
     return {
         "env": environment,
         "version": version,
@@ -145,10 +155,16 @@ def _detail_context(request, environment: Environment) -> dict:
         if environment.manifests
         else "",
         "extend_form": ExtendForm(maximum=extend_left, why=why),
-        "can_extend": extend_left > 0 and environment.state in EXTENDABLE_STATES,
-        "can_delete": environment.state in DELETABLE_STATES,
-        "can_retry": environment.state == State.FAILED,
-        "can_rename": environment.is_live,
+        "may_change": may_change,
+        "can_extend": may_change and extend_left > 0 and environment.state in EXTENDABLE_STATES,
+        "can_delete": may_change and environment.state in DELETABLE_STATES,
+        "can_retry": may_change and environment.state == State.FAILED,
+        "can_rename": may_change and environment.is_live,
+        "pending_extension": environment.extension_requests.filter(
+            state=ExtensionRequest.State.PENDING
+        ).first()
+        if environment.state in EXTENDABLE_STATES
+        else None,
         "rename_form": RenameForm(initial={"display_name": environment.display_name}),
         "is_htmx": bool(request.htmx),
         "tail_choices": logs.TAIL_CHOICES,
@@ -184,7 +200,7 @@ def extend_environment(request, pk):
         messages.error(request, "Choose how long to extend by.")
         return back(request, environment)
     try:
-        services.extend_environment(
+        extended = services.extend_environment(
             environment=environment,
             user=request.user,
             seconds=form.cleaned_data["seconds"],
@@ -194,7 +210,15 @@ def extend_environment(request, pk):
     except ServiceError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, "Extended.")
+        queued = extended.queued_extension
+        if queued is not None:
+            messages.success(
+                request,
+                f"Extension requested: it needs an approver ({queued.why}). The environment "
+                "keeps running until its current expiry meanwhile.",
+            )
+        else:
+            messages.success(request, "Extended.")
     return back(request, environment)
 
 
@@ -202,6 +226,8 @@ def extend_environment(request, pk):
 def delete_environment(request, pk):
     """GET asks for confirmation; POST starts the teardown."""
     environment = selectors.environment_for(user=request.user, pk=pk)
+    if not can_change(request.user, environment):
+        raise PermissionDenied("Only the owner and the team's leads can delete this environment.")
     if request.method != "POST":
         return render(request, "environments/confirm_delete.html", {"env": environment})
     try:

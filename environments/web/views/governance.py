@@ -199,6 +199,11 @@ class QuotaForm(forms.Form):
 @login_required
 def quotas(request):
     _require_admin(request.user)
+    email = request.GET.get("email", "").strip()
+    if email:  # "A person's quota, by email"
+        if "/" in email:
+            raise Http404("No such person.")
+        return redirect("governance_quota_edit", "user", email)
     return render(
         request,
         "governance/quotas.html",

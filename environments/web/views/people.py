@@ -118,6 +118,9 @@ def person_detail(request, pk: int):
     _require_admin(request.user)
     person = _person(pk)
     teams = Team.objects.filter(memberships__user=person).order_by("name")
+    memberships = {m.team_id: m for m in Membership.objects.filter(user=person)}
+    for team in teams:
+        team.membership = memberships.get(team.pk)  # type: ignore[attr-defined]
     form = AddToTeamForm()
     add_field = form.fields["team"]
     assert isinstance(add_field, forms.ModelChoiceField)
@@ -179,6 +182,33 @@ def person_remove_team(request, pk: int, team_pk: int):
         ):
             return f"{person.email} is no longer in team {team.name}."
         return f"{person.email} was not in team {team.name}."
+
+    return _act(request, pk, action)
+
+
+@login_required
+@require_POST
+def person_team_role(request, pk: int, team_pk: int, role: str):
+    give = request.POST.get("value") == "on"
+
+    def action(person):
+        team = get_object_or_404(Team, pk=team_pk)
+        changed = people.set_team_role(
+            actor=request.user,
+            user=person,
+            team=team,
+            role=role,
+            value=give,
+            ip=audit.client_ip(request),
+        )
+        if not changed:
+            return None
+        what = "a lead" if role == "lead" else "an approver"
+        return (
+            f"{person.email} is now {what} of team {team.name}."
+            if give
+            else f"{person.email} is no longer {what} of team {team.name}."
+        )
 
     return _act(request, pk, action)
 
