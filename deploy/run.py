@@ -149,7 +149,7 @@ def children_commands(host: str, port: str) -> dict[str, list[str]]:
             "-",
         ],
         "worker": [*MANAGE, "rqworker", "provision", "teardown", "default", "--with-scheduler"],
-        "scheduler": [*MANAGE, "rqcron", "environments.cron"],
+        "scheduler": [*MANAGE, "cron"],
         # Observes the cluster and moves environments to ready / failed / deleted.
         "watcher": [*MANAGE, "watch_cluster"],
     }

@@ -44,7 +44,7 @@ NOT_INHERITED = {
 CHILDREN = {
     "web": "runserver",
     "worker": "rqworker",
-    "scheduler": "rqcron",
+    "scheduler": "manage.py cron",
     "watcher": "watch_cluster",
 }
 RECOVERY_SECONDS = 15
