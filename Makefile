@@ -9,7 +9,7 @@ LOCK_HASH := $(shell sha1sum requirements.lock pyproject.toml | sha1sum | cut -c
 STAMP  := $(VENV)/.installed-$(LOCK_HASH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test install cluster cluster-stop lint format system-deps bench clean-data
+.PHONY: run test install cluster cluster-stop forge lint format system-deps bench clean-data
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ else
 	@echo "==> KUBECONFIG is set ($(KUBECONFIG)); not starting the local cluster"
 endif
 
+# Gitea (a Git forge and OpenID Connect provider) for the sign-in and forge tests,
+# built once from its Go module into ~/.cache/ephemera/bin (tests/gitea.py runs it).
+forge:
+	bash deploy/gitea/build.sh
+
 cluster-stop:
 	$(BIN)/python deploy/localcluster/localcluster.py stop
 
@@ -49,7 +54,7 @@ lint: install
 	DEBUG=true $(BIN)/mypy
 	DEBUG=true $(BIN)/python manage.py makemigrations --check --dry-run
 
-test: install cluster system-deps lint
+test: install cluster forge system-deps lint
 	DEBUG=true $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 format: install
