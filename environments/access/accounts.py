@@ -32,6 +32,37 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
         # With OIDC the identity provider decides who may come in.
         return settings.SIGNUP_OPEN or settings.OIDC_SIGNUP_OPEN
 
+    def authenticate_by_email(self, sociallogin):
+        # An existing account is matched by a verified address only (allauth's rule).
+        trust_id_token_email_verified(sociallogin)
+        return super().authenticate_by_email(sociallogin)
+
+    def pre_social_login(self, request, sociallogin) -> None:
+        # Also when no account is matched: a new account's address is then verified.
+        trust_id_token_email_verified(sociallogin)
+        super().pre_social_login(request, sociallogin)
+
+
+def trust_id_token_email_verified(sociallogin) -> None:
+    """Take ``email_verified`` from the ID token when the userinfo answer lacks it.
+
+    allauth reads the claims from userinfo when it has them, and Gitea, among others, says
+    ``email_verified`` only in the ID token. Both come from the provider: the ID token
+    straight from its token endpoint (https only, see OIDC_SERVER_URL), with the issuer
+    and audience checked. Claims are merged only for the same subject (OpenID Connect
+    Core 5.3.2) and the same address.
+    """
+    data = sociallogin.account.extra_data or {}
+    id_token, userinfo = data.get("id_token") or {}, data.get("userinfo") or {}
+    if id_token.get("email_verified") is not True or "email_verified" in userinfo:
+        return
+    if not userinfo or str(userinfo.get("sub")) != str(id_token.get("sub")):
+        return
+    email = str(id_token.get("email") or "").lower()
+    for address in sociallogin.email_addresses:
+        if email and address.email.lower() == email:
+            address.verified = True
+
 
 class AdminLoginForm(AdminAuthenticationForm):
     """/admin/login/ with allauth's limits: ``login`` per address, ``login_failed`` per
