@@ -264,7 +264,6 @@ ACCOUNT_RATE_LIMITS = {
 }
 
 
-
 def oidc_server_url_error(url: str | None) -> str | None:
     """Why ``url`` cannot be the OIDC provider's address, in one line; None if it can.
 

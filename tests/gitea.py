@@ -144,7 +144,9 @@ def _recreate_database(db: dict, *, create: bool = True) -> None:
     from psycopg import sql
 
     with _admin_connection(db) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db["name"])))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db["name"]))
+        )
         if create:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["name"])))
 
@@ -254,13 +256,14 @@ def gitea(tmp_path_factory):
             "--email", "forge-admin@example.com",
             "--must-change-password=false",
         )  # fmt: skip
-        forge.token = forge.cli(
+        output = forge.cli(
             "admin", "user", "generate-access-token",
             "--username", forge.admin,
             "--token-name", "tests",
             "--scopes", "all",
             "--raw",
-        ).strip().splitlines()[-1]  # fmt: skip  (after Gitea's warning about root)
+        )  # fmt: skip
+        forge.token = output.strip().splitlines()[-1]  # after Gitea's warning about root
         log = (home / "gitea.out").open("w")
         try:
             forge.process = subprocess.Popen(

@@ -31,9 +31,7 @@ def default_queue():
     queue.empty()
 
 
-def test_it_sends_the_expiry_warning_through_smtp(
-    settings, smtp_server, default_queue, env, owner
-):
+def test_it_sends_the_expiry_warning_through_smtp(settings, smtp_server, default_queue, env, owner):
     settings.EXPIRY_WARNING_MINUTES = 30
     settings.SITE_URL = "https://ephemera.example.com"
     expires_at = timezone.now() + timedelta(minutes=20)

@@ -97,7 +97,7 @@ def test_it_refuses_a_vouched_person_without_an_account_when_sign_up_is_closed(
     page = new_page()
     sign_in_through_gitea(page, live_server, gitea, person)
 
-    expect(page.get_by_role("heading", name="No account here")).to_be_visible()
+    expect(page.get_by_role("heading", name="Sign-up is closed")).to_be_visible()
     expect(page.locator("body")).to_contain_text("ask a portal admin to invite you")
     assert not get_user_model().objects.filter(email__iexact=person["email"]).exists()
     assert not SocialAccount.objects.exists()
