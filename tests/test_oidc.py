@@ -11,7 +11,8 @@ from allauth.socialaccount.models import SocialAccount
 from django.contrib.auth import get_user_model
 from playwright.sync_api import expect
 
-from environments.models import Membership
+from environments.access import people
+from environments.models import AuditEvent, Membership
 from tests.conftest import make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -123,3 +124,25 @@ def test_it_signs_in_an_existing_account_through_the_provider_when_sign_up_is_cl
     assert SocialAccount.objects.get().user == user  # linked: next time by its identity
     user.refresh_from_db()
     assert user.check_password("pw-for-tests-1")  # the password still works too
+
+
+def test_it_lets_an_invited_person_join_their_team_through_the_provider(
+    settings, live_server, new_page, gitea, provider, person, team, portal_admin
+):
+    settings.SIGNUP_OPEN = False
+    settings.OIDC_SIGNUP_OPEN = False
+    # Invited, and signs in with the button instead of following the email's link.
+    invitation = people.invite(actor=portal_admin, email=person["email"].upper(), team=team)
+    page = new_page()
+    sign_in_through_gitea(page, live_server, gitea, person)
+
+    page.wait_for_url(f"{live_server.url}/")
+    user = get_user_model().objects.get(email__iexact=person["email"])
+    assert Membership.objects.filter(user=user, team=team).exists()
+    invitation.refresh_from_db()
+    assert invitation.status == "accepted" and invitation.accepted_by == user
+    entry = AuditEvent.objects.get(action="person.accept_invitation")
+    assert entry.after["through"] == "single sign-on" and entry.after["team"] == team.slug
+    assert SocialAccount.objects.get().user == user
+    # Used up: a second provider identity with the same invitation gets nothing.
+    assert people.pending_invitation_for(person["email"]) is None
