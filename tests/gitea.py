@@ -216,6 +216,10 @@ REPO_INDEXER_ENABLED = false
 [cron]
 ENABLED = false
 
+[webhook]
+; the portal under test listens on loopback (forge tests)
+ALLOWED_HOST_LIST = loopback
+
 [log]
 MODE = file
 LEVEL = Info

@@ -146,3 +146,19 @@ def test_it_lets_an_invited_person_join_their_team_through_the_provider(
     assert SocialAccount.objects.get().user == user
     # Used up: a second provider identity with the same invitation gets nothing.
     assert people.pending_invitation_for(person["email"]) is None
+
+
+def test_it_refuses_a_deactivated_person_through_the_provider(
+    settings, live_server, new_page, gitea, provider, person, team
+):
+    settings.OIDC_SIGNUP_OPEN = True
+    user = make_user(person["email"])
+    Membership.objects.create(team=team, user=user)
+    get_user_model().objects.filter(pk=user.pk).update(is_active=False)
+    page = new_page()
+    sign_in_through_gitea(page, live_server, gitea, person)
+
+    expect(page.locator("body")).to_contain_text("inactive")
+    page.goto(f"{live_server.url}/")
+    assert "/accounts/login/" in page.url  # not signed in
+    assert get_user_model().objects.filter(email__iexact=person["email"]).count() == 1
