@@ -9,7 +9,7 @@ LOCK_HASH := $(shell sha1sum requirements.lock pyproject.toml | sha1sum | cut -c
 STAMP  := $(VENV)/.installed-$(LOCK_HASH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test install cluster cluster-stop helm lint format system-deps bench clean-data image
+.PHONY: run test install cluster cluster-stop helm forge lint format system-deps bench clean-data image
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ endif
 helm:
 	ONLY=helm bash deploy/localcluster/build.sh
 
+# Gitea (a Git forge and OpenID Connect provider) for the sign-in and forge tests,
+# built once from its Go module into ~/.cache/ephemera/bin (tests/gitea.py runs it).
+forge:
+	bash deploy/gitea/build.sh
+
 cluster-stop:
 	$(BIN)/python deploy/localcluster/localcluster.py stop
 
@@ -59,7 +64,7 @@ lint: install
 	DEBUG=true $(BIN)/mypy
 	DEBUG=true $(BIN)/python manage.py makemigrations --check --dry-run
 
-test: install cluster helm system-deps lint
+test: install cluster helm forge system-deps lint
 	DEBUG=true $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 format: install

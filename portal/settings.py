@@ -258,6 +258,9 @@ ACCOUNT_EMAIL_VERIFICATION = env("ACCOUNT_EMAIL_VERIFICATION", "optional")
 if ACCOUNT_EMAIL_VERIFICATION not in {"none", "optional", "mandatory"}:
     raise ImproperlyConfigured("ACCOUNT_EMAIL_VERIFICATION: one of none, optional, mandatory")
 ACCOUNT_UNIQUE_EMAIL = True
+# The links allauth builds (the OIDC callback registered at the provider, password resets)
+# are https:// in production even if a proxy does not say so (BEHIND_PROXY).
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "http" if DEBUG else "https"
 ACCOUNT_ADAPTER = "environments.access.accounts.AccountAdapter"
 SOCIALACCOUNT_ADAPTER = "environments.access.accounts.SocialAccountAdapter"
 # Invite-only when off: nobody can create an account, admins add people.
@@ -270,13 +273,43 @@ ACCOUNT_RATE_LIMITS = {
     "reset_password": "20/m/ip,5/m/key",
 }
 
+
+def oidc_server_url_error(url: str | None) -> str | None:
+    """Why ``url`` cannot be the OIDC provider's address, in one line; None if it can.
+
+    https:// only: the ID token's signature is not checked when it came straight from the
+    provider's token endpoint (OpenID Connect Core 3.1.3.7), so the channel must be
+    trusted. http:// is allowed for a loopback address (a provider on the same machine).
+    """
+    from urllib.parse import urlsplit
+
+    hint = "OIDC_SERVER_URL: must be an https:// URL (http:// only on a loopback address)"
+    try:
+        parts = urlsplit(url or "")
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return f"{hint}, not “{url}”"
+    if not host:
+        return f"{hint}; required when OIDC_CLIENT_ID is set"
+    if parts.scheme == "https":
+        return None
+    if parts.scheme == "http":
+        if host == "localhost":
+            return None
+        try:
+            if ipaddress.ip_address(host).is_loopback:
+                return None
+        except ValueError:
+            pass
+    return f"{hint}, not “{url}”"
+
+
 SOCIALACCOUNT_PROVIDERS: dict = {}
 if env("OIDC_CLIENT_ID"):
     _oidc_server = env("OIDC_SERVER_URL")
-    if not _oidc_server or not _oidc_server.startswith("https://"):
-        raise ImproperlyConfigured(
-            "OIDC_SERVER_URL: required https:// URL when OIDC_CLIENT_ID is set"
-        )
+    if _oidc_error := oidc_server_url_error(_oidc_server):
+        raise ImproperlyConfigured(_oidc_error)
     SOCIALACCOUNT_PROVIDERS["openid_connect"] = {
         "OAUTH_PKCE_ENABLED": True,
         "APPS": [
@@ -291,6 +324,12 @@ if env("OIDC_CLIENT_ID"):
     }
 # OIDC users may sign up even when the portal is invite-only (their IdP is the gate).
 OIDC_SIGNUP_OPEN = env_bool("OIDC_SIGNUP_OPEN", True)
+# Someone who already has an account (invited, or added by an admin) signs in through the
+# provider with the same email address, when the provider says it verified that address
+# (the `email_verified` claim); the account is then linked to the provider's identity.
+# Off: such a person keeps signing in with their password only.
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = env_bool("OIDC_EMAIL_AUTHENTICATION", True)
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = SOCIALACCOUNT_EMAIL_AUTHENTICATION
 
 # --- Email ------------------------------------------------------------------------
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Ephemera <ephemera@localhost>")

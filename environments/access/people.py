@@ -208,6 +208,53 @@ def accept_by_hash(*, token_hash: str, password: str, ip: str | None = None):
     return user
 
 
+def pending_invitation_for(email: str) -> Invitation | None:
+    """The newest usable invitation to ``email`` (any case), or None."""
+    now = timezone.now()
+    return (
+        Invitation.objects.select_related("team")
+        .filter(
+            email__iexact=email,
+            accepted_at__isnull=True,
+            revoked_at__isnull=True,
+            expires_at__gt=now,
+        )
+        .first()  # newest first (Meta.ordering); a newer one revokes the older anyway
+    )
+
+
+@transaction.atomic
+def accept_through_provider(*, user, email: str, ip: str | None = None) -> Invitation | None:
+    """Use up the pending invitation to ``email`` for ``user``, a new account the identity
+    provider vouched for with that (verified) address: the same as following the link,
+    without a password. Returns the invitation, or None if there was none."""
+    invitation = pending_invitation_for(email)
+    if invitation is None:
+        return None
+    # Guarded, like the link: of two simultaneous uses, one wins.
+    if not Invitation.objects.filter(pk=invitation.pk, accepted_at__isnull=True).update(
+        accepted_at=timezone.now(), accepted_by=user
+    ):
+        return None
+    Membership.objects.get_or_create(team=invitation.team, user=user)
+    if invitation.approver:
+        user.groups.add(Group.objects.get_or_create(name=roles.APPROVER)[0])
+    audit.record(
+        actor=user,
+        action="person.accept_invitation",
+        target=invitation,
+        before={"status": "pending"},
+        after={
+            "user": user.email,
+            "team": invitation.team.slug,
+            "roles": _roles_of(user),
+            "through": "single sign-on",
+        },
+        ip=ip,
+    )
+    return invitation
+
+
 @transaction.atomic
 def revoke_invitation(*, actor, invitation: Invitation, ip: str | None = None) -> bool:
     """Withdraw a pending invitation: its link stops working. Twice is not an error."""
