@@ -13,13 +13,13 @@ import textwrap
 
 import pytest
 
+from environments.catalog.rendering import spec_digest
 from environments.catalog.spec import (
     BlueprintInvalid,
     EgressLimits,
     load_blueprint,
     parse_blueprint,
 )
-from environments.catalog.rendering import spec_digest
 from environments.kube import objects
 from tests.conftest import BLUEPRINTS
 from tests.test_objects import SPEC
@@ -60,7 +60,11 @@ def test_egress_is_denied_by_default_except_dns_and_the_namespace():
         {"to": [{"podSelector": {}}]},
         {
             "to": [
-                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                    }
+                }
             ],
             "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
         },
@@ -164,7 +168,10 @@ def test_the_platform_limits_come_from_the_settings(settings):
     settings.EGRESS_ALLOWED_CIDRS = ["0.0.0.0/0"]
     with pytest.raises(BlueprintInvalid) as caught:
         load_blueprint(BASE + "egress: [{to: 10.96.0.1/32, ports: [443]}]\n")
-    assert str(caught.value) == "egress[0].to: 10.96.0.1/32 is in a range the platform blocks (10.96.0.0/12)"
+    assert (
+        str(caught.value)
+        == "egress[0].to: 10.96.0.1/32 is in a range the platform blocks (10.96.0.0/12)"
+    )
 
 
 def test_blueprints_without_egress_or_storage_keep_their_digest():
@@ -181,7 +188,10 @@ def test_containers_have_limits_of_cpu_memory_and_scratch_disk_matching_the_quot
         SPEC,
         storage_default="1Gi",
         components=[
-            {**SPEC.components[0], "resources": {"cpu": "250m", "memory": "256Mi", "storage": "2Gi"}},
+            {
+                **SPEC.components[0],
+                "resources": {"cpu": "250m", "memory": "256Mi", "storage": "2Gi"},
+            },
             SPEC.components[1],
         ],
     )
@@ -230,7 +240,9 @@ def test_storage_is_checked_like_the_other_quantities():
         """\
         quota: {storage: lots}
         """
-    ) == ["shop.yaml: quota.storage: 'lots' is not a valid Kubernetes quantity (such as 250m or 1Gi)"]
+    ) == [
+        "shop.yaml: quota.storage: 'lots' is not a valid Kubernetes quantity (such as 250m or 1Gi)"
+    ]
     text = BASE.replace("memory: 256Mi}", "memory: 256Mi, storage: 0}")
     with pytest.raises(BlueprintInvalid) as caught:
         load_blueprint(text, egress_limits=LIMITS)

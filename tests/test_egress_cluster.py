@@ -144,8 +144,10 @@ def test_a_blueprint_asking_for_more_egress_than_the_platform_allows_is_refused_
         "(allowed: 203.0.113.0/24)"
     ]
     settings.EGRESS_ALLOWED_CIDRS = ["0.0.0.0/0"]
-    metadata = source.replace("to: 0.0.0.0/0, except: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]",
-                              "to: 169.254.169.254/32")
+    metadata = source.replace(
+        "to: 0.0.0.0/0, except: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]",
+        "to: 169.254.169.254/32",
+    )
     with pytest.raises(BlueprintInvalid) as refused:
         publish_blueprint(source=metadata)
     assert str(refused.value) == (

@@ -242,9 +242,7 @@ def parse_cidr(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     try:
         return ipaddress.ip_network(value.strip(), strict=True)
     except ValueError:
-        raise ValueError(
-            f"{value!r} is not a CIDR (such as 203.0.113.0/24 or 0.0.0.0/0)"
-        ) from None
+        raise ValueError(f"{value!r} is not a CIDR (such as 203.0.113.0/24 or 0.0.0.0/0)") from None
 
 
 def _within(

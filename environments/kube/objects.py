@@ -121,8 +121,7 @@ def container_resources(spec: EnvironmentSpec, component: dict) -> dict:
 
 def _storage_bytes(spec: EnvironmentSpec) -> int:
     return sum(
-        memory_to_bytes(container_resources(spec, c)["limits"]["ephemeral-storage"])
-        * c["replicas"]
+        memory_to_bytes(container_resources(spec, c)["limits"]["ephemeral-storage"]) * c["replicas"]
         for c in spec.components
     )
 
