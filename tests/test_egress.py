@@ -251,6 +251,15 @@ def test_storage_is_checked_like_the_other_quantities():
     ]
 
 
+def test_a_storage_quota_must_hold_the_components_scratch_disk(settings):
+    settings.EPHEMERAL_STORAGE_DEFAULT = "2Gi"
+    text = BASE.replace("memory: 256Mi}", "memory: 256Mi}\n    replicas: 2")
+    assert load_blueprint(text + "quota: {storage: 4Gi}\n").quota.storage == "4Gi"
+    with pytest.raises(BlueprintInvalid) as caught:
+        load_blueprint(text + "quota: {storage: 3Gi}\n")
+    assert str(caught.value) == "quota.storage: components use 4 GiB of scratch disk, more than 3Gi"
+
+
 def test_the_sample_that_calls_an_external_api_declares_https_egress():
     spec = load_blueprint((BLUEPRINTS / "shop-demo.yaml").read_text())
     assert [(r.to, r.ports) for r in spec.egress] == [("0.0.0.0/0", [443])]

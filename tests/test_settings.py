@@ -63,7 +63,11 @@ def test_it_passes_check_deploy_with_production_values():
         ("KUBE_LOGS_AS_ENVIRONMENT_USER", "sometimes", "KUBE_LOGS_AS_ENVIRONMENT_USER: expected"),
         ("EGRESS_BLOCKED_CIDRS", "169.254.0.0/16,metadata", "EGRESS_BLOCKED_CIDRS: 'metadata'"),
         ("EGRESS_ALLOWED_CIDRS", "10.0.0.1/8", "EGRESS_ALLOWED_CIDRS: '10.0.0.1/8' is not a CIDR"),
-        ("EPHEMERAL_STORAGE_DEFAULT", "lots", "EPHEMERAL_STORAGE_DEFAULT: 'lots' is not a quantity"),
+        (
+            "EPHEMERAL_STORAGE_DEFAULT",
+            "lots",
+            "EPHEMERAL_STORAGE_DEFAULT: 'lots' is not a quantity",
+        ),
     ],
 )
 def test_it_names_the_variable_with_a_bad_value(variable, value, message):

@@ -698,8 +698,12 @@ class _RawResources(_Raw):
 
     @field_validator("storage")
     @classmethod
-    def _storage(cls, value: Any) -> str | None:
-        return None if value is None else _quantity(value)
+    def _storage(cls, value: Any, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        quantity = _quantity(value)
+        _context(info)["this_component"]["storage_bytes"] = memory_to_bytes(quantity)
+        return quantity
 
     @field_validator("cpu", "memory")
     @classmethod
@@ -902,9 +906,18 @@ class _RawQuota(_Raw):
 
     @field_validator("storage")
     @classmethod
-    def _storage(cls, value: Any) -> str:
+    def _storage(cls, value: Any, info: ValidationInfo) -> str:
         _quantity(value)
-        return str(value)
+        quota = str(value)
+        sizes = _context(info)["sizes"]
+        default = memory_to_bytes(_context(info)["storage_default"])
+        needed = sum(s["replicas"] * s.get("storage_bytes", default) for s in sizes)
+        if sizes and needed > memory_to_bytes(quota):
+            raise _problem(
+                f"components use {format_memory(needed)} of scratch disk, more than {quota}",
+                _LATE,
+            )
+        return quota
 
     @staticmethod
     def _needs(info: ValidationInfo) -> tuple[Totals, int]:
@@ -1276,6 +1289,13 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+def _storage_default() -> str:
+    """A component's scratch disk when it sets none (settings.EPHEMERAL_STORAGE_DEFAULT)."""
+    from django.conf import settings
+
+    return str(getattr(settings, "EPHEMERAL_STORAGE_DEFAULT", "1Gi"))
+
+
 def load_blueprint(text: str, *, egress_limits: EgressLimits | None = None) -> BlueprintSpec:
     """Validate blueprint YAML and return its ``BlueprintSpec``.
 
@@ -1294,6 +1314,7 @@ def load_blueprint(text: str, *, egress_limits: EgressLimits | None = None) -> B
         "component_names": set(),
         "sizes": [],
         "egress_limits": egress_limits or EgressLimits.from_settings(),
+        "storage_default": _storage_default(),
     }
     try:
         raw = _RawBlueprint.model_validate(data, context=context)
