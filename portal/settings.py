@@ -466,6 +466,37 @@ INGRESS_URL_SCHEME: str = env("INGRESS_URL_SCHEME", "https")
 if INGRESS_URL_SCHEME not in {"http", "https"}:
     raise ImproperlyConfigured("INGRESS_URL_SCHEME: http or https")
 
+# --- What tenants' pods may reach, and their scratch disk (docs/security.md) -----------
+# Every environment's NetworkPolicy denies egress except DNS, its own namespace and the
+# blueprint's `egress` rules. These ranges are excluded from every rule (cloud metadata:
+# instance credentials live there); a blueprint whose rule lies inside one is refused.
+EGRESS_BLOCKED_CIDRS = env_list(
+    "EGRESS_BLOCKED_CIDRS", "169.254.0.0/16,100.100.100.200/32,fd00:ec2::254/128,fe80::/10"
+)
+# A blueprint's egress rule must lie within one of these (e.g. "203.0.113.0/24" to allow
+# only the company's own services); the default allows the internet, less the above.
+EGRESS_ALLOWED_CIDRS = env_list("EGRESS_ALLOWED_CIDRS", "0.0.0.0/0,::/0")
+for _name, _cidrs in (
+    ("EGRESS_BLOCKED_CIDRS", EGRESS_BLOCKED_CIDRS),
+    ("EGRESS_ALLOWED_CIDRS", EGRESS_ALLOWED_CIDRS),
+):
+    for _cidr in _cidrs:
+        try:
+            ipaddress.ip_network(_cidr, strict=True)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{_name}: {_cidr!r} is not a CIDR (such as 169.254.0.0/16)"
+            ) from None
+# Where the cluster's DNS pods run (the NetworkPolicy allows port 53 to that namespace).
+DNS_NAMESPACE: str = env("DNS_NAMESPACE", "kube-system")
+# A container's scratch disk (ephemeral-storage request and limit) when its blueprint
+# component sets no `resources.storage`; also the LimitRange default.
+EPHEMERAL_STORAGE_DEFAULT: str = env("EPHEMERAL_STORAGE_DEFAULT", "1Gi")
+if not re.fullmatch(r"[0-9]+(\.[0-9]+)?([KMGTPE]i?)?", EPHEMERAL_STORAGE_DEFAULT):
+    raise ImproperlyConfigured(
+        f"EPHEMERAL_STORAGE_DEFAULT: {EPHEMERAL_STORAGE_DEFAULT!r} is not a quantity (such as 1Gi)"
+    )
+
 # --- Cost (rate card) ---------------------------------------------------------------
 # Defaults: GKE Autopilot general-purpose pod list prices.
 COST_CURRENCY = env("COST_CURRENCY", "USD")

@@ -301,3 +301,10 @@ def test_it_serves_simulated_pod_logs_like_a_kubelet(kube_client, kube_namespace
     # Another test session may append its own line at the same moment: not the last one.
     (line,) = [line for line in lines if line.endswith(f" {marker}")]
     assert line.startswith(stamp[:19]), text  # the kubelet's timestamp
+
+
+def test_it_node_offers_ephemeral_storage(kube_client):
+    """Environments' containers request scratch disk; the fake node must have some, or
+    their pods never schedule."""
+    node = client.CoreV1Api(kube_client).read_node("kwok-node-0")
+    assert "ephemeral-storage" in node.status.allocatable

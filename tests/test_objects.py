@@ -88,10 +88,9 @@ def test_it_builds_a_restricted_deployment():
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     assert container["env"] == [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]
-    assert container["resources"] == {
-        "requests": {"cpu": "250m", "memory": "256Mi"},
-        "limits": {"memory": "256Mi"},
-    }
+    # Limits equal requests (the quota caps both), scratch disk included.
+    values = {"cpu": "250m", "memory": "256Mi", "ephemeral-storage": "1Gi"}
+    assert container["resources"] == {"requests": values, "limits": values}
     worker = objects.deployment(SPEC, SPEC.components[1])
     assert worker["spec"]["template"]["metadata"]["annotations"] == {"example.com/x": "y"}
     assert worker["spec"]["template"]["spec"]["containers"][0]["args"] == ["sleep", "3600"]
@@ -101,13 +100,17 @@ def test_it_builds_quota_network_policy_and_ingress():
     assert objects.resource_quota(SPEC)["spec"] == {
         "hard": {
             "requests.cpu": "1",
+            "limits.cpu": "1",
             "requests.memory": "1Gi",
             "limits.memory": "1Gi",
+            # Not in the blueprint's quota: twice the billed 2 x 1Gi + 1Gi.
+            "requests.ephemeral-storage": str(6 * 1024**3),
+            "limits.ephemeral-storage": str(6 * 1024**3),
             "pods": "5",
         }
     }
     policy = objects.network_policy(SPEC)["spec"]
-    assert policy["policyTypes"] == ["Ingress"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
     assert policy["ingress"][0]["from"][1] == {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}
     }
@@ -141,8 +144,11 @@ def test_it_caps_an_edit_environment_at_exactly_what_is_billed():
     # web: 2 x (250m, 256Mi); worker: 1 x (100m, 64Mi)
     assert objects.resource_quota(spec)["spec"]["hard"] == {
         "requests.cpu": "600m",
+        "limits.cpu": "600m",
         "requests.memory": str((2 * 256 + 64) * 1024**2),
         "limits.memory": str((2 * 256 + 64) * 1024**2),
+        "requests.ephemeral-storage": str(3 * 1024**3),
+        "limits.ephemeral-storage": str(3 * 1024**3),
         "pods": "3",
     }
     assert objects.deployment(spec, spec.components[0])["spec"]["strategy"] == {"type": "Recreate"}

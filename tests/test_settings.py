@@ -63,6 +63,13 @@ def test_it_passes_check_deploy_with_production_values():
         ("KUBE_LOGS_AS_ENVIRONMENT_USER", "sometimes", "KUBE_LOGS_AS_ENVIRONMENT_USER: expected"),
         ("KUBE_PUBLIC_SERVER", "http://k8s:6443", "KUBE_PUBLIC_SERVER: expected an https:// URL"),
         ("KUBE_PUBLIC_CA_FILE", "/nonexistent/ca.pem", "KUBE_PUBLIC_CA_FILE: /nonexistent"),
+        ("EGRESS_BLOCKED_CIDRS", "169.254.0.0/16,metadata", "EGRESS_BLOCKED_CIDRS: 'metadata'"),
+        ("EGRESS_ALLOWED_CIDRS", "10.0.0.1/8", "EGRESS_ALLOWED_CIDRS: '10.0.0.1/8' is not a CIDR"),
+        (
+            "EPHEMERAL_STORAGE_DEFAULT",
+            "lots",
+            "EPHEMERAL_STORAGE_DEFAULT: 'lots' is not a quantity",
+        ),
     ],
 )
 def test_it_names_the_variable_with_a_bad_value(variable, value, message):

@@ -61,6 +61,8 @@ POD_CIDR = "10.244.0.0/16"  # fake pod IPs handed out by kwok; nothing connects 
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 NODE_NAME = "kwok-node-0"
+# Environments' containers request ephemeral-storage (scratch disk): the node has some.
+NODE_RESOURCES = {"cpu": "1000", "memory": "4000Gi", "pods": "1000", "ephemeral-storage": "4000Gi"}
 NODE_MANIFEST = {
     "apiVersion": "v1",
     "kind": "Node",
@@ -78,8 +80,8 @@ NODE_MANIFEST = {
     },
     "spec": {},  # no taints: ordinary pods schedule here
     "status": {
-        "capacity": {"cpu": "1000", "memory": "4000Gi", "pods": "1000"},
-        "allocatable": {"cpu": "1000", "memory": "4000Gi", "pods": "1000"},
+        "capacity": NODE_RESOURCES,
+        "allocatable": NODE_RESOURCES,
     },
 }
 # Where kube-apiserver finds the node's "kubelet" (kwok's server) for pod logs: it dials
@@ -758,6 +760,26 @@ def node_serves_logs() -> bool:
     return port == KWOK_PORT and {"type": "InternalIP", "address": HOST} in addresses
 
 
+def node_has_storage() -> bool:
+    """The fake node offers ephemeral-storage (a node made by an older release did not)."""
+    code, body = _api("GET", f"/api/v1/nodes/{NODE_NAME}")
+    if code != 200:
+        return False
+    return "ephemeral-storage" in json.loads(body).get("status", {}).get("allocatable", {})
+
+
+def _give_node_storage() -> None:
+    resources = {"capacity": NODE_RESOURCES, "allocatable": NODE_RESOURCES}
+    code, body = _api(
+        "PATCH",
+        f"/api/v1/nodes/{NODE_NAME}/status",
+        {"status": resources},
+        content_type="application/merge-patch+json",
+    )
+    if code != 200:
+        raise ClusterError(f"patching node {NODE_NAME} status failed: HTTP {code} {body[:500]!r}")
+
+
 def _point_node_at_kwok() -> None:
     code, body = _api(
         "PATCH",
@@ -934,6 +956,9 @@ def start(timeout: float = 120) -> Path:
             if not node_serves_logs():
                 _point_node_at_kwok()
                 _say(f"{elapsed()} node {NODE_NAME} points at kwok's server for pod logs")
+            if not node_has_storage():
+                _give_node_storage()
+                _say(f"{elapsed()} node {NODE_NAME} offers ephemeral-storage")
             _wait(
                 "kube-controller-manager and kube-scheduler /healthz",
                 lambda: _component_healthy(KCM_PORT) and _component_healthy(SCHEDULER_PORT),

@@ -38,6 +38,7 @@ on it; a sort is stable, so the problems one validator raised keep their order.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -119,10 +120,17 @@ class TTL(_Spec):
 
 
 class Resources(_Spec):
-    """A component's requests, as written (Kubernetes quantities)."""
+    """A component's requests, as written (Kubernetes quantities). ``storage`` is the
+    container's scratch disk (ephemeral-storage); None: the platform's default."""
 
     cpu: str
     memory: str
+    storage: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Specs stored before ``storage`` existed keep their digest.
+        return {key: value for key, value in handler(self).items() if value is not None}
 
 
 class ComponentSpec(_Spec):
@@ -177,10 +185,96 @@ class QuotaSpec(_Spec):
     cpu: str | None = None
     memory: str | None = None
     pods: str | None = None
+    storage: str | None = None  # ephemeral-storage (scratch disk) of all pods together
 
     @model_serializer(mode="wrap")
     def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         return {key: value for key, value in handler(self).items() if value is not None}
+
+
+# --- egress (issue 14, finding 1) ---------------------------------------------------
+
+
+class EgressRuleSpec(_Spec):
+    """One destination a blueprint's pods may reach besides DNS and their own namespace:
+    a CIDR less ``excluded`` CIDRs (the platform's blocked ranges are added when the
+    NetworkPolicy is rendered), on these ports."""
+
+    to: str
+    excluded: list[str] = Field(default_factory=list)
+    ports: list[int]
+    protocol: Literal["TCP", "UDP"] = "TCP"
+
+
+@dataclass(frozen=True)
+class EgressLimits:
+    """What the platform lets blueprints ask for: ``allowed`` CIDRs a rule's ``to`` must
+    lie within, ``blocked`` CIDRs no rule may reach (always excluded when rendered)."""
+
+    allowed: tuple[str, ...]
+    blocked: tuple[str, ...]
+
+    @classmethod
+    def from_settings(cls) -> EgressLimits:
+        from django.conf import settings
+
+        return cls(
+            allowed=tuple(getattr(settings, "EGRESS_ALLOWED_CIDRS", DEFAULT_EGRESS_ALLOWED)),
+            blocked=tuple(getattr(settings, "EGRESS_BLOCKED_CIDRS", DEFAULT_EGRESS_BLOCKED)),
+        )
+
+
+# Cloud metadata services and link-local: instance credentials live there.
+DEFAULT_EGRESS_BLOCKED = (
+    "169.254.0.0/16",  # link-local: AWS, GCP, Azure, OpenStack metadata (169.254.169.254)
+    "100.100.100.200/32",  # Alibaba Cloud metadata
+    "fd00:ec2::254/128",  # AWS metadata over IPv6
+    "fe80::/10",  # IPv6 link-local
+)
+DEFAULT_EGRESS_ALLOWED = ("0.0.0.0/0", "::/0")
+MAX_EGRESS_RULES = 20
+
+
+def parse_cidr(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A CIDR as Kubernetes takes it (network address, prefix length); ValueError else."""
+    if not isinstance(value, str) or "/" not in value:
+        raise ValueError(f"{value!r} is not a CIDR (such as 203.0.113.0/24 or 0.0.0.0/0)")
+    try:
+        return ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a CIDR (such as 203.0.113.0/24 or 0.0.0.0/0)") from None
+
+
+def _within(
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+    outer: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> bool:
+    return network.version == outer.version and network.subnet_of(outer)  # type: ignore[arg-type]
+
+
+def blocked_within(to: str, blocked: Iterable[str]) -> list[str]:
+    """The blocked CIDRs inside ``to``: what a rule to ``to`` must always exclude."""
+    network = parse_cidr(to)
+    return [
+        str(parse_cidr(b))
+        for b in blocked
+        if _within(parse_cidr(b), network) and parse_cidr(b) != network
+    ]
+
+
+def egress_rule_problems(rule: EgressRuleSpec, limits: EgressLimits) -> list[str]:
+    """Why the platform refuses a (well-formed) rule, or []."""
+    to = parse_cidr(rule.to)
+    for blocked in limits.blocked:
+        if _within(to, parse_cidr(blocked)):
+            return [f"{rule.to} is in a range the platform blocks ({blocked})"]
+    if not any(_within(to, parse_cidr(allowed)) for allowed in limits.allowed):
+        allowed = ", ".join(limits.allowed) or "none"
+        return [f"{rule.to} is outside what the platform allows (allowed: {allowed})"]
+    return []
+
+
+# --- the blueprint -----------------------------------------------------------------------
 
 
 class BlueprintSpec(_Spec):
@@ -206,10 +300,15 @@ class BlueprintSpec(_Spec):
     kube_access: KubeAccess = KubeAccess.VIEW
     # The parameter lists show beside the title (the customer, say), or None.
     list_parameter: str | None = None
+    # Where the pods may connect besides DNS and their own namespace (issue 14).
+    egress: list[EgressRuleSpec] = Field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The plain, JSON-ready dict stored in the database and hashed."""
-        return self.model_dump(mode="json")
+        stored = self.model_dump(mode="json")
+        if not stored["egress"]:
+            del stored["egress"]  # specs stored before egress existed keep their digest
+        return stored
 
 
 def as_blueprint_spec(spec: BlueprintSpec | Mapping[str, Any]) -> BlueprintSpec:
@@ -591,10 +690,20 @@ class _RawParameter(_Raw):
 
 
 class _RawResources(_Raw):
-    check_order = ("cpu", "memory")
+    check_order = ("cpu", "memory", "storage")
 
     cpu: Any
     memory: Any
+    storage: Any = None  # ephemeral-storage; None: EPHEMERAL_STORAGE_DEFAULT
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: Any, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        quantity = _quantity(value)
+        _context(info)["this_component"]["storage_bytes"] = memory_to_bytes(quantity)
+        return quantity
 
     @field_validator("cpu", "memory")
     @classmethod
@@ -771,7 +880,11 @@ class _RawComponent(_Raw):
             image=self.image,
             port=self.port,
             replicas=self.replicas,
-            resources=Resources(cpu=self.resources.cpu, memory=self.resources.memory),
+            resources=Resources(
+                cpu=self.resources.cpu,
+                memory=self.resources.memory,
+                storage=self.resources.storage,
+            ),
             cpu_millicores=cpu_to_millicores(self.resources.cpu),
             memory_bytes=memory_to_bytes(self.resources.memory),
             env=self.env,
@@ -784,11 +897,27 @@ class _RawComponent(_Raw):
 class _RawQuota(_Raw):
     """Checked against the components' sizes (validated before it)."""
 
-    check_order = ("cpu", "memory", "pods")
+    check_order = ("cpu", "memory", "pods", "storage")
 
     cpu: Any = _ABSENT
     memory: Any = _ABSENT
     pods: Any = _ABSENT
+    storage: Any = _ABSENT
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: Any, info: ValidationInfo) -> str:
+        _quantity(value)
+        quota = str(value)
+        sizes = _context(info)["sizes"]
+        default = memory_to_bytes(_context(info)["storage_default"])
+        needed = sum(s["replicas"] * s.get("storage_bytes", default) for s in sizes)
+        if sizes and needed > memory_to_bytes(quota):
+            raise _problem(
+                f"components use {format_memory(needed)} of scratch disk, more than {quota}",
+                _LATE,
+            )
+        return quota
 
     @staticmethod
     def _needs(info: ValidationInfo) -> tuple[Totals, int]:
@@ -839,6 +968,78 @@ class _RawQuota(_Raw):
         )
 
 
+class _RawEgressRule(_Raw):
+    """One ``egress`` entry; checked against the platform's limits (``EgressLimits``)."""
+
+    check_order = ("to", "except", "ports", "protocol")
+
+    to: Any = Field(_ABSENT, validate_default=True)
+    excluded: Any = Field(default_factory=list, alias="except")
+    ports: Any = Field(_ABSENT, validate_default=True)
+    protocol: Any = "TCP"
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: Any, info: ValidationInfo) -> str:
+        if value is _ABSENT:
+            _raise([((), "missing required field", _MISSING)])
+        try:
+            network = str(parse_cidr(value))
+        except ValueError as exc:
+            raise _problem(str(exc)) from None
+        limits: EgressLimits = _context(info)["egress_limits"]
+        problems = egress_rule_problems(EgressRuleSpec(to=network, ports=[1]), limits)
+        if problems:
+            raise _problem(problems[0])
+        return network
+
+    @field_validator("excluded")
+    @classmethod
+    def _excluded(cls, value: Any, info: ValidationInfo) -> list[str]:
+        if not isinstance(value, list):
+            raise _problem(f"must be a list of CIDRs, got {_kind(value)}")
+        to = info.data.get("to")
+        problems: list[Problem] = []
+        excluded = []
+        for position, item in enumerate(value):
+            try:
+                network = parse_cidr(item)
+            except ValueError as exc:
+                problems.append(((position,), str(exc), _CHECK))
+                continue
+            if to is not None and (not _within(network, parse_cidr(to)) or str(network) == to):
+                problems.append(((position,), f"{item} is not inside {to}", _CHECK))
+                continue
+            excluded.append(str(network))
+        if problems:
+            _raise(problems)
+        return excluded
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, value: Any) -> list[int]:
+        if value is _ABSENT:
+            _raise([((), "missing required field", _MISSING)])
+        if not isinstance(value, list) or not value:
+            raise _problem("must be a non-empty list of port numbers (1-65535)")
+        for port in value:
+            if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+                raise _problem(f"{port!r} is not a port number (1-65535)")
+        return sorted(set(value))
+
+    @field_validator("protocol")
+    @classmethod
+    def _protocol(cls, value: Any) -> str:
+        if value not in ("TCP", "UDP"):
+            raise _problem(f"{value!r} is not one of TCP, UDP")
+        return value
+
+    def normalised(self) -> EgressRuleSpec:
+        return EgressRuleSpec(
+            to=self.to, excluded=self.excluded, ports=self.ports, protocol=self.protocol
+        )
+
+
 class _RawBlueprint(_Raw):
     check_order = (
         "name",
@@ -855,12 +1056,14 @@ class _RawBlueprint(_Raw):
         "access",
         "kube_access",
         "list_parameter",
+        "egress",
     )
     nested = {
         "ttl": _RawTTL,
         "parameters": _RawParameter,
         "components": _RawComponent,
         "quota": _RawQuota,
+        "egress": _RawEgressRule,
     }
 
     name: Any
@@ -878,6 +1081,16 @@ class _RawBlueprint(_Raw):
     kube_access: Any = KubeAccess.VIEW.value
     # After parameters: its check reads the names they declared.
     list_parameter: Any = None
+    egress: list[_RawEgressRule] = Field(default_factory=list)
+
+    @field_validator("egress", mode="before")
+    @classmethod
+    def _egress(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise _problem(f"must be a list, got {_kind(value)}")
+        if len(value) > MAX_EGRESS_RULES:
+            raise _problem(f"has more than {MAX_EGRESS_RULES} rules")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -991,6 +1204,7 @@ class _RawBlueprint(_Raw):
             access=self.access,
             kube_access=self.kube_access,
             list_parameter=self.list_parameter,
+            egress=[rule.normalised() for rule in self.egress],
         )
 
 
@@ -1075,8 +1289,17 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def load_blueprint(text: str) -> BlueprintSpec:
-    """Validate blueprint YAML and return its ``BlueprintSpec``."""
+def _storage_default() -> str:
+    """A component's scratch disk when it sets none (settings.EPHEMERAL_STORAGE_DEFAULT)."""
+    from django.conf import settings
+
+    return str(getattr(settings, "EPHEMERAL_STORAGE_DEFAULT", "1Gi"))
+
+
+def load_blueprint(text: str, *, egress_limits: EgressLimits | None = None) -> BlueprintSpec:
+    """Validate blueprint YAML and return its ``BlueprintSpec``.
+
+    ``egress_limits``: what the platform allows (default: the EGRESS_* settings)."""
     try:
         data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
@@ -1086,7 +1309,13 @@ def load_blueprint(text: str) -> BlueprintSpec:
         raise BlueprintInvalid([(where, f"invalid YAML: {problem}")]) from exc
     if data is None:
         raise BlueprintInvalid([("", "the file is empty")])
-    context: dict[str, Any] = {"parameters": set(), "component_names": set(), "sizes": []}
+    context: dict[str, Any] = {
+        "parameters": set(),
+        "component_names": set(),
+        "sizes": [],
+        "egress_limits": egress_limits or EgressLimits.from_settings(),
+        "storage_default": _storage_default(),
+    }
     try:
         raw = _RawBlueprint.model_validate(data, context=context)
     except ValidationError as exc:

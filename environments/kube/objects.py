@@ -10,8 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from environments.catalog.spec import component_totals
+from environments.catalog.spec import (
+    DEFAULT_EGRESS_BLOCKED,
+    blocked_within,
+    component_totals,
+    parse_cidr,
+)
 from environments.lib.naming import namespace_for
+from environments.lib.quantities import cpu_to_millicores, memory_to_bytes
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "ephemera"
@@ -50,6 +56,11 @@ class EnvironmentSpec:
     instance: str = "default"  # which portal owns it; the reconciler only touches its own
     kube_access: str = "view"  # the access level behind the downloadable kubeconfig
     user_role_prefix: str = USER_CLUSTER_ROLE_PREFIX  # settings.KUBE_USER_CLUSTER_ROLE_PREFIX
+    # --- egress and scratch disk (issue 14, finding 1) ---
+    egress: list[dict] = field(default_factory=list)  # the blueprint's EgressRuleSpec dicts
+    egress_blocked: tuple[str, ...] = DEFAULT_EGRESS_BLOCKED  # settings.EGRESS_BLOCKED_CIDRS
+    dns_namespace: str = "kube-system"  # settings.DNS_NAMESPACE
+    storage_default: str = "1Gi"  # settings.EPHEMERAL_STORAGE_DEFAULT
 
     @property
     def namespace(self) -> str:
@@ -91,34 +102,71 @@ def namespace(spec: EnvironmentSpec) -> dict:
     }
 
 
+# --- quota and container limits (issue 14, finding 1) ----------------------------------
+# Every container's limits equal its requests (cpu, memory, ephemeral-storage), so the
+# ResourceQuota's requests.* and limits.* add up to the same numbers, and a tenant cannot
+# fill a node's disk: the kubelet evicts a pod past its ephemeral-storage limit.
+
+
+def container_resources(spec: EnvironmentSpec, component: dict) -> dict:
+    """Requests and limits of a component's container."""
+    resources = component["resources"]
+    values = {
+        "cpu": resources["cpu"],
+        "memory": resources["memory"],
+        "ephemeral-storage": resources.get("storage") or spec.storage_default,
+    }
+    return {"requests": dict(values), "limits": dict(values)}
+
+
+def _storage_bytes(spec: EnvironmentSpec) -> int:
+    return sum(
+        memory_to_bytes(container_resources(spec, c)["limits"]["ephemeral-storage"]) * c["replicas"]
+        for c in spec.components
+    )
+
+
 def _billed_quota(spec: EnvironmentSpec) -> dict[str, str]:
-    """Exactly what the environment is billed for: its components' requests and pods."""
+    """Exactly what the environment is billed for: its components' requests and pods
+    (limits equal requests), and their scratch disk."""
     totals = component_totals(spec.components)
-    cpu, memory = totals.cpu_millicores, totals.memory_bytes
+    cpu, memory, storage = totals.cpu_millicores, totals.memory_bytes, _storage_bytes(spec)
     return {
         "requests.cpu": f"{cpu}m",
+        "limits.cpu": f"{cpu}m",
         "requests.memory": str(memory),
         "limits.memory": str(memory),
+        "requests.ephemeral-storage": str(storage),
+        "limits.ephemeral-storage": str(storage),
         "pods": str(totals.pods),
     }
 
 
-def resource_quota(spec: EnvironmentSpec) -> dict | None:
-    """The blueprint's quota; with ``kube_access: edit`` exactly the billed resources,
-    so people who may scale cannot run (or be billed for) more than they asked."""
+def resource_quota(spec: EnvironmentSpec) -> dict:
+    """The namespace's ResourceQuota, always made. With ``kube_access: edit`` exactly the
+    billed resources, so people who may scale cannot run (or be billed for) more than
+    they asked; otherwise the blueprint's ``quota``, and for what it leaves out twice
+    the billed amount (room for a rolling update's new pods next to the old ones)."""
+    billed = _billed_quota(spec)
     if spec.kube_access == "edit":
-        hard = _billed_quota(spec)
+        hard = billed
     else:
-        hard = {}
-        if "cpu" in spec.quota:
-            hard["requests.cpu"] = spec.quota["cpu"]
-        if "memory" in spec.quota:
-            hard["requests.memory"] = spec.quota["memory"]
-            hard["limits.memory"] = spec.quota["memory"]
-        if "pods" in spec.quota:
-            hard["pods"] = spec.quota["pods"]
-    if not hard:
-        return None
+        doubled = {
+            "cpu": f"{2 * cpu_to_millicores(billed['requests.cpu'])}m",
+            "memory": str(2 * int(billed["requests.memory"])),
+            "storage": str(2 * int(billed["requests.ephemeral-storage"])),
+            "pods": str(2 * int(billed["pods"])),
+        }
+        quota = {key: spec.quota.get(key) or doubled[key] for key in doubled}
+        hard = {
+            "requests.cpu": quota["cpu"],
+            "limits.cpu": quota["cpu"],
+            "requests.memory": quota["memory"],
+            "limits.memory": quota["memory"],
+            "requests.ephemeral-storage": quota["storage"],
+            "limits.ephemeral-storage": quota["storage"],
+            "pods": quota["pods"],
+        }
     return {
         "apiVersion": "v1",
         "kind": "ResourceQuota",
@@ -128,7 +176,8 @@ def resource_quota(spec: EnvironmentSpec) -> dict | None:
 
 
 def limit_range(spec: EnvironmentSpec) -> dict:
-    """Defaults for containers that name no resources (the quota needs requests)."""
+    """Defaults for containers that name no resources (the quota needs requests and
+    limits of cpu, memory and ephemeral-storage on every container)."""
     return {
         "apiVersion": "v1",
         "kind": "LimitRange",
@@ -137,23 +186,79 @@ def limit_range(spec: EnvironmentSpec) -> dict:
             "limits": [
                 {
                     "type": "Container",
-                    "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
-                    "default": {"memory": "256Mi"},
+                    "defaultRequest": {
+                        "cpu": "100m",
+                        "memory": "128Mi",
+                        "ephemeral-storage": spec.storage_default,
+                    },
+                    "default": {
+                        "cpu": "250m",
+                        "memory": "256Mi",
+                        "ephemeral-storage": spec.storage_default,
+                    },
                 }
             ]
         },
     }
 
 
+# --- network policy (issue 14, finding 1) -----------------------------------------------
+# Default deny both ways. Ingress: the namespace itself and the ingress controller.
+# Egress: the namespace itself, DNS (port 53 to the cluster DNS namespace, kube-system:
+# CoreDNS/kube-dns run there in every mainstream distribution) and the blueprint's
+# `egress` rules, each less the platform's blocked ranges (EGRESS_BLOCKED_CIDRS).
+
+
+def dns_egress_rule(spec: EnvironmentSpec) -> dict:
+    return {
+        "to": [
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": spec.dns_namespace}
+                }
+            }
+        ],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
+
+
+def blueprint_egress_rules(spec: EnvironmentSpec) -> list[dict]:
+    """The blueprint's rules as NetworkPolicy egress rules, the blocked ranges inside
+    each rule's CIDR excluded. A rule inside a blocked range (the setting changed after
+    the blueprint was published) is left out."""
+    rules = []
+    for rule in spec.egress:
+        to = parse_cidr(rule["to"])
+        if any(
+            to.version == parse_cidr(b).version and to.subnet_of(parse_cidr(b))  # type: ignore[arg-type]
+            for b in spec.egress_blocked
+        ):
+            continue
+        excluded = [*rule.get("excluded", []), *blocked_within(rule["to"], spec.egress_blocked)]
+        block: dict = {"cidr": str(to)}
+        if excluded:
+            block["except"] = sorted(set(excluded))
+        rules.append(
+            {
+                "to": [{"ipBlock": block}],
+                "ports": [
+                    {"protocol": rule.get("protocol", "TCP"), "port": port}
+                    for port in rule["ports"]
+                ],
+            }
+        )
+    return rules
+
+
 def network_policy(spec: EnvironmentSpec) -> dict:
-    """Default deny for ingress; allow the namespace itself and the ingress controller."""
+    """Default deny, ingress and egress (see above)."""
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": _meta(spec, "ephemera-default-deny"),
         "spec": {
             "podSelector": {},
-            "policyTypes": ["Ingress"],
+            "policyTypes": ["Ingress", "Egress"],
             "ingress": [
                 {
                     "from": [
@@ -167,6 +272,11 @@ def network_policy(spec: EnvironmentSpec) -> dict:
                         },
                     ]
                 }
+            ],
+            "egress": [
+                {"to": [{"podSelector": {}}]},
+                dns_egress_rule(spec),
+                *blueprint_egress_rules(spec),
             ],
         },
     }
@@ -239,13 +349,7 @@ def deployment(spec: EnvironmentSpec, component: dict) -> dict:
     container: dict = {
         "name": component["name"],
         "image": component["image"],
-        "resources": {
-            "requests": {
-                "cpu": component["resources"]["cpu"],
-                "memory": component["resources"]["memory"],
-            },
-            "limits": {"memory": component["resources"]["memory"]},
-        },
+        "resources": container_resources(spec, component),
         "securityContext": _security_context(),
     }
     if component.get("port"):

@@ -61,6 +61,10 @@ def environment_spec(environment: Environment) -> EnvironmentSpec:
         instance=settings.EPHEMERA_INSTANCE,
         kube_access=blueprint.kube_access.value,
         user_role_prefix=settings.KUBE_USER_CLUSTER_ROLE_PREFIX,
+        egress=[rule.model_dump() for rule in blueprint.egress],
+        egress_blocked=tuple(settings.EGRESS_BLOCKED_CIDRS),
+        dns_namespace=settings.DNS_NAMESPACE,
+        storage_default=settings.EPHEMERAL_STORAGE_DEFAULT,
     )
 
 
