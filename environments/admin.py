@@ -36,6 +36,7 @@ from environments.models import (
     CostEntry,
     Environment,
     EnvironmentEvent,
+    ExtensionRequest,
     HookDelivery,
     Invitation,
     Membership,
@@ -409,6 +410,14 @@ class ProfileAdmin(ReadOnlyAdmin):
     """People set their own profile (the portal's Profile page, audited there)."""
 
     list_display = ["user", "time_zone", "updated_at"]
+
+
+@admin.register(ExtensionRequest)
+class ExtensionRequestAdmin(ReadOnlyAdmin):
+    """Extension requests are decided on the portal's Approvals page (audited there)."""
+
+    list_display = ["environment", "requested_by", "seconds", "state", "created_at", "decided_by"]
+    list_filter = ["state"]
 
 
 @admin.register(HookDelivery)

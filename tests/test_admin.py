@@ -110,6 +110,7 @@ def test_it_audits_team_membership_changes_made_inline(client, django_user_model
         {
             "name": team.name,
             "slug": team.slug,
+            "change_policy": team.change_policy,
             "memberships-TOTAL_FORMS": "1",
             "memberships-INITIAL_FORMS": "0",
             "memberships-MIN_NUM_FORMS": "0",
