@@ -190,21 +190,7 @@ def accept_by_hash(*, token_hash: str, password: str, ip: str | None = None):
     Invitation.objects.filter(pk=invitation.pk).update(accepted_by=user)
     # allauth signs in by verified email; the link proved the address.
     EmailAddress.objects.create(user=user, email=invitation.email, primary=True, verified=True)
-    Membership.objects.create(team=invitation.team, user=user)
-    if invitation.approver:
-        user.groups.add(Group.objects.get_or_create(name=roles.APPROVER)[0])
-    audit.record(
-        actor=user,
-        action="person.accept_invitation",
-        target=invitation,
-        before={"status": "pending"},
-        after={
-            "user": invitation.email,
-            "team": invitation.team.slug,
-            "roles": _roles_of(user),
-        },
-        ip=ip,
-    )
+    _join_invited_team(invitation, user, ip=ip)
     return user
 
 
@@ -236,6 +222,13 @@ def accept_through_provider(*, user, email: str, ip: str | None = None) -> Invit
         accepted_at=timezone.now(), accepted_by=user
     ):
         return None
+    _join_invited_team(invitation, user, ip=ip, through="single sign-on")
+    return invitation
+
+
+def _join_invited_team(invitation: Invitation, user, *, ip: str | None, **how: str) -> None:
+    """What accepting an invitation gives, however it was accepted: the team, the
+    approver role if the invitation carried it, and the audit entry."""
     Membership.objects.get_or_create(team=invitation.team, user=user)
     if invitation.approver:
         user.groups.add(Group.objects.get_or_create(name=roles.APPROVER)[0])
@@ -248,11 +241,10 @@ def accept_through_provider(*, user, email: str, ip: str | None = None) -> Invit
             "user": user.email,
             "team": invitation.team.slug,
             "roles": _roles_of(user),
-            "through": "single sign-on",
+            **how,
         },
         ip=ip,
     )
-    return invitation
 
 
 @transaction.atomic

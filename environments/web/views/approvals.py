@@ -70,27 +70,37 @@ def approve(request, pk):
     return redirect("approvals")
 
 
+def _reject(request, decide, *, what: str, done: str):
+    """Reject with the approver's reason (the requester reads it), or say it is missing."""
+    form = RejectForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Say why the {what} is rejected; the requester will read it.")
+        return redirect("approvals")
+    try:
+        decide(reason=form.cleaned_data["reason"])
+    except (ServiceError, PermissionDenied) as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, done)
+    return redirect("approvals")
+
+
 @login_required
 @require_POST
 def reject(request, pk):
     _require_approver(request.user)
     environment = get_object_or_404(Environment, pk=pk)
-    form = RejectForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Say why the request is rejected; the requester will read it.")
-        return redirect("approvals")
-    try:
-        services.reject_environment(
+    return _reject(
+        request,
+        lambda reason: services.reject_environment(
             environment=environment,
             approver=request.user,
-            reason=form.cleaned_data["reason"],
+            reason=reason,
             ip=audit.client_ip(request),
-        )
-    except (ServiceError, PermissionDenied) as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, f"Rejected {environment.namespace}.")
-    return redirect("approvals")
+        ),
+        what="request",
+        done=f"Rejected {environment.namespace}.",
+    )
 
 
 @login_required
@@ -114,19 +124,14 @@ def approve_extension(request, pk):
 def reject_extension(request, pk):
     _require_approver(request.user)
     extension = get_object_or_404(ExtensionRequest, pk=pk)
-    form = RejectForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Say why the extension is rejected; the requester will read it.")
-        return redirect("approvals")
-    try:
-        services.reject_extension(
+    return _reject(
+        request,
+        lambda reason: services.reject_extension(
             extension=extension,
             approver=request.user,
-            reason=form.cleaned_data["reason"],
+            reason=reason,
             ip=audit.client_ip(request),
-        )
-    except (ServiceError, PermissionDenied) as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, f"Rejected the extension of {extension.environment.namespace}.")
-    return redirect("approvals")
+        ),
+        what="extension",
+        done=f"Rejected the extension of {extension.environment.namespace}.",
+    )
