@@ -34,13 +34,7 @@ export CGO_ENABLED=0
 T0=$(date +%s)
 log() { printf '[gitea %4ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
 
-retry() {  # retry <n> <cmd...>: for network steps
-  local n=$1 i=1; shift
-  until "$@"; do
-    if [ "$i" -ge "$n" ]; then log "FAILED after $n attempts: $*"; return 1; fi
-    log "attempt $i failed, retrying in $((i * 5))s: $*"; sleep $((i * 5)); i=$((i + 1))
-  done
-}
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # retry, hash_files
 
 want="$GITEA_MODULE@$GITEA_VERSION $GITEA_SUM"
 if [ "${FORCE:-0}" != 1 ] && [ -f "$BIN/.stamp-gitea" ] && [ "$(cat "$BIN/.stamp-gitea")" = "$want" ] \

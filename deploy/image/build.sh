@@ -33,14 +33,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 T0=$(date +%s)
 log() { printf '[image %4ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
 die() { log "ERROR: $*" >&2; exit 1; }
-retry() {  # retry <n> <cmd...>: for network steps
-  local n=$1 i=1; shift
-  until "$@"; do
-    if [ "$i" -ge "$n" ]; then log "FAILED after $n attempts: $*"; return 1; fi
-    log "attempt $i failed, retrying in $((i * 5))s: $*"; sleep $((i * 5)); i=$((i + 1))
-  done
-}
-hash_files() { cat "$@" | sha256sum | cut -c1-16; }
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # retry, hash_files
 size() { du -sh --apparent-size "$1" | cut -f1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (chroot, mounts and file ownership need it)"

@@ -37,15 +37,8 @@ if [ -z "${PYTHON:-}" ]; then
   if [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
 fi
 
-retry() {  # retry <n> <cmd...>: for network steps
-  local n=$1 i=1; shift
-  until "$@"; do
-    if [ "$i" -ge "$n" ]; then log "FAILED after $n attempts: $*"; return 1; fi
-    log "attempt $i failed, retrying in $((i * 5))s: $*"; sleep $((i * 5)); i=$((i + 1))
-  done
-}
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # retry, hash_files
 
-hash_files() { cat "$@" | sha256sum | cut -c1-16; }
 
 # up_to_date <stamp-name> <stamp-content> <binaries...>
 up_to_date() {
