@@ -79,3 +79,55 @@ def test_it_refuses_a_kubeconfig_before_the_environment_is_ready(owner, sample_b
     environment = request(owner, sample_blueprints["pr-preview"])
     with pytest.raises(ServiceError, match="once the environment is ready"):
         kubeconfig_for(environment=environment, user=owner)
+
+
+def refused_with_401(core, namespace: str, timeout: float = 30) -> None:
+    """The token is refused outright (401), not merely denied (403): once its bound
+    identity is deleted, the API server no longer accepts it. Asked until the API server's
+    cache catches up (a few seconds at most)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            core.list_namespaced_pod(namespace)
+            status = 200
+        except ApiException as exc:
+            status = exc.status
+        if status == 401 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert status == 401
+
+
+def test_a_kubeconfig_stops_working_when_its_holder_leaves_the_team_or_is_deactivated(
+    owner, teammate, portal_admin, sample_blueprints
+):
+    from environments.access import people
+
+    environment = request(owner, sample_blueprints["pr-preview"])
+    run_worker()
+    environment.refresh_from_db()
+    assert environment.state == State.READY
+
+    leaver = client.CoreV1Api(api_for(kubeconfig_for(environment=environment, user=teammate)))
+    kept = client.CoreV1Api(api_for(kubeconfig_for(environment=environment, user=owner)))
+    assert leaver.list_namespaced_pod(environment.namespace).items
+    assert kept.list_namespaced_pod(environment.namespace).items
+
+    # The teammate leaves the team: their token dies, the owner's keeps working.
+    people.remove_member(actor=portal_admin, user=teammate, team=environment.team)
+    run_worker()
+    refused_with_401(leaver, environment.namespace)
+    assert kept.list_namespaced_pod(environment.namespace).items
+
+    # The owner is deactivated: theirs dies too.
+    people.deactivate(actor=portal_admin, user=owner)
+    run_worker()
+    refused_with_401(kept, environment.namespace)
+
+    # Back in the team, the teammate gets a new kubeconfig that works.
+    people.add_member(actor=portal_admin, user=teammate, team=environment.team)
+    run_worker()
+    again = client.CoreV1Api(api_for(kubeconfig_for(environment=environment, user=teammate)))
+    assert again.list_namespaced_pod(environment.namespace).items
+    services.delete_environment(environment=environment, user=portal_admin)
+    run_worker()

@@ -364,3 +364,38 @@ def build_manifests(spec: EnvironmentSpec) -> list[dict]:
     objects += [deployment(spec, c) for c in spec.components]
     objects.append(ingress(spec))
     return [o for o in objects if o is not None]
+
+
+# --- Per-person credentials (issue 14, finding 4) --------------------------------------
+# Each person's kubeconfig token is bound (TokenRequest boundObjectRef) to a Secret of
+# their own in the namespace, which holds nothing. Deleting that Secret revokes every
+# token bound to it at once: the API server refuses them with 401. The controller makes
+# and deletes these Secrets (create and delete only, never read); the web only mints
+# tokens for USER_ACCOUNT bound to one of them.
+
+ACCESS_SECRET_PREFIX = "ephemera-access-"
+PERSON_LABEL = "ephemera.io/person"
+
+
+def access_secret_name(person_id: int | str) -> str:
+    return f"{ACCESS_SECRET_PREFIX}{person_id}"
+
+
+def access_secret(namespace: str, environment_id: str, person_id: int | str) -> dict:
+    """The empty Secret a person's kubeconfig tokens are bound to (their revocable
+    identity in this namespace). Not recorded with the environment's manifests: it
+    comes and goes with the person's access, and dies with the namespace."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": access_secret_name(person_id),
+            "namespace": namespace,
+            "labels": {
+                MANAGED_BY: MANAGER,
+                ENV_LABEL: environment_id,
+                PERSON_LABEL: str(person_id),
+            },
+        },
+    }

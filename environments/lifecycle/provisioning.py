@@ -32,7 +32,7 @@ from environments.governance.billing import accrue
 from environments.integrations import notifications
 from environments.kube import cluster
 from environments.kube.objects import EnvironmentSpec, build_manifests, urls, without_own_role
-from environments.lifecycle import telemetry
+from environments.lifecycle import queue, telemetry
 from environments.lifecycle.states import State
 from environments.lifecycle.transitions import transition
 from environments.models import Environment, EnvironmentEvent
@@ -320,6 +320,8 @@ def provision(environment_id: str) -> str:
                         )
                     )
                     if released:
+                        # Each person's revocable kubeconfig identity (access.credentials).
+                        queue.enqueue_access_on_commit("environment", environment_id)
                         return "applied"
                 _renew_lease(environment_id, token)  # LeaseLost if it left provisioning
     except LeaseLost:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 
 import django_rq
 import redis.exceptions
@@ -145,3 +146,41 @@ def deferred(environment_id) -> bool:
         ids.discard(str(environment_id))
         return True
     return False
+
+
+# --- Per-person credentials (issue 14, finding 4) --------------------------------------
+# Grants and revocations of kubeconfig identities (access.credentials), on the default
+# queue. Each enqueue is a new job: the jobs read the current state when they run and
+# are idempotent, so a change made while one runs is never lost to de-duplication.
+
+ACCESS_TASKS = {
+    "environment": "environments.tasks.grant_environment_access",
+    "person": "environments.tasks.sync_person_access",
+    "grant": "environments.tasks.grant_person_access",
+}
+
+
+def enqueue_access(kind: str, *args) -> None:
+    queue = django_rq.get_queue("default")
+    queue.enqueue(
+        ACCESS_TASKS[kind],
+        *[str(a) for a in args],
+        job_id=f"access-{kind}-{'-'.join(str(a) for a in args)}-{uuid.uuid4().hex[:8]}",
+        job_timeout=settings.PROVISION_DEADLINE_SECONDS + 120,
+        result_ttl=3600,
+        failure_ttl=7 * 86400,
+    )
+
+
+def enqueue_access_on_commit(kind: str, *args) -> None:
+    """Queue an access job once the caller's transaction commits. A Redis outage then
+    is logged as a warning: the tokens already issued keep working until they expire
+    (at the latest with the environment)."""
+
+    def run() -> None:
+        try:
+            enqueue_access(kind, *args)
+        except QUEUE_DOWN as exc:
+            log.warning("could not queue the %s access job (%s)", kind, type(exc).__name__)
+
+    transaction.on_commit(run)
