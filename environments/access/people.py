@@ -29,8 +29,8 @@ from django.utils import timezone
 
 from environments.access import roles
 from environments.governance import audit
-from environments.lifecycle import queue
 from environments.lib.errors import ServiceError
+from environments.lifecycle import queue
 from environments.models import ApiToken, Invitation, Membership, Profile, Team
 
 log = logging.getLogger(__name__)
