@@ -22,7 +22,12 @@ from django.dispatch import receiver
 
 from environments.access.teams import can_change
 from environments.kube import cluster
-from environments.kube.objects import access_secret, access_secret_name
+from environments.kube.objects import (
+    GENERATED_SECRET,
+    SECRETS_READER,
+    access_secret,
+    access_secret_name,
+)
 from environments.lifecycle import queue
 from environments.lifecycle.states import State
 from environments.models import Environment, Membership
@@ -134,3 +139,21 @@ def _user_saved(sender, instance, created, raw=False, **kwargs):
 
 def connect() -> None:
     post_save.connect(_user_saved, sender=get_user_model(), dispatch_uid="credentials-user-saved")
+
+
+# --- Generated credentials, shown to the owner ----------------------------------------
+
+
+def generated_values(environment: Environment, user) -> dict[str, str] | None:
+    """The environment's generated credentials (key -> value), read from its namespace at
+    request time with a short-lived token of its own reader account; None when ``user``
+    may not see them, or they cannot be read now. Never stored, logged or audited."""
+    if not environment.blueprint_version.blueprint_spec.secrets:
+        return None
+    if environment.state != State.READY or not may_hold(user, environment):
+        return None
+    try:
+        return cluster.read_secret_as(environment.namespace, GENERATED_SECRET, SECRETS_READER)
+    except cluster.ClusterError as exc:
+        log.warning("generated credentials of %s unreadable: %s", environment.pk, exc.status)
+        return None

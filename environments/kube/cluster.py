@@ -828,6 +828,20 @@ def issue_token(
     return data["status"]["token"]
 
 
+def read_secret_as(namespace: str, name: str, service_account: str) -> dict[str, str]:
+    """Secret ``name``'s values, read with a short-lived token of ``service_account`` in
+    the same namespace (the portal's own credential cannot read Secrets)."""
+    token = issue_token(namespace, service_account, seconds=600)
+    data = with_retries(
+        lambda: _request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}", token=token),
+        what=f"read Secret {namespace}/{name}",
+    )
+    return {
+        key: base64.b64decode(value).decode("utf-8", "replace")
+        for key, value in (data.get("data") or {}).items()
+    }
+
+
 def kubeconfig(*, namespace: str, token: str, name: str) -> dict:
     """A kubeconfig for ``token`` against the cluster Ephemera itself talks to."""
     configuration = api_client().configuration
