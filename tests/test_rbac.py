@@ -388,10 +388,13 @@ def test_what_each_identity_may_and_may_not_do(chart_release, kube_client):
             name,
         )
 
-    # The web account: tokens for ephemera-user, and nothing else.
-    assert can(
-        kube_client, web, "create", "serviceaccounts/token", namespace=env_ns, name="ephemera-user"
-    )
+    # The web account: tokens for ephemera-user (and the generated-credentials reader),
+    # and nothing else.
+    for account in ("ephemera-user", "ephemera-secrets-reader"):
+        assert can(
+            kube_client, web, "create", "serviceaccounts/token", namespace=env_ns, name=account
+        )
+    assert can(kube_client, controller, "bind", "clusterroles", group=rbac, name=f"{prefix}secrets")
     for verb, resource, namespace, group, name in [
         ("create", "serviceaccounts/token", env_ns, "", "ephemera-workload"),
         ("create", "serviceaccounts/token", "kube-system", "", "default"),
@@ -459,7 +462,14 @@ def test_the_web_account_has_no_rule_but_the_token_one(chart_release, identities
         "eph-anything",
     )
     extra = [r for r in rules_of(identities["web"], "eph-anything") if r not in baseline]
-    assert extra == [(("",), ("serviceaccounts/token",), ("create",), ("ephemera-user",))]
+    assert extra == [
+        (
+            ("",),
+            ("serviceaccounts/token",),
+            ("create",),
+            ("ephemera-user", "ephemera-secrets-reader"),
+        )
+    ]
 
 
 def test_the_admission_policy_keeps_the_controller_in_its_own_namespaces(
@@ -525,3 +535,56 @@ def test_the_admission_policy_keeps_the_controller_in_its_own_namespaces(
     other = f"t-{uuid.uuid4().hex[:10]}"
     admin.create_namespace({"metadata": {"name": other}})
     admin.delete_namespace(other)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("on_cluster")
+def test_generated_credentials_are_written_by_the_controller_and_read_only_through_the_reader(
+    chart_release,
+    identities,
+    owner,
+    sample_blueprints,
+    kube_client,
+    processes,
+    settings,
+    tmp_path,
+):
+    """The controller creates the Secret of generated credentials without being able to
+    read it back; the web shows it to the owner with the environment's reader account."""
+    from environments.access.credentials import generated_values
+
+    start_controller(chart_release, identities["controller"], tmp_path, processes)
+    environment = services.request_environment(user=owner, version=sample_blueprints["hotfix"])
+    wait_for(lambda: state_of(environment) in {State.READY, State.FAILED}, timeout=180)
+    environment.refresh_from_db()
+    assert environment.state == State.READY, environment.last_error
+    stored = client.CoreV1Api(kube_client).read_namespaced_secret(
+        "ephemera-secrets", environment.namespace
+    )
+    assert set(stored.data) == {"db-password"}
+    assert bound_to_reader(kube_client, environment.namespace) == (
+        "ClusterRole",
+        f"{chart_release.user_role_prefix}secrets",
+    )
+
+    # As the web process: revealed through the reader's token only.
+    use_credential(settings, identities["web"])
+    values = generated_values(environment, owner)
+    assert values is not None and len(values["db-password"]) == 24
+    # The controller itself may not read it back.
+    with pytest.raises(ApiException) as excinfo:
+        client.CoreV1Api(api(identities["controller"])).read_namespaced_secret(
+            "ephemera-secrets", environment.namespace
+        )
+    assert excinfo.value.status == 403
+
+    use_credential(settings, identities["controller"])
+    services.delete_environment(environment=environment, user=owner)
+    wait_for(lambda: state_of(environment) == State.DELETED, timeout=180)
+
+
+def bound_to_reader(kube_client, namespace: str) -> tuple[str, str]:
+    binding = client.RbacAuthorizationV1Api(kube_client).read_namespaced_role_binding(
+        "ephemera-secrets-reader", namespace
+    )
+    return binding.role_ref.kind, binding.role_ref.name
