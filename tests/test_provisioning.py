@@ -558,6 +558,6 @@ def test_it_applies_new_parameters_that_arrive_mid_provisioning(owner, sample_bl
     )
     live = cluster.get(web)
     env_vars = {
-        e["name"]: e["value"] for e in live["spec"]["template"]["spec"]["containers"][0]["env"]
+        e["name"]: e.get("value") for e in live["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert env_vars["CUSTOMER"] == "globex"
