@@ -16,15 +16,17 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from datetime import timedelta
 
 import django_rq
 import redis.exceptions
 from django.conf import settings
 from django.db import DatabaseError, transaction
+from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from environments.models import EnvironmentEvent
+from environments.models import AuditEvent, EnvironmentEvent
 
 log = logging.getLogger(__name__)
 
@@ -184,3 +186,25 @@ def enqueue_access_on_commit(kind: str, *args) -> None:
             log.warning("could not queue the %s access job (%s)", kind, type(exc).__name__)
 
     transaction.on_commit(run)
+
+
+# Actions in the audit log after which a person's kubeconfig identities must go.
+REVOKING_ACTIONS = ("person.deactivate", "person.remove_from_team")
+REVOCATION_BACKSTOP_HOURS = 24
+
+
+def requeue_revocations() -> int:
+    """The reconciler's backstop for revocations whose job could not be queued (Redis
+    down at commit time): each deactivation or team removal of the last day queues one
+    sync job, once (a Redis key per audit entry remembers it). Returns how many."""
+    since = timezone.now() - timedelta(hours=REVOCATION_BACKSTOP_HOURS)
+    connection = django_rq.get_connection("default")
+    queued = 0
+    for entry_id, person_id in AuditEvent.objects.filter(
+        action__in=REVOKING_ACTIONS, created_at__gte=since
+    ).values_list("pk", "object_id"):
+        key = f"ephemera:{settings.EPHEMERA_INSTANCE}:access-resynced:{entry_id}"
+        if connection.set(key, 1, nx=True, ex=2 * REVOCATION_BACKSTOP_HOURS * 3600):
+            enqueue_access("person", person_id)
+            queued += 1
+    return queued
