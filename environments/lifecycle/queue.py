@@ -176,8 +176,8 @@ def enqueue_access(kind: str, *args) -> None:
 
 def enqueue_access_on_commit(kind: str, *args) -> None:
     """Queue an access job once the caller's transaction commits. A Redis outage then
-    is logged as a warning: the tokens already issued keep working until they expire
-    (at the latest with the environment)."""
+    is logged as a warning; ``requeue_revocations`` (the reconciler) queues revocations
+    again later."""
 
     def run() -> None:
         try:
