@@ -6,4 +6,6 @@ class EnvironmentsConfig(AppConfig):
     verbose_name = "Ephemera"
 
     def ready(self) -> None:
-        from environments.access import signals  # noqa: F401  (connects receivers)
+        from environments.access import credentials, signals  # noqa: F401  (connects receivers)
+
+        credentials.connect()

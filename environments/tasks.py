@@ -9,6 +9,7 @@ path through ``lifecycle.queue``.
 
 from __future__ import annotations
 
+from environments.access import credentials
 from environments.governance import billing
 from environments.integrations import notifications
 from environments.lifecycle import provisioning, upkeep
@@ -53,3 +54,18 @@ def reconcile() -> dict[str, int]:
 
 def accrue_cost() -> int:
     return billing.accrue_cost()
+
+
+def grant_environment_access(environment_id: str) -> str:
+    """After provisioning: a revocable kubeconfig identity for each person who may hold one."""
+    return credentials.grant_environment(environment_id)
+
+
+def grant_person_access(environment_id: str, user_id: str) -> str:
+    """One person's kubeconfig identity in one environment (their first download)."""
+    return credentials.grant_person(environment_id, int(user_id))
+
+
+def sync_person_access(user_id: str) -> str:
+    """After a membership or activity change: revoke (or grant) that person's identities."""
+    return credentials.sync_person(int(user_id))

@@ -16,7 +16,13 @@ from environments.catalog.publishing import publish_blueprint
 from environments.models import Membership, Team
 from tests.factories import make_environment
 
-pytest_plugins = ["tests.kubecluster", "tests.helmchart", "tests.browser", "tests.smtp", "tests.gitea"]
+pytest_plugins = [
+    "tests.kubecluster",
+    "tests.helmchart",
+    "tests.browser",
+    "tests.smtp",
+    "tests.gitea",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 BLUEPRINTS = ROOT / "deploy" / "blueprints"

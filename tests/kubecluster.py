@@ -39,7 +39,8 @@ def load_launcher():
 
 
 def apply_user_cluster_roles(kubeconfig: str) -> None:
-    """The ClusterRoles environments bind (ephemera-user-view, -edit), on any cluster."""
+    """The ClusterRoles environments bind (ephemera-user-view, -edit, -secrets), on any
+    cluster."""
     from kubernetes import client, config
 
     api = config.new_client_from_config(config_file=kubeconfig)
@@ -76,6 +77,9 @@ def kube_config():
         path = str(lc.ensure_running())
     except lc.ClusterError as e:
         pytest.fail(f"could not start the local Kubernetes cluster: {e}", pytrace=False)
+    # A cluster started by an older checkout lacks newer ClusterRoles (ephemera-user-secrets):
+    # applying the current ones is idempotent.
+    apply_user_cluster_roles(path)
     yield path
     _delete_instance_namespaces(path)
 

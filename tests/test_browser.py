@@ -144,7 +144,8 @@ def test_it_shows_a_dashboard_with_environments_in_several_states(
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390
 
     page.goto(f"{live_server.url}/environments/{ready.pk}/")
-    expect(page.get_by_text("demo-acme")).to_be_visible()
+    expect(page.get_by_text("Admin user")).to_be_visible()
+    expect(page.get_by_role("button", name="Show generated credentials")).to_be_visible()
     page.get_by_text("Rendered manifests").click()
     page.screenshot(path=output_dir / "detail-ready.png", full_page=True)
 

@@ -47,3 +47,34 @@ def test_it_sends_anonymous_people_to_sign_in(client, shop):
 def test_it_shows_small_hourly_prices_without_rounding_them_to_zero(settings, price, shown):
     settings.COST_CURRENCY = "USD"
     assert costs.hourly_rate(Decimal(price)) == shown
+
+
+ENV_VALUE_BLUEPRINT = """
+name: oracle-probe
+title: Oracle probe
+purpose: demo
+description: A database with a password in its env.
+ttl: {default: 2h, max: 1d}
+components:
+  - name: db
+    image: bitnami/postgresql:16
+    resources: {cpu: 250m, memory: 256Mi}
+    env: {POSTGRESQL_PASSWORD: "Sw0rdf1sh-9931"}
+"""
+
+
+def test_catalogue_search_is_no_oracle_for_env_values(owner):
+    """Search looks at names, titles, descriptions, component names and images, never
+    at what a component's env holds (a guessed password would otherwise "match")."""
+    from environments.catalog.publishing import publish_blueprint
+
+    publish_blueprint(source=ENV_VALUE_BLUEPRINT)
+    client = client_for(owner)
+    probe_link = reverse("request", args=["oracle-probe"])
+    for probe in ("Sw0rdf1sh-9931", "Sw0rdf1sh", "9931", "POSTGRESQL_PASSWORD"):
+        body = client.get(reverse("catalogue"), {"q": probe}).content.decode()
+        assert probe_link not in body, probe
+    # Still found by what runs inside (the image), and by a component's name.
+    assert probe_link in client.get(reverse("catalogue"), {"q": "bitnami"}).content.decode()
+    assert probe_link in client.get(reverse("catalogue"), {"q": "db"}).content.decode()
+    assert probe_link in client.get(reverse("catalogue"), {"q": "probe"}).content.decode()

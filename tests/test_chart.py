@@ -103,6 +103,7 @@ def test_it_renders_the_processes_identities_and_policy():
     assert sorted(roles) == [
         "t-ephemera-controller",
         "t-ephemera-user-edit",
+        "t-ephemera-user-secrets",
         "t-ephemera-user-view",
         "t-ephemera-web",
     ]
@@ -112,6 +113,7 @@ def test_it_renders_the_processes_identities_and_policy():
     rules = load_launcher().access_rules()
     assert roles["t-ephemera-user-edit"]["rules"] == rules["edit"]
     assert roles["t-ephemera-user-view"]["rules"] == rules["view"]
+    assert roles["t-ephemera-user-secrets"]["rules"] == rules["secrets"]
 
 
 def test_existing_secrets_replace_the_charts_own_secret():

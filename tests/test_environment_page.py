@@ -39,7 +39,9 @@ def test_it_shows_the_detail_page_to_the_owner(owner, env):
     body = response.content.decode()
     assert "http://web-x.example.test" in body
     assert "kind: Namespace" in body
-    assert "demo-globex" in body  # the access text with parameters filled in
+    assert "Admin user" in body and "demo" in body  # the access text
+    # A generated credential is never in the page: a button reveals it on request.
+    assert reverse("environment_credentials", args=[env.pk]) in body
 
 
 def test_it_shows_the_detail_page_to_a_teammate(teammate, env):

@@ -32,12 +32,13 @@ def api_for(kubeconfig_text: str) -> client.ApiClient:
 def test_it_gives_a_namespace_scoped_token_that_dies_with_the_environment(
     owner, teammate, outsider, sample_blueprints, kube_namespace
 ):
+    # The owner and the team's leads may; the worker makes their access as it provisions.
+    teammate.memberships.update(lead=True)
     environment = request(owner, sample_blueprints["pr-preview"])
     run_worker()
     environment.refresh_from_db()
     assert environment.state == State.READY
 
-    teammate.memberships.update(lead=True)  # the owner and the team's leads may
     text = kubeconfig_for(environment=environment, user=teammate)
     assert environment.namespace in text
     core = client.CoreV1Api(api_for(text))
@@ -98,3 +99,70 @@ def test_it_points_people_at_the_public_api_server_when_one_is_set(settings, on_
     entry = cluster.kubeconfig(namespace="eph-x", token="t", name="x")["clusters"][0]["cluster"]
     assert entry["server"] == "https://k8s.example.com:6443"
     assert base64.b64decode(entry["certificate-authority-data"]) == ca.read_bytes()
+
+
+def refused_with_401(core, namespace: str, timeout: float = 30) -> None:
+    """The token is refused outright (401), not merely denied (403): once its bound
+    identity is deleted, the API server no longer accepts it. Asked until the API server's
+    cache catches up (a few seconds at most)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            core.list_namespaced_pod(namespace)
+            status = 200
+        except ApiException as exc:
+            status = exc.status
+        if status == 401 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert status == 401
+
+
+def test_a_kubeconfig_stops_working_when_its_holder_leaves_the_team_or_is_deactivated(
+    owner, teammate, portal_admin, sample_blueprints
+):
+    from environments.access import people
+
+    # The owner and the team's leads may; the worker makes their access as it provisions.
+    teammate.memberships.update(lead=True)
+    environment = request(owner, sample_blueprints["pr-preview"])
+    run_worker()
+    environment.refresh_from_db()
+    assert environment.state == State.READY
+
+    leaver = client.CoreV1Api(api_for(kubeconfig_for(environment=environment, user=teammate)))
+    kept = client.CoreV1Api(api_for(kubeconfig_for(environment=environment, user=owner)))
+    assert leaver.list_namespaced_pod(environment.namespace).items
+    assert kept.list_namespaced_pod(environment.namespace).items
+
+    # The teammate leaves the team: their token dies, the owner's keeps working.
+    people.remove_member(actor=portal_admin, user=teammate, team=environment.team)
+    run_worker()
+    refused_with_401(leaver, environment.namespace)
+    assert kept.list_namespaced_pod(environment.namespace).items
+
+    # The owner is deactivated: theirs dies too.
+    people.deactivate(actor=portal_admin, user=owner)
+    run_worker()
+    refused_with_401(kept, environment.namespace)
+
+    # Back in the team (and leading it again), the teammate gets a new kubeconfig.
+    people.add_member(actor=portal_admin, user=teammate, team=environment.team)
+    teammate.memberships.update(lead=True)
+    run_worker()
+    again = client.CoreV1Api(api_for(kubeconfig_for(environment=environment, user=teammate)))
+    assert again.list_namespaced_pod(environment.namespace).items
+    services.delete_environment(environment=environment, user=portal_admin)
+    run_worker()
+
+
+def test_an_owner_who_leaves_the_team_may_no_longer_hold_a_kubeconfig(owner, portal_admin, env):
+    from environments.access import people
+    from environments.access.credentials import may_hold
+
+    assert may_hold(owner, env)
+    people.remove_member(actor=portal_admin, user=owner, team=env.team)
+    assert not may_hold(owner, env)
+    with pytest.raises(services.PermissionDenied):
+        kubeconfig_for(environment=env, user=owner)
+    assert may_hold(portal_admin, env)  # admins need no membership

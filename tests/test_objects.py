@@ -202,7 +202,17 @@ def test_every_access_level_has_rules_in_the_one_shared_file():
     from tests.kubecluster import load_launcher
 
     rules = load_launcher().access_rules()
-    assert sorted(rules) == sorted(level.value for level in KubeAccess)
+    # Plus "secrets": what each environment's generated-credentials reader may do, which
+    # is exactly reading the one Secret of generated credentials, by name.
+    assert sorted(rules) == sorted([level.value for level in KubeAccess] + ["secrets"])
+    assert rules.pop("secrets") == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "verbs": ["get"],
+            "resourceNames": [objects.GENERATED_SECRET],
+        }
+    ]
     resources = lambda level: {r for rule in rules[level] for r in rule["resources"]}  # noqa: E731
     assert "pods/exec" in resources("edit")
     assert "pods/exec" not in resources("view")

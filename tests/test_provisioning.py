@@ -165,8 +165,8 @@ def test_it_provisions_a_three_component_blueprint_and_is_idempotent(
     kinds = sorted(m["kind"] for m in environment.manifests)
     assert kinds == sorted(
         ["Namespace", "ResourceQuota", "LimitRange", "NetworkPolicy"]
-        + ["ServiceAccount"] * 2
-        + ["RoleBinding"]
+        + ["ServiceAccount"] * 3  # workload, kubeconfig, generated-credentials reader
+        + ["RoleBinding"] * 2
         + ["Service"] * 3
         + ["Deployment"] * 3
         + ["Ingress"]
@@ -558,6 +558,6 @@ def test_it_applies_new_parameters_that_arrive_mid_provisioning(owner, sample_bl
     )
     live = cluster.get(web)
     env_vars = {
-        e["name"]: e["value"] for e in live["spec"]["template"]["spec"]["containers"][0]["env"]
+        e["name"]: e.get("value") for e in live["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert env_vars["CUSTOMER"] == "globex"

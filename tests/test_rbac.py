@@ -15,6 +15,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from environments.access import people
 from environments.access.kubeconfig import kubeconfig_for
 from environments.catalog.publishing import publish_blueprint
 from environments.kube import cluster
@@ -124,6 +125,8 @@ def test_the_real_flows_run_with_the_chart_identities(
     chart_release,
     identities,
     owner,
+    teammate,
+    portal_admin,
     sample_blueprints,
     kube_client,
     processes,
@@ -134,7 +137,9 @@ def test_the_real_flows_run_with_the_chart_identities(
     assert who_am_i(identities["web"]) == chart_release.username(chart_release.web_sa)
     start_controller(chart_release, identities["controller"], tmp_path, processes)
 
-    # Provision: the controller binds the release's "edit" ClusterRole in the namespace.
+    # Provision: the controller binds the release's "edit" ClusterRole in the namespace
+    # (and makes the access of those who may hold a kubeconfig: the owner, a team lead).
+    teammate.memberships.update(lead=True)
     environment = services.request_environment(
         user=owner, version=edit_blueprint(sample_blueprints)
     )
@@ -177,6 +182,23 @@ def test_the_real_flows_run_with_the_chart_identities(
     assert not can(kube_client, user, "create", "pods/exec", namespace="kube-system")
     assert not can(kube_client, user, "get", "secrets", namespace=environment.namespace)
 
+    # Each person's kubeconfig is revocable on its own: the controller deleted the
+    # teammate's identity when they left the team, and the owner's when deactivated;
+    # the API server then refuses their tokens outright (401).
+    teammate_core = client.CoreV1Api(
+        config.new_client_from_config_dict(
+            yaml.safe_load(kubeconfig_for(environment=environment, user=teammate))
+        )
+    )
+    owner_core = client.CoreV1Api(user_api)
+    assert teammate_core.list_namespaced_pod(environment.namespace).items
+    people.remove_member(actor=portal_admin, user=teammate, team=environment.team)
+    wait_for(lambda: status_of(teammate_core, environment.namespace) == 401, timeout=60)
+    assert status_of(owner_core, environment.namespace) == 200
+    people.deactivate(actor=portal_admin, user=owner)
+    wait_for(lambda: status_of(owner_core, environment.namespace) == 401, timeout=60)
+    people.reactivate(actor=portal_admin, user=owner)
+
     # The logs panel, as the web process: with the environment user's token it works; with
     # the web account's own credential it could not even list the pods.
     settings.KUBE_LOGS_AS_ENVIRONMENT_USER = True
@@ -191,6 +213,15 @@ def test_the_real_flows_run_with_the_chart_identities(
     services.delete_environment(environment=environment, user=owner)
     wait_for(lambda: state_of(environment) == State.DELETED, timeout=180)
     assert not Environment.objects.filter(state=State.FAILED).exists()
+
+
+def status_of(core, namespace: str) -> int:
+    """What the API server answers ``core``'s token when it lists pods in ``namespace``."""
+    try:
+        core.list_namespaced_pod(namespace)
+        return 200
+    except ApiException as exc:
+        return exc.status
 
 
 def make_it_old(kube_client, environment) -> list[dict]:
@@ -307,6 +338,9 @@ def test_what_each_identity_may_and_may_not_do(chart_release, kube_client):
         ("create", "rolebindings", env_ns, rbac, ""),
         ("bind", "clusterroles", "", rbac, f"{prefix}view"),
         ("bind", "clusterroles", "", rbac, f"{prefix}edit"),
+        # Each person's kubeconfig identity: written and deleted, never read.
+        ("create", "secrets", env_ns, "", ""),
+        ("delete", "secrets", env_ns, "", ""),
     ]:
         assert can(
             kube_client, controller, verb, resource, namespace=namespace, group=group, name=name
@@ -321,6 +355,10 @@ def test_what_each_identity_may_and_may_not_do(chart_release, kube_client):
         ("get", "secrets", "default", "", ""),
         ("list", "secrets", "", "", ""),
         ("watch", "secrets", env_ns, "", ""),
+        ("get", "secrets", env_ns, "", ""),
+        ("list", "secrets", env_ns, "", ""),
+        ("update", "secrets", env_ns, "", ""),
+        ("patch", "secrets", env_ns, "", ""),
         ("create", "pods", "kube-system", "", ""),
         ("delete", "pods", "kube-system", "", ""),
         ("create", "pods/exec", "kube-system", "", ""),
@@ -352,10 +390,13 @@ def test_what_each_identity_may_and_may_not_do(chart_release, kube_client):
             name,
         )
 
-    # The web account: tokens for ephemera-user, and nothing else.
-    assert can(
-        kube_client, web, "create", "serviceaccounts/token", namespace=env_ns, name="ephemera-user"
-    )
+    # The web account: tokens for ephemera-user (and the generated-credentials reader),
+    # and nothing else.
+    for account in ("ephemera-user", "ephemera-secrets-reader"):
+        assert can(
+            kube_client, web, "create", "serviceaccounts/token", namespace=env_ns, name=account
+        )
+    assert can(kube_client, controller, "bind", "clusterroles", group=rbac, name=f"{prefix}secrets")
     for verb, resource, namespace, group, name in [
         ("create", "serviceaccounts/token", env_ns, "", "ephemera-workload"),
         ("create", "serviceaccounts/token", "kube-system", "", "default"),
@@ -423,7 +464,14 @@ def test_the_web_account_has_no_rule_but_the_token_one(chart_release, identities
         "eph-anything",
     )
     extra = [r for r in rules_of(identities["web"], "eph-anything") if r not in baseline]
-    assert extra == [(("",), ("serviceaccounts/token",), ("create",), ("ephemera-user",))]
+    assert extra == [
+        (
+            ("",),
+            ("serviceaccounts/token",),
+            ("create",),
+            ("ephemera-user", "ephemera-secrets-reader"),
+        )
+    ]
 
 
 def test_the_admission_policy_keeps_the_controller_in_its_own_namespaces(
@@ -456,6 +504,20 @@ def test_the_admission_policy_keeps_the_controller_in_its_own_namespaces(
     )
     assert "not in default" in body
     refused(lambda: core.delete_namespaced_service_account("default", "default"))
+    # Its right to write Secrets stops at its own namespaces too.
+    refused(
+        lambda: core.create_namespaced_secret(
+            "default", {"metadata": {"name": name}, "stringData": {"k": "v"}}
+        )
+    )
+    admin_core = client.CoreV1Api(kube_client)
+    admin_core.create_namespaced_secret(
+        chart_release.namespace, {"metadata": {"name": name}, "stringData": {"k": "v"}}
+    )
+    try:
+        refused(lambda: core.delete_namespaced_secret(name, chart_release.namespace))
+    finally:
+        admin_core.delete_namespaced_secret(name, chart_release.namespace)
     refused(lambda: core.delete_namespace(chart_release.namespace))
     refused(
         lambda: core.patch_namespace(
@@ -466,6 +528,8 @@ def test_the_admission_policy_keeps_the_controller_in_its_own_namespaces(
     core.create_namespace({"metadata": {"name": name, "labels": managed}})
     try:
         core.create_namespaced_service_account(name, {"metadata": {"name": "ok"}})
+        core.create_namespaced_secret(name, {"metadata": {"name": "ok"}})
+        core.delete_namespaced_secret("ok", name)
     finally:
         core.delete_namespace(name)
     # Nobody else is affected: the admin may still make an unlabelled namespace.
@@ -473,3 +537,56 @@ def test_the_admission_policy_keeps_the_controller_in_its_own_namespaces(
     other = f"t-{uuid.uuid4().hex[:10]}"
     admin.create_namespace({"metadata": {"name": other}})
     admin.delete_namespace(other)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("on_cluster")
+def test_generated_credentials_are_written_by_the_controller_and_read_only_through_the_reader(
+    chart_release,
+    identities,
+    owner,
+    sample_blueprints,
+    kube_client,
+    processes,
+    settings,
+    tmp_path,
+):
+    """The controller creates the Secret of generated credentials without being able to
+    read it back; the web shows it to the owner with the environment's reader account."""
+    from environments.access.credentials import generated_values
+
+    start_controller(chart_release, identities["controller"], tmp_path, processes)
+    environment = services.request_environment(user=owner, version=sample_blueprints["hotfix"])
+    wait_for(lambda: state_of(environment) in {State.READY, State.FAILED}, timeout=180)
+    environment.refresh_from_db()
+    assert environment.state == State.READY, environment.last_error
+    stored = client.CoreV1Api(kube_client).read_namespaced_secret(
+        "ephemera-secrets", environment.namespace
+    )
+    assert set(stored.data) == {"db-password"}
+    assert bound_to_reader(kube_client, environment.namespace) == (
+        "ClusterRole",
+        f"{chart_release.user_role_prefix}secrets",
+    )
+
+    # As the web process: revealed through the reader's token only.
+    use_credential(settings, identities["web"])
+    values = generated_values(environment, owner)
+    assert values is not None and len(values["db-password"]) == 24
+    # The controller itself may not read it back.
+    with pytest.raises(ApiException) as excinfo:
+        client.CoreV1Api(api(identities["controller"])).read_namespaced_secret(
+            "ephemera-secrets", environment.namespace
+        )
+    assert excinfo.value.status == 403
+
+    use_credential(settings, identities["controller"])
+    services.delete_environment(environment=environment, user=owner)
+    wait_for(lambda: state_of(environment) == State.DELETED, timeout=180)
+
+
+def bound_to_reader(kube_client, namespace: str) -> tuple[str, str]:
+    binding = client.RbacAuthorizationV1Api(kube_client).read_namespaced_role_binding(
+        "ephemera-secrets-reader", namespace
+    )
+    return binding.role_ref.kind, binding.role_ref.name

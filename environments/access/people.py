@@ -30,6 +30,7 @@ from django.utils import timezone
 from environments.access import roles
 from environments.governance import audit
 from environments.lib.errors import ServiceError
+from environments.lifecycle import queue
 from environments.models import ApiToken, Invitation, Membership, Profile, Team
 
 log = logging.getLogger(__name__)
@@ -384,6 +385,8 @@ def deactivate(*, actor, user, ip: str | None = None) -> bool:
     revoked = ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(
         revoked_at=timezone.now()
     )
+    # Their kubeconfigs too: the worker deletes their identity in every namespace.
+    queue.enqueue_access_on_commit("person", user.pk)
     audit.record(
         actor=actor,
         action="person.deactivate",
@@ -404,6 +407,7 @@ def reactivate(*, actor, user, ip: str | None = None) -> bool:
     if not User.objects.filter(pk=user.pk, is_active=False).update(is_active=True):
         return False
     user.is_active = True
+    queue.enqueue_access_on_commit("person", user.pk)
     audit.record(
         actor=actor,
         action="person.reactivate",

@@ -58,6 +58,18 @@ def can_change(user, environment: Environment) -> bool:
     return membership.lead or membership.team.change_policy == Team.ChangePolicy.ANY_MEMBER
 
 
+def can_hold_kubeconfig(user, environment: Environment) -> bool:
+    """Who may download, and keep using, a kubeconfig for an environment: an active
+    person who may change it and still belongs to its team (admins need not). An owner
+    who leaves the team loses it like anyone else (``access.credentials`` revokes)."""
+    if not getattr(user, "is_active", False) or not can_change(user, environment):
+        return False
+    return (
+        roles.is_admin(user)
+        or Membership.objects.filter(team_id=environment.team_id, user=user).exists()
+    )
+
+
 def changeable_team_ids(user) -> set[int] | None:
     """The teams whose members' environments ``user`` may change (besides their own):
     None for every team (admins); else where they lead or the team lets any member.

@@ -14,6 +14,7 @@ from typing import Any
 from environments.catalog.spec import (
     IMAGE_REFERENCE,
     PLACEHOLDER,
+    SECRET_PREFIX,
     BlueprintSpec,
     ParametersInvalid,
     as_blueprint_spec,
@@ -67,6 +68,8 @@ def render_text(template: str, parameters: Mapping[str, Any]) -> str:
     """Substitute ``{{ name }}`` placeholders; nothing else is evaluated."""
 
     def substitute(match: re.Match[str]) -> str:
+        if match.group(1).startswith(SECRET_PREFIX):  # a secretKeyRef, made on the cluster
+            return match.group(0)
         value = parameters[match.group(1)]
         if isinstance(value, bool):
             return "true" if value else "false"

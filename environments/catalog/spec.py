@@ -104,6 +104,18 @@ MAX_PARAMETER_VALUE = 1000
 MAX_COMPONENT_NAME = 40
 MAX_REPLICAS = 50
 
+# --- Generated credentials (issue 14, finding 4) ---
+# ``secrets: [{name: db-password, length: 24}]``: generated per environment into a
+# Kubernetes Secret in its namespace; components refer to one as the whole value of an
+# env var, ``{{ secrets.db-password }}`` (a secretKeyRef), and ``access`` entries show it.
+SECRET_REF = re.compile(r"^\{\{\s*secrets\.([^{}\s]*)\s*\}\}$")
+SECRET_PREFIX = "secrets."
+MIN_SECRET_LENGTH = 16
+MAX_SECRET_LENGTH = 128
+DEFAULT_SECRET_LENGTH = 24
+MAX_SECRETS = 20
+MAX_SECRET_NAME = 63
+
 
 # --- the normalised spec ---------------------------------------------------------------
 
@@ -177,6 +189,13 @@ class ParameterSpec(_Spec):
     def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # The stored spec has no key at all for what a parameter does not declare.
         return {key: value for key, value in handler(self).items() if value is not None}
+
+
+class SecretSpec(_Spec):
+    """A credential generated per environment (see ``SECRET_REF``)."""
+
+    name: str
+    length: int = DEFAULT_SECRET_LENGTH
 
 
 class QuotaSpec(_Spec):
@@ -302,12 +321,16 @@ class BlueprintSpec(_Spec):
     list_parameter: str | None = None
     # Where the pods may connect besides DNS and their own namespace (issue 14).
     egress: list[EgressRuleSpec] = Field(default_factory=list)
+    # Generated credentials (issue 14, finding 4).
+    secrets: list[SecretSpec] = Field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The plain, JSON-ready dict stored in the database and hashed."""
         stored = self.model_dump(mode="json")
-        if not stored["egress"]:
-            del stored["egress"]  # specs stored before egress existed keep their digest
+        # Specs stored before these fields existed keep their digest.
+        for optional in ("egress", "secrets"):
+            if not stored[optional]:
+                del stored[optional]
         return stored
 
 
@@ -455,11 +478,22 @@ def _quantity(value: Any) -> str:
     return value
 
 
-def _placeholders(text: str, info: ValidationInfo) -> list[str]:
-    """Problems with the ``{{ name }}`` placeholders in a text."""
+def _placeholders(text: str, info: ValidationInfo, *, secret_ok: bool = False) -> list[str]:
+    """Problems with the ``{{ name }}`` placeholders in a text. ``secret_ok``: the text
+    may be exactly one ``{{ secrets.<name> }}`` reference (an env value, an access entry)."""
+    whole = SECRET_REF.match(text)
+    if secret_ok and whole:
+        if whole.group(1) not in _context(info)["secrets"]:
+            return [f"{{{{ secrets.{whole.group(1)} }}}} names no declared secret"]
+        return []
     declared = _context(info)["parameters"]
     reasons = [
-        f"placeholder {{{{ {match.group(1)} }}}} names no declared parameter"
+        (
+            f"{{{{ {match.group(1)} }}}}: a secret may only be the whole value of an env "
+            "variable or an access entry"
+            if match.group(1).startswith(SECRET_PREFIX)
+            else f"placeholder {{{{ {match.group(1)} }}}} names no declared parameter"
+        )
         for match in PLACEHOLDER.finditer(text)
         if match.group(1) not in declared
     ]
@@ -825,7 +859,10 @@ class _RawComponent(_Raw):
             elif isinstance(val, bool) or val is None or isinstance(val, dict | list):
                 problems.append((where, "must be a string or a number", _CHECK))
             else:
-                problems += [(where, reason, _CHECK) for reason in _placeholders(str(val), info)]
+                problems += [
+                    (where, reason, _CHECK)
+                    for reason in _placeholders(str(val), info, secret_ok=True)
+                ]
                 env[key] = str(val)
         if problems:
             _raise(problems)
@@ -892,6 +929,48 @@ class _RawComponent(_Raw):
             annotations=self.annotations,
             expose=self.expose,
         )
+
+
+class _RawSecret(_Raw):
+    """One generated credential: a DNS-1123 name (the key in the environment's Secret)
+    and a length in characters."""
+
+    check_order = ("name", "length")
+
+    name: Any = Field(_ABSENT, validate_default=True)
+    length: Any = DEFAULT_SECRET_LENGTH
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: Any, info: ValidationInfo) -> str:
+        names = _context(info)["secrets"]
+        if value is _ABSENT:
+            raise _problem("missing required field", _MISSING)
+        if not isinstance(value, str) or not DNS1123_LABEL.match(value) or len(value) > 63:
+            raise _problem(
+                f"{value!r} is not a valid DNS-1123 label (lowercase letters, digits and "
+                f"'-', at most {MAX_SECRET_NAME} characters)"
+            )
+        if value in names:
+            raise _problem(f"{value!r} is declared twice")
+        names.add(value)
+        return value
+
+    @field_validator("length")
+    @classmethod
+    def _length(cls, value: Any) -> int:
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or not MIN_SECRET_LENGTH <= value <= MAX_SECRET_LENGTH
+        ):
+            raise _problem(
+                f"{value!r} is not a whole number {MIN_SECRET_LENGTH}-{MAX_SECRET_LENGTH}"
+            )
+        return value
+
+    def normalised(self) -> SecretSpec:
+        return SecretSpec(name=self.name, length=self.length)
 
 
 class _RawQuota(_Raw):
@@ -1050,6 +1129,7 @@ class _RawBlueprint(_Raw):
         "ttl",
         "auto_approve_ttl",
         "hourly_fee",
+        "secrets",
         "parameters",
         "components",
         "quota",
@@ -1064,6 +1144,7 @@ class _RawBlueprint(_Raw):
         "components": _RawComponent,
         "quota": _RawQuota,
         "egress": _RawEgressRule,
+        "secrets": _RawSecret,
     }
 
     name: Any
@@ -1074,6 +1155,8 @@ class _RawBlueprint(_Raw):
     ttl: _RawTTL
     auto_approve_ttl: Any = None
     hourly_fee: Any = Field(0, validate_default=True)
+    # Before components and access: their checks read the names declared.
+    secrets: list[_RawSecret] = Field(default_factory=list)
     parameters: list[_RawParameter] = Field(default_factory=list)
     components: list[_RawComponent]
     quota: _RawQuota = Field(default_factory=_RawQuota)
@@ -1141,6 +1224,15 @@ class _RawBlueprint(_Raw):
             raise _problem(f"{value!r} is not a non-negative amount") from None
         return str(fee)
 
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _secrets(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise _problem(f"must be a list, got {_kind(value)}")
+        if len(value) > MAX_SECRETS:
+            raise _problem(f"at most {MAX_SECRETS} secrets")
+        return value
+
     @field_validator("parameters", mode="before")
     @classmethod
     def _parameters(cls, value: Any) -> Any:
@@ -1166,7 +1258,10 @@ class _RawBlueprint(_Raw):
             if not isinstance(val, str | int):
                 problems.append(((str(key),), "must be a string", _CHECK))
                 continue
-            problems += [((str(key),), reason, _CHECK) for reason in _placeholders(str(val), info)]
+            problems += [
+                ((str(key),), reason, _CHECK)
+                for reason in _placeholders(str(val), info, secret_ok=True)
+            ]
             access[str(key)] = str(val)
         if problems:
             _raise(problems)
@@ -1205,6 +1300,7 @@ class _RawBlueprint(_Raw):
             kube_access=self.kube_access,
             list_parameter=self.list_parameter,
             egress=[rule.normalised() for rule in self.egress],
+            secrets=[secret.normalised() for secret in self.secrets],
         )
 
 
@@ -1315,6 +1411,7 @@ def load_blueprint(text: str, *, egress_limits: EgressLimits | None = None) -> B
         "sizes": [],
         "egress_limits": egress_limits or EgressLimits.from_settings(),
         "storage_default": _storage_default(),
+        "secrets": set(),
     }
     try:
         raw = _RawBlueprint.model_validate(data, context=context)

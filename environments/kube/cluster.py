@@ -302,6 +302,25 @@ def delete(manifest: dict) -> bool:
         raise
 
 
+def create_once(manifest: dict) -> bool:
+    """Create ``manifest`` unless an object of that name exists (never reads, never
+    changes an existing one: the controller holds no read verb on Secrets). Returns
+    whether it was created now."""
+    key = (manifest["apiVersion"], manifest["kind"])
+    prefix, plural, _ = RESOURCES[key]
+    namespace = manifest["metadata"]["namespace"]
+    try:
+        with_retries(
+            lambda: _request("POST", f"{prefix}/namespaces/{namespace}/{plural}", body=manifest),
+            what=f"create {describe(manifest)}",
+        )
+        return True
+    except ClusterError as exc:
+        if exc.status == 409:
+            return False
+        raise
+
+
 def namespace_manifest(name: str) -> dict:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
 
@@ -782,11 +801,18 @@ def resource_versions(namespace: str) -> dict[str, str]:
     return result
 
 
-def issue_token(namespace: str, service_account: str, *, seconds: int) -> str:
+def issue_token(
+    namespace: str, service_account: str, *, seconds: int, bound_secret: str | None = None
+) -> str:
     """A short-lived token for ``service_account`` from the TokenRequest API.
 
-    Bound to the ServiceAccount: it dies with the namespace. Never stored by Ephemera.
+    Bound to the ServiceAccount: it dies with the namespace. With ``bound_secret`` it is
+    also bound to that Secret (which must exist): deleting the Secret revokes it.
+    Never stored by Ephemera.
     """
+    spec: dict[str, Any] = {"expirationSeconds": int(seconds)}
+    if bound_secret is not None:
+        spec["boundObjectRef"] = {"apiVersion": "v1", "kind": "Secret", "name": bound_secret}
     data = with_retries(
         lambda: _request(
             "POST",
@@ -794,12 +820,26 @@ def issue_token(namespace: str, service_account: str, *, seconds: int) -> str:
             body={
                 "apiVersion": "authentication.k8s.io/v1",
                 "kind": "TokenRequest",
-                "spec": {"expirationSeconds": int(seconds)},
+                "spec": spec,
             },
         ),
         what=f"issue a token for {namespace}/{service_account}",
     )
     return data["status"]["token"]
+
+
+def read_secret_as(namespace: str, name: str, service_account: str) -> dict[str, str]:
+    """Secret ``name``'s values, read with a short-lived token of ``service_account`` in
+    the same namespace (the portal's own credential cannot read Secrets)."""
+    token = issue_token(namespace, service_account, seconds=600)
+    data = with_retries(
+        lambda: _request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}", token=token),
+        what=f"read Secret {namespace}/{name}",
+    )
+    return {
+        key: base64.b64decode(value).decode("utf-8", "replace")
+        for key, value in (data.get("data") or {}).items()
+    }
 
 
 def kubeconfig(*, namespace: str, token: str, name: str) -> dict:

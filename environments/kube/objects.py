@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from environments.catalog.spec import (
     DEFAULT_EGRESS_BLOCKED,
+    SECRET_REF,
     blocked_within,
     component_totals,
     parse_cidr,
@@ -61,6 +62,8 @@ class EnvironmentSpec:
     egress_blocked: tuple[str, ...] = DEFAULT_EGRESS_BLOCKED  # settings.EGRESS_BLOCKED_CIDRS
     dns_namespace: str = "kube-system"  # settings.DNS_NAMESPACE
     storage_default: str = "1Gi"  # settings.EPHEMERAL_STORAGE_DEFAULT
+    # Generated credentials declared by the blueprint: [{"name": ..., "length": ...}].
+    secrets: list[dict] = field(default_factory=list)
 
     @property
     def namespace(self) -> str:
@@ -334,6 +337,18 @@ def without_own_role(spec: EnvironmentSpec, manifests: list[dict]) -> list[dict]
     ]
 
 
+def env_var(name: str, value: str) -> dict:
+    """One container env entry; ``{{ secrets.<key> }}`` becomes a secretKeyRef to the
+    environment's generated Secret, so the value is never in a manifest."""
+    ref = SECRET_REF.match(value)
+    if ref:
+        return {
+            "name": name,
+            "valueFrom": {"secretKeyRef": {"name": GENERATED_SECRET, "key": ref.group(1)}},
+        }
+    return {"name": name, "value": value}
+
+
 def _security_context() -> dict:
     # Satisfies the Pod Security Standards "restricted" profile.
     return {
@@ -355,7 +370,7 @@ def deployment(spec: EnvironmentSpec, component: dict) -> dict:
     if component.get("port"):
         container["ports"] = [{"name": "http", "containerPort": component["port"]}]
     if component.get("env"):
-        container["env"] = [{"name": k, "value": v} for k, v in sorted(component["env"].items())]
+        container["env"] = [env_var(k, v) for k, v in sorted(component["env"].items())]
     if component.get("args"):
         container["args"] = list(component["args"])
     return {
@@ -467,4 +482,94 @@ def build_manifests(spec: EnvironmentSpec) -> list[dict]:
     objects += [service(spec, c) for c in spec.components]
     objects += [deployment(spec, c) for c in spec.components]
     objects.append(ingress(spec))
+    objects += secrets_reader(spec)  # generated credentials (issue 14, finding 4)
     return [o for o in objects if o is not None]
+
+
+# --- Per-person credentials (issue 14, finding 4) --------------------------------------
+# Each person's kubeconfig token is bound (TokenRequest boundObjectRef) to a Secret of
+# their own in the namespace, which holds nothing. Deleting that Secret revokes every
+# token bound to it at once: the API server refuses them with 401. The controller makes
+# and deletes these Secrets (create and delete only, never read); the web only mints
+# tokens for USER_ACCOUNT bound to one of them.
+
+ACCESS_SECRET_PREFIX = "ephemera-access-"
+PERSON_LABEL = "ephemera.io/person"
+
+
+def access_secret_name(person_id: int | str) -> str:
+    return f"{ACCESS_SECRET_PREFIX}{person_id}"
+
+
+def access_secret(namespace: str, environment_id: str, person_id: int | str) -> dict:
+    """The empty Secret a person's kubeconfig tokens are bound to (their revocable
+    identity in this namespace). Not recorded with the environment's manifests: it
+    comes and goes with the person's access, and dies with the namespace."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": access_secret_name(person_id),
+            "namespace": namespace,
+            "labels": {
+                MANAGED_BY: MANAGER,
+                ENV_LABEL: environment_id,
+                PERSON_LABEL: str(person_id),
+            },
+        },
+    }
+
+
+# --- Generated credentials (issue 14, finding 4) ---------------------------------------
+# One Secret per environment holds every credential its blueprint declares. The provision
+# job creates it once (create-only: the controller never reads Secrets) with values made
+# then; it is never recorded with the manifests, and dies with the namespace.
+
+GENERATED_SECRET = "ephemera-secrets"
+
+
+def generated_secret(spec: EnvironmentSpec, values: dict[str, str]) -> dict:
+    """The Secret holding the generated ``values`` (key -> value). Not recorded."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": _meta(spec, GENERATED_SECRET),
+        "stringData": dict(values),
+    }
+
+
+# Who may read that Secret: only a ServiceAccount of its own, bound (in the namespace) to
+# the ClusterRole "<prefix>secrets" (get on this one Secret name; the "secrets" entry of
+# deploy/chart/files/access-rules.yaml). The web mints a short-lived token for it to
+# show the owner the values; kubeconfig holders (USER_ACCOUNT) never get them.
+SECRETS_READER = "ephemera-secrets-reader"
+SECRETS_READER_LEVEL = "secrets"
+
+
+def secrets_reader(spec: EnvironmentSpec) -> list[dict]:
+    """The reader account and its RoleBinding, when the blueprint declares secrets."""
+    if not spec.secrets:
+        return []
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _meta(spec, SECRETS_READER),
+            "automountServiceAccountToken": False,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _meta(spec, SECRETS_READER),
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": f"{spec.user_role_prefix}{SECRETS_READER_LEVEL}",
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": SECRETS_READER, "namespace": spec.namespace}
+            ],
+        },
+    ]

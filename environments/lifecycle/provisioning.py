@@ -17,6 +17,8 @@ no-op for what already exists). See docs/contributing.md ("Jobs").
 from __future__ import annotations
 
 import logging
+import secrets
+import string
 import threading
 import uuid
 from datetime import timedelta
@@ -31,8 +33,14 @@ from environments.catalog.rendering import render_components
 from environments.governance.billing import accrue
 from environments.integrations import notifications
 from environments.kube import cluster
-from environments.kube.objects import EnvironmentSpec, build_manifests, urls, without_own_role
-from environments.lifecycle import telemetry
+from environments.kube.objects import (
+    EnvironmentSpec,
+    build_manifests,
+    generated_secret,
+    urls,
+    without_own_role,
+)
+from environments.lifecycle import queue, telemetry
 from environments.lifecycle.states import State
 from environments.lifecycle.transitions import transition
 from environments.models import Environment, EnvironmentEvent
@@ -65,6 +73,7 @@ def environment_spec(environment: Environment) -> EnvironmentSpec:
         egress_blocked=tuple(settings.EGRESS_BLOCKED_CIDRS),
         dns_namespace=settings.DNS_NAMESPACE,
         storage_default=settings.EPHEMERAL_STORAGE_DEFAULT,
+        secrets=[secret.model_dump() for secret in blueprint.secrets],
     )
 
 
@@ -272,6 +281,30 @@ def _render_once(environment: Environment) -> list[dict] | None:
     return manifests if written else None
 
 
+# --- Generated credentials (issue 14, finding 4) ---
+
+
+_SECRET_ALPHABET = string.ascii_letters + string.digits
+
+
+def generated_value(length: int) -> str:
+    """A fresh random credential (letters and digits: safe in any connection string)."""
+    return "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(length))
+
+
+def _generate_secrets(environment: Environment) -> None:
+    """Create the environment's generated Secret once, before anything uses it.
+
+    Create-only: if it exists (a retry, an update) it is kept as it is, so values never
+    change under a running database. The values exist only in that Secret: never in the
+    recorded manifests, the database, the logs or the audit log."""
+    spec = environment_spec(environment)
+    if not spec.secrets:
+        return
+    values = {s["name"]: generated_value(s["length"]) for s in spec.secrets}
+    cluster.create_once(generated_secret(spec, values))
+
+
 def provision(environment_id: str) -> str:
     """Claim, render (once) and apply the environment's objects, then return.
 
@@ -305,6 +338,8 @@ def provision(environment_id: str) -> str:
                             raise LeaseLost
                         _renew_lease(environment_id, token)  # never apply on another's lease
                         applied = cluster.apply(manifest)
+                        if manifest["kind"] == "Namespace":
+                            _generate_secrets(environment)
                         if manifest["kind"] == "Deployment":
                             meta = applied.get("metadata", {})
                             generations[meta.get("name")] = meta.get("generation", 0)
@@ -324,6 +359,8 @@ def provision(environment_id: str) -> str:
                         )
                     )
                     if released:
+                        # Each person's revocable kubeconfig identity (access.credentials).
+                        queue.enqueue_access_on_commit("environment", environment_id)
                         return "applied"
                 _renew_lease(environment_id, token)  # LeaseLost if it left provisioning
     except LeaseLost:

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
+from datetime import timedelta
 
 import django_rq
 import redis.exceptions
 from django.conf import settings
 from django.db import DatabaseError, transaction
+from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from environments.models import EnvironmentEvent
+from environments.models import AuditEvent, EnvironmentEvent
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +153,63 @@ def deferred(environment_id) -> bool:
         ids.discard(str(environment_id))
         return True
     return False
+
+
+# --- Per-person credentials (issue 14, finding 4) --------------------------------------
+# Grants and revocations of kubeconfig identities (access.credentials), on the default
+# queue. Each enqueue is a new job: the jobs read the current state when they run and
+# are idempotent, so a change made while one runs is never lost to de-duplication.
+
+ACCESS_TASKS = {
+    "environment": "environments.tasks.grant_environment_access",
+    "person": "environments.tasks.sync_person_access",
+    "grant": "environments.tasks.grant_person_access",
+}
+
+
+def enqueue_access(kind: str, *args) -> None:
+    queue = django_rq.get_queue("default")
+    queue.enqueue(
+        ACCESS_TASKS[kind],
+        *[str(a) for a in args],
+        job_id=f"access-{kind}-{'-'.join(str(a) for a in args)}-{uuid.uuid4().hex[:8]}",
+        job_timeout=settings.PROVISION_DEADLINE_SECONDS + 120,
+        result_ttl=3600,
+        failure_ttl=7 * 86400,
+    )
+
+
+def enqueue_access_on_commit(kind: str, *args) -> None:
+    """Queue an access job once the caller's transaction commits. A Redis outage then
+    is logged as a warning; ``requeue_revocations`` (the reconciler) queues revocations
+    again later."""
+
+    def run() -> None:
+        try:
+            enqueue_access(kind, *args)
+        except QUEUE_DOWN as exc:
+            log.warning("could not queue the %s access job (%s)", kind, type(exc).__name__)
+
+    transaction.on_commit(run)
+
+
+# Actions in the audit log after which a person's kubeconfig identities must go.
+REVOKING_ACTIONS = ("person.deactivate", "person.remove_from_team")
+REVOCATION_BACKSTOP_HOURS = 24
+
+
+def requeue_revocations() -> int:
+    """The reconciler's backstop for revocations whose job could not be queued (Redis
+    down at commit time): each deactivation or team removal of the last day queues one
+    sync job, once (a Redis key per audit entry remembers it). Returns how many."""
+    since = timezone.now() - timedelta(hours=REVOCATION_BACKSTOP_HOURS)
+    connection = django_rq.get_connection("default")
+    queued = 0
+    for entry_id, person_id in AuditEvent.objects.filter(
+        action__in=REVOKING_ACTIONS, created_at__gte=since
+    ).values_list("pk", "object_id"):
+        key = f"ephemera:{settings.EPHEMERA_INSTANCE}:access-resynced:{entry_id}"
+        if connection.set(key, 1, nx=True, ex=2 * REVOCATION_BACKSTOP_HOURS * 3600):
+            enqueue_access("person", person_id)
+            queued += 1
+    return queued

@@ -17,7 +17,7 @@ from environments.kube import cluster
 from environments.lib.naming import namespace_for
 from environments.lifecycle import services, telemetry
 from environments.lifecycle.provisioning import job_lost, start_deleting
-from environments.lifecycle.queue import enqueue
+from environments.lifecycle.queue import enqueue, requeue_revocations
 from environments.lifecycle.states import DELETABLE_STATES, FINAL_STATES, State
 from environments.lifecycle.transitions import transition
 from environments.models import Environment, EnvironmentEvent
@@ -110,7 +110,8 @@ def reconcile() -> dict[str, int]:
     - approved environments whose job was lost are enqueued again;
     - tearing-down environments get their teardown job again;
     - a ready environment whose namespace vanished becomes failed, with an event;
-    - failed environments' namespaces are cleaned up after the failure TTL.
+    - failed environments' namespaces are cleaned up after the failure TTL;
+    - kubeconfig revocations of the last day are queued once more (``requeue_revocations``).
     """
     now = timezone.now()
     counts = {"orphans": 0, "restarted": 0, "vanished": 0, "cleaned": 0, "teardowns": 0}
@@ -190,5 +191,9 @@ def reconcile() -> dict[str, int]:
                 },
             )
             counts["cleaned"] += 1
+    try:  # kubeconfig revocations whose job was lost to a Redis outage
+        counts["revocations"] = requeue_revocations()
+    except Exception:
+        log.exception("could not queue the kubeconfig revocations")
     telemetry.reconciled(vanished=counts["vanished"])
     return counts

@@ -34,6 +34,11 @@ urlpatterns = [
     ),
     path("environments/<uuid:pk>/clone/", environments.clone_environment, name="environment_clone"),
     path(
+        "environments/<uuid:pk>/credentials/",
+        environments.environment_credentials,
+        name="environment_credentials",
+    ),
+    path(
         "environments/<uuid:pk>/kubeconfig/",
         environments.environment_kubeconfig,
         name="environment_kubeconfig",

@@ -22,12 +22,12 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
-from environments.access import roles
+from environments.access import credentials, roles
 from environments.access.kubeconfig import kubeconfig_for
 from environments.access.teams import can_change, changeable_team_ids
 from environments.catalog import selectors as catalog_selectors
 from environments.catalog.rendering import render_text
-from environments.catalog.spec import ParametersInvalid
+from environments.catalog.spec import SECRET_REF, ParametersInvalid
 from environments.governance import audit, quotas
 from environments.lib.errors import ServiceError
 from environments.lifecycle import logs, selectors, services
@@ -117,14 +117,19 @@ def environment_rows(request):
 # --- One environment ----------------------------------------------------------------------
 
 
-def _access_lines(environment: Environment) -> list[tuple[str, str]]:
-    """The blueprint's access info with this environment's parameters filled in."""
+def _access_lines(environment: Environment) -> list[tuple[str, str | None]]:
+    """The blueprint's access info with this environment's parameters filled in; a
+    generated credential (``{{ secrets.<name> }}``) has None: the page offers a button
+    that reveals it (``environment_credentials``) to those who may see it."""
     spec = environment.blueprint_version.blueprint_spec
     # Defaults first, so rows from before a parameter existed still render.
     parameters = {p.name: p.default for p in spec.parameters if p.default is not None}
     parameters.update(environment.parameters or {})
-    lines = []
+    lines: list[tuple[str, str | None]] = []
     for label, value in spec.access.items():
+        if SECRET_REF.match(value):  # a generated credential: revealed on request only
+            lines.append((label, None))
+            continue
         try:
             lines.append((label, render_text(value, parameters)))
         except KeyError:
@@ -151,6 +156,8 @@ def _detail_context(request, environment: Environment) -> dict:
         "version": version,
         "events": list(environment.events.select_related("actor")),
         "access": _access_lines(environment),
+        "can_reveal": environment.state == State.READY
+        and credentials.may_hold(request.user, environment),
         "manifests_yaml": yaml.safe_dump_all(environment.manifests, sort_keys=False)
         if environment.manifests
         else "",
@@ -279,6 +286,32 @@ def environment_kubeconfig(request, pk):
         return redirect("environment_detail", pk=environment.pk)
     response = HttpResponse(text, content_type="application/yaml")
     response["Content-Disposition"] = f'attachment; filename="{environment.namespace}.kubeconfig"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+def environment_credentials(request, pk):
+    """Reveal the environment's generated credentials (POST: not prefetched, not cached).
+
+    Read from its namespace at this moment; never stored, logged or audited by value."""
+    environment = selectors.environment_for(user=request.user, pk=pk)
+    values = credentials.generated_values(environment, request.user)
+    if values is None:
+        messages.error(request, "The generated credentials cannot be shown to you right now.")
+        return redirect("environment_detail", pk=environment.pk)
+    spec = environment.blueprint_version.blueprint_spec
+    shown = [
+        (label, values.get(match.group(1), ""))
+        for label, value in spec.access.items()
+        if (match := SECRET_REF.match(value))
+    ]
+    labelled = {match.group(1) for v in spec.access.values() if (match := SECRET_REF.match(v))}
+    shown += [(name, value) for name, value in sorted(values.items()) if name not in labelled]
+    response = render(
+        request, "environments/credentials.html", {"env": environment, "shown": shown}
+    )
     response["Cache-Control"] = "no-store"
     return response
 
