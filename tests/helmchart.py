@@ -162,8 +162,12 @@ def uninstall(release: Release) -> None:
 
 @pytest.fixture(scope="module")
 def chart_release(kube_config):
-    """The chart installed (--wait) in a fresh namespace; uninstalled afterwards."""
-    release = install(kube_config)
+    """The chart installed (--wait) in a fresh namespace, for this test session's portal
+    instance (its admission policy only lets the controller touch that instance's
+    namespaces); uninstalled afterwards."""
+    from django.conf import settings
+
+    release = install(kube_config, "--set", f"config.instance={settings.EPHEMERA_INSTANCE}")
     try:
         yield release
     finally:

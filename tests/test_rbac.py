@@ -19,7 +19,7 @@ from environments.access import people
 from environments.access.kubeconfig import kubeconfig_for
 from environments.catalog.publishing import publish_blueprint
 from environments.kube import cluster
-from environments.kube.objects import MANAGED_BY, USER_ACCOUNT
+from environments.kube.objects import INSTANCE_LABEL, MANAGED_BY, USER_ACCOUNT
 from environments.lifecycle import services
 from environments.lifecycle.states import State
 from environments.models import Environment
@@ -478,10 +478,15 @@ def test_the_admission_policy_keeps_the_controller_in_its_own_namespaces(
     chart_release,
     identities,
     kube_client,
+    settings,
 ):
     core = client.CoreV1Api(api(identities["controller"]))
     name = f"eph-rbac-{uuid.uuid4().hex[:8]}"
-    managed = {MANAGED_BY: "ephemera", "pod-security.kubernetes.io/enforce": "restricted"}
+    managed = {
+        MANAGED_BY: "ephemera",
+        INSTANCE_LABEL: settings.EPHEMERA_INSTANCE,
+        "pod-security.kubernetes.io/enforce": "restricted",
+    }
 
     def refused(call) -> str:
         with pytest.raises(ApiException) as excinfo:
@@ -494,6 +499,13 @@ def test_the_admission_policy_keeps_the_controller_in_its_own_namespaces(
     body = refused(lambda: core.create_namespace({"metadata": {"name": name}}))
     assert "may only change its own namespaces" in body
     refused(lambda: core.create_namespace({"metadata": {"name": f"x{name}", "labels": managed}}))
+    # Another portal's namespaces (another instance label) are not its own either.
+    body = refused(
+        lambda: core.create_namespace(
+            {"metadata": {"name": name, "labels": {**managed, INSTANCE_LABEL: "another-portal"}}}
+        )
+    )
+    assert f"ephemera.io/instance={settings.EPHEMERA_INSTANCE}" in body
     refused(
         lambda: core.create_namespace(
             {"metadata": {"name": name, "labels": {MANAGED_BY: "ephemera"}}}
