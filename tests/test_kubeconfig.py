@@ -15,6 +15,7 @@ from environments.lib.errors import ServiceError
 from environments.lifecycle import services
 from environments.lifecycle.states import State
 from environments.models import AuditEvent, Environment
+from tests.conftest import wait_for
 from tests.test_provisioning import request
 from tests.test_provisioning import run_worker_and_watcher as run_worker
 
@@ -105,17 +106,15 @@ def refused_with_401(core, namespace: str, timeout: float = 30) -> None:
     """The token is refused outright (401), not merely denied (403): once its bound
     identity is deleted, the API server no longer accepts it. Asked until the API server's
     cache catches up (a few seconds at most)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def status() -> int:
         try:
             core.list_namespaced_pod(namespace)
-            status = 200
         except ApiException as exc:
-            status = exc.status
-        if status == 401 or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert status == 401
+            return exc.status
+        return 200
+
+    wait_for(lambda: status() == 401, timeout)
 
 
 def test_a_kubeconfig_stops_working_when_its_holder_leaves_the_team_or_is_deactivated(
