@@ -27,7 +27,7 @@ from environments.lifecycle.upkeep import reconcile
 from environments.lifecycle.watcher import reconcile_once
 from environments.models import CostEntry, Environment
 from tests.conftest import start_watcher, start_worker, wait_for
-from tests.test_provisioning import run_worker, settle
+from tests.test_provisioning import restart_cluster, run_worker, settle
 
 pytestmark = [
     pytest.mark.cluster,
@@ -177,6 +177,6 @@ def test_the_launcher_waits_for_an_apiserver_that_is_still_shutting_down():
     try:
         launcher.start()  # used to fail: "kube-apiserver exited while waiting for /readyz"
     finally:
-        launcher.ensure_running()
+        restart_cluster(launcher)
     assert launcher.apiserver_ready()
     assert launcher.component_pid("kube-apiserver") not in {None, pid}

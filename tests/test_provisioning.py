@@ -90,9 +90,14 @@ def slow_blueprint(sample_blueprints, delay: str):
 
 
 def restart_cluster(launcher, attempts: int = 3) -> None:
-    """Bring the control plane back after a test stopped part of it."""
+    """Bring the control plane back after a test stopped part of it. The API server comes
+    back with a new watch cache, so the controller-manager is started afresh too: one
+    whose informers outlived the restart has kept a ReplicaSet from making pods for
+    minutes ("read version ... is not as new as written version")."""
     for attempt in range(attempts):
         try:
+            launcher.ensure_running()
+            launcher._stop_components(["kube-controller-manager"], timeout=10)
             launcher.ensure_running()
             return
         except launcher.ClusterError:
