@@ -49,24 +49,16 @@ def approvals(request):
     )
 
 
-@login_required
-@require_POST
-def approve(request, pk):
-    _require_approver(request.user)
-    environment = get_object_or_404(Environment, pk=pk)
+def _decide(request, decide, done):
+    """Run an approver's decision; say what happened (``done()`` gives the message level
+    and text), or the one-line reason it was refused. Back to the queue either way."""
     try:
-        services.approve_environment(
-            environment=environment, approver=request.user, ip=audit.client_ip(request)
-        )
+        decide()
     except (ServiceError, PermissionDenied) as exc:
         messages.error(request, str(exc))
     else:
-        if queue.deferred(environment.pk):
-            messages.warning(
-                request, f"Approved {environment.namespace}. {queue.WAITING_FOR_QUEUE}"
-            )
-        else:
-            messages.success(request, f"Approved {environment.namespace}.")
+        level, text = done()
+        messages.add_message(request, level, text)
     return redirect("approvals")
 
 
@@ -76,13 +68,31 @@ def _reject(request, decide, *, what: str, done: str):
     if not form.is_valid():
         messages.error(request, f"Say why the {what} is rejected; the requester will read it.")
         return redirect("approvals")
-    try:
-        decide(reason=form.cleaned_data["reason"])
-    except (ServiceError, PermissionDenied) as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, done)
-    return redirect("approvals")
+    return _decide(
+        request,
+        lambda: decide(reason=form.cleaned_data["reason"]),
+        lambda: (messages.SUCCESS, done),
+    )
+
+
+@login_required
+@require_POST
+def approve(request, pk):
+    _require_approver(request.user)
+    environment = get_object_or_404(Environment, pk=pk)
+
+    def done():
+        if queue.deferred(environment.pk):
+            return messages.WARNING, f"Approved {environment.namespace}. {queue.WAITING_FOR_QUEUE}"
+        return messages.SUCCESS, f"Approved {environment.namespace}."
+
+    return _decide(
+        request,
+        lambda: services.approve_environment(
+            environment=environment, approver=request.user, ip=audit.client_ip(request)
+        ),
+        done,
+    )
 
 
 @login_required
@@ -108,15 +118,13 @@ def reject(request, pk):
 def approve_extension(request, pk):
     _require_approver(request.user)
     extension = get_object_or_404(ExtensionRequest, pk=pk)
-    try:
-        services.approve_extension(
+    return _decide(
+        request,
+        lambda: services.approve_extension(
             extension=extension, approver=request.user, ip=audit.client_ip(request)
-        )
-    except (ServiceError, PermissionDenied) as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, f"Extended {extension.environment.namespace}.")
-    return redirect("approvals")
+        ),
+        lambda: (messages.SUCCESS, f"Extended {extension.environment.namespace}."),
+    )
 
 
 @login_required
