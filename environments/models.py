@@ -25,6 +25,7 @@ from environments.access.roles import is_admin
 from environments.catalog.choices import Purpose
 from environments.catalog.pricing import hourly_price
 from environments.catalog.spec import BlueprintSpec, ComponentSpec, component_totals
+from environments.catalog.variants import default_components, select_components
 from environments.fields import EncryptedSecretField
 from environments.lib.egress import masked_url, refused_url
 from environments.lib.naming import namespace_for
@@ -232,7 +233,13 @@ class BlueprintVersion(models.Model):
 
     @property
     def components(self) -> list[ComponentSpec]:
-        return self.blueprint_spec.components
+        """What an environment of this version runs: every component that is not
+        optional (a clone may add those, ``catalog.variants``)."""
+        return default_components(self.blueprint_spec)
+
+    @property
+    def optional_components(self) -> list[ComponentSpec]:
+        return [c for c in self.blueprint_spec.components if c.optional]
 
     @property
     def default_ttl(self) -> timedelta:
@@ -354,6 +361,9 @@ class Environment(models.Model):
     # Set for environments driven from outside, e.g. "github:acme/shop#42": one live
     # environment per key, so a replayed or repeated event cannot create a second.
     external_key = models.CharField(max_length=200, blank=True, db_index=True)
+    # Which components, image tags and overridable env values, when not the blueprint's
+    # own shape (a clone's, ``catalog.variants``); {} for the default.
+    variant = models.JSONField(default=dict, blank=True)
 
     objects = EnvironmentQuerySet.as_manager()
 
@@ -394,6 +404,25 @@ class Environment(models.Model):
     @property
     def delete_url(self) -> str:
         return _environment_url("environment_delete", self.pk)
+
+    @property
+    def components(self) -> list[ComponentSpec]:
+        """The components this environment runs: its blueprint's, or its variant's."""
+        return select_components(self.blueprint_version.blueprint_spec, self.variant)
+
+    @property
+    def variant_summary(self) -> list[str]:
+        """How this environment differs from its blueprint, in words ([] for none)."""
+        variant = self.variant or {}
+        lines = []
+        if "components" in variant:
+            lines.append("components: " + ", ".join(variant["components"]))
+        for name, tag in (variant.get("images") or {}).items():
+            lines.append(f"{name} image tag: {tag}")
+        for name, values in (variant.get("env") or {}).items():
+            for variable, value in values.items():
+                lines.append(f"{name} {variable}={value}")
+        return lines
 
     @property
     def listed_parameter(self) -> tuple[str, str] | None:

@@ -329,6 +329,47 @@ def cmd_down(args, client: Client) -> int:
     return 0
 
 
+def _pairs(values: list[str], what: str) -> dict[str, str]:
+    """["api=1.2.4"] -> {"api": "1.2.4"}; a one-line error for anything else."""
+    pairs = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key:
+            raise CliError(f"{what} {value!r}: write it as {what.upper()}=VALUE")
+        pairs[key] = rest
+    return pairs
+
+
+def cmd_clone(args, client: Client) -> int:
+    """A copy of ENV as a variant: --without/--with components, --image COMPONENT=TAG,
+    --set COMPONENT.VARIABLE=VALUE (the blueprint's overridable variables)."""
+    env = client.environment(args.env)
+    variables: dict[str, dict[str, str]] = {}
+    for key, value in _pairs(args.set, "component.variable").items():
+        component, dot, variable = key.partition(".")
+        if not dot or not component or not variable:
+            raise CliError(f"--set {key}={value}: write it as COMPONENT.VARIABLE=VALUE")
+        variables.setdefault(component, {})[variable] = value
+    body: dict = {
+        "without": args.without,
+        "with": args.with_,
+        "images": _pairs(args.image, "component"),
+        "env": variables,
+    }
+    if args.ttl:
+        body["ttl_seconds"] = parse_duration(args.ttl)
+    if args.name:
+        body["display_name"] = args.name
+    clone = client.call("POST", f"/environments/{env['id']}/clone", body)
+    print(
+        f"Cloned {env['name']} as {clone['name']} ({', '.join(clone.get('components', []))}): "
+        f"{clone['state']}"
+    )
+    if not args.wait:
+        return 0
+    return wait_until_settled(client, clone, timeout=args.timeout)
+
+
 def cmd_kubeconfig(args, client: Client) -> int:
     """Write a namespace-scoped kubeconfig (mode 600); its token expires with the env."""
     env = client.environment(args.env)
@@ -388,6 +429,26 @@ def build_parser() -> argparse.ArgumentParser:
     down = commands.add_parser("down", help="tear an environment down")
     down.add_argument("env", metavar="ENV")
     down.set_defaults(handler=cmd_down)
+
+    clone = commands.add_parser(
+        "clone", help="copy an environment, with other components, image tags or variables"
+    )
+    clone.add_argument("env", metavar="ENV", help="id or short name of the one to copy")
+    clone.add_argument("--without", action="append", default=[], metavar="COMPONENT")
+    clone.add_argument(
+        "--with", dest="with_", action="append", default=[], metavar="COMPONENT",
+        help="an optional component of the blueprint to add",
+    )
+    clone.add_argument("--image", action="append", default=[], metavar="COMPONENT=TAG")
+    clone.add_argument(
+        "--set", action="append", default=[], metavar="COMPONENT.VARIABLE=VALUE",
+        help="an env variable the blueprint marks overridable",
+    )
+    clone.add_argument("--ttl", help="how long it lives, e.g. 2h (default: the blueprint's)")
+    clone.add_argument("--name", help="what you and your team call it")
+    clone.add_argument("--wait", action="store_true", help="wait until it is ready or failed")
+    clone.add_argument("--timeout", type=float, default=900, help="seconds to wait")
+    clone.set_defaults(handler=cmd_clone)
 
     kubeconfig = commands.add_parser(
         "kubeconfig", help="download a kubeconfig for one environment's namespace"

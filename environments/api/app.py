@@ -29,6 +29,7 @@ from ninja.throttling import BaseThrottle
 
 from environments.access import tokens
 from environments.catalog.spec import ParametersInvalid
+from environments.catalog.variants import VariantInvalid
 from environments.lib.errors import ServiceError
 from environments.lib.outages import dependency_down
 from environments.models import ApiToken
@@ -142,6 +143,11 @@ def _throttled(request: HttpRequest, exc: Throttled) -> HttpResponse:
 @api.exception_handler(ServiceError)
 def _service_error(request: HttpRequest, exc: ServiceError) -> HttpResponse:
     return _error(request, 409, str(exc))
+
+
+@api.exception_handler(VariantInvalid)
+def _variant_invalid(request: HttpRequest, exc: VariantInvalid) -> HttpResponse:
+    return _error(request, 422, str(exc))
 
 
 @api.exception_handler(PermissionDenied)

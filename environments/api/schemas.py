@@ -85,6 +85,13 @@ class EnvironmentOut(Schema):
     hourly_price: str
     currency: str
     last_error: str
+    components: list[str] = Field(
+        default_factory=list, description="The components it runs (its variant's)."
+    )
+    variant: dict[str, Any] = Field(
+        default_factory=dict,
+        description="How it differs from its blueprint (a clone's changes); {} for none.",
+    )
     notice: str = Field(
         default="",
         description="Something the client should know about this answer, e.g. that the "
@@ -252,6 +259,8 @@ def environment_out(environment: Environment) -> dict[str, Any]:
         "hourly_price": f"{environment.hourly_price:.4f}",
         "currency": settings.COST_CURRENCY,
         "last_error": environment.last_error,
+        "components": [c.name for c in environment.components],
+        "variant": environment.variant or {},
     }
 
 

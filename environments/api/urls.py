@@ -6,12 +6,13 @@ The routers are mounted here, once, in the order the OpenAPI document lists them
 
 from django.urls import path
 
-from environments.api import blueprints, extensions, hooks
+from environments.api import blueprints, extensions, hooks, variants
 from environments.api import environments as environments_api
 from environments.api.app import api
 
 api.add_router("/blueprints", blueprints.router)
 api.add_router("/environments", environments_api.router)
+api.add_router("/environments", variants.router)
 api.add_router("/hooks", hooks.router)
 api.add_router("/extension-requests", extensions.router)
 

@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 
 from environments.catalog.spec import BlueprintSpec, as_blueprint_spec, component_totals
+from environments.catalog.variants import select_components
 
 GIB = Decimal(1024**3)
 CURRENCY_SYMBOLS = {
@@ -26,10 +27,14 @@ CURRENCY_SYMBOLS = {
 }
 
 
-def hourly_price(spec: BlueprintSpec | Mapping[str, Any]) -> Decimal:
-    """Per hour: the components' requests at the rate card, plus the blueprint's fee."""
+def hourly_price(
+    spec: BlueprintSpec | Mapping[str, Any], variant: Mapping[str, Any] | None = None
+) -> Decimal:
+    """Per hour: the components' requests at the rate card, plus the blueprint's fee.
+
+    The blueprint's own shape, or a ``variant``'s components (a clone's)."""
     blueprint = as_blueprint_spec(spec)
-    totals = component_totals(blueprint.components)
+    totals = component_totals(select_components(blueprint, variant))
     total = (
         Decimal(blueprint.hourly_fee or 0)
         + Decimal(totals.cpu_millicores) / 1000 * settings.COST_PER_CPU_HOUR
@@ -38,10 +43,14 @@ def hourly_price(spec: BlueprintSpec | Mapping[str, Any]) -> Decimal:
     return total.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
 
 
-def price_for(spec: BlueprintSpec | Mapping[str, Any], seconds: int | float) -> Decimal:
+def price_for(
+    spec: BlueprintSpec | Mapping[str, Any],
+    seconds: int | float,
+    variant: Mapping[str, Any] | None = None,
+) -> Decimal:
     """The price of ``seconds``, to a hundredth of a cent: a short environment of a cheap
     blueprint costs $0.0023, not $0.00, so budgets compare and add up as shown."""
-    return (hourly_price(spec) * Decimal(seconds) / 3600).quantize(
+    return (hourly_price(spec, variant) * Decimal(seconds) / 3600).quantize(
         Decimal("0.0001"), rounding=ROUND_HALF_UP
     )
 

@@ -1,6 +1,8 @@
 """Parameters filled in and substituted into a blueprint's components.
 
-Templating is plain substitution of declared parameters: nothing is evaluated.
+Templating is plain substitution of declared parameters and of the environment's own
+addresses (``{{ urls.api }}``, ``{{ hosts.db }}``, ``{{ env.name }}``): nothing is
+evaluated.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from environments.catalog.spec import (
     ParametersInvalid,
     as_blueprint_spec,
     coerce_parameter,
+    is_dynamic,
 )
+from environments.catalog.variants import retag, select_components
 
 
 def spec_digest(spec: BlueprintSpec | Mapping[str, Any]) -> str:
@@ -64,13 +68,21 @@ def resolve_parameters(
     return resolved
 
 
-def render_text(template: str, parameters: Mapping[str, Any]) -> str:
-    """Substitute ``{{ name }}`` placeholders; nothing else is evaluated."""
+def render_text(
+    template: str, parameters: Mapping[str, Any], dynamic: Mapping[str, str] | None = None
+) -> str:
+    """Substitute ``{{ name }}`` placeholders; nothing else is evaluated.
+
+    ``dynamic``: the environment's own addresses (``"urls.api"`` -> its URL...); without
+    it (checking a request before the environment has a name) they stay as written."""
 
     def substitute(match: re.Match[str]) -> str:
-        if match.group(1).startswith(SECRET_PREFIX):  # a secretKeyRef, made on the cluster
+        name = match.group(1)
+        if name.startswith(SECRET_PREFIX):  # a secretKeyRef, made on the cluster
             return match.group(0)
-        value = parameters[match.group(1)]
+        if is_dynamic(name):
+            return match.group(0) if dynamic is None else dynamic[name]
+        value = parameters[name]
         if isinstance(value, bool):
             return "true" if value else "false"
         return str(value)
@@ -79,24 +91,34 @@ def render_text(template: str, parameters: Mapping[str, Any]) -> str:
 
 
 def render_components(
-    spec: BlueprintSpec | Mapping[str, Any], parameters: Mapping[str, Any]
+    spec: BlueprintSpec | Mapping[str, Any],
+    parameters: Mapping[str, Any],
+    *,
+    variant: Mapping[str, Any] | None = None,
+    dynamic: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The components with parameters substituted; images re-checked afterwards.
+    """The components (the variant's) with parameters substituted; images re-checked
+    afterwards.
 
     Plain dicts (a component's stored form), as the cluster side takes them.
     """
     components = []
     errors: dict[str, str] = {}
-    for component in as_blueprint_spec(spec).components:
+    images = (variant or {}).get("images") or {}
+    for component in select_components(spec, variant):
         rendered = component.model_dump()
         rendered["image"] = render_text(component.image, parameters)
+        if component.name in images:
+            rendered["image"] = retag(rendered["image"], images[component.name])
         if not IMAGE_REFERENCE.match(rendered["image"]):
             errors[component.name] = (
                 f"the image {rendered['image']!r} made from these parameters is not a valid "
                 "image reference"
             )
-        rendered["env"] = {k: render_text(v, parameters) for k, v in component.env.items()}
-        rendered["args"] = [render_text(a, parameters) for a in component.args]
+        rendered["env"] = {
+            k: render_text(v, parameters, dynamic) for k, v in component.env.items()
+        }
+        rendered["args"] = [render_text(a, parameters, dynamic) for a in component.args]
         components.append(rendered)
     if errors:
         raise ParametersInvalid(errors)

@@ -110,6 +110,24 @@ MAX_REPLICAS = 50
 # env var, ``{{ secrets.db-password }}`` (a secretKeyRef), and ``access`` entries show it.
 SECRET_REF = re.compile(r"^\{\{\s*secrets\.([^{}\s]*)\s*\}\}$")
 SECRET_PREFIX = "secrets."
+
+# --- The environment's own addresses in templates (issue 17) ---
+# ``{{ urls.api }}``: the public URL of the exposed component ``api``;
+# ``{{ hosts.db }}``: the cluster DNS name of ``db``'s Service (it needs a port);
+# ``{{ env.name }}``: the environment's short name. Filled in when the environment is
+# provisioned (its name and namespace are known then), in env values and args only.
+DYNAMIC_PREFIXES = ("urls.", "hosts.", "env.")
+ENV_FIELDS = ("name",)
+
+
+def is_dynamic(name: str) -> bool:
+    return name.startswith(DYNAMIC_PREFIXES)
+
+
+def dynamic_reference(name: str) -> tuple[str, str]:
+    """``"urls.api"`` -> ``("urls", "api")``."""
+    kind, _, target = name.partition(".")
+    return kind, target
 MIN_SECRET_LENGTH = 16
 MAX_SECRET_LENGTH = 128
 DEFAULT_SECRET_LENGTH = 24
@@ -157,6 +175,21 @@ class ComponentSpec(_Spec):
     args: list[str] = Field(default_factory=list)
     annotations: dict[str, str] = Field(default_factory=dict)
     expose: bool = False
+    # --- variants (issue 17) ---
+    # Not deployed unless a variant adds it (a clone's ``with``).
+    optional: bool = False
+    # Env variables a variant may set to another value (a clone's ``env``).
+    overridable: list[str] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Specs stored before variants existed keep their digest.
+        stored = handler(self)
+        if not stored.get("optional"):
+            stored.pop("optional", None)
+        if not stored.get("overridable"):
+            stored.pop("overridable", None)
+        return stored
 
 
 class ParameterSpec(_Spec):
@@ -478,25 +511,54 @@ def _quantity(value: Any) -> str:
     return value
 
 
-def _placeholders(text: str, info: ValidationInfo, *, secret_ok: bool = False) -> list[str]:
+def _dynamic_problem(name: str, info: ValidationInfo, *, dynamic_ok: bool) -> str:
+    """Why ``{{ urls.x }}``/``{{ hosts.x }}``/``{{ env.name }}`` can't be used here ("" if
+    it can). The components are known before any is checked (``_RawBlueprint``)."""
+    if not dynamic_ok:
+        return f"{{{{ {name} }}}} may only be used in a component's env values and args"
+    kind, target = dynamic_reference(name)
+    if kind == "env":
+        if target not in ENV_FIELDS:
+            return f"{{{{ {name} }}}}: the environment has {', '.join(ENV_FIELDS)}, not {target!r}"
+        return ""
+    components = _context(info)["components_declared"]
+    if target not in components:
+        return f"{{{{ {name} }}}} names no component"
+    if kind == "urls" and not components[target]["expose"]:
+        return f"{{{{ {name} }}}}: component {target!r} is not exposed, so it has no URL"
+    if kind == "hosts" and not components[target]["port"]:
+        return f"{{{{ {name} }}}}: component {target!r} has no port, so it has no Service"
+    return ""
+
+
+def _placeholders(
+    text: str, info: ValidationInfo, *, secret_ok: bool = False, dynamic_ok: bool = False
+) -> list[str]:
     """Problems with the ``{{ name }}`` placeholders in a text. ``secret_ok``: the text
-    may be exactly one ``{{ secrets.<name> }}`` reference (an env value, an access entry)."""
+    may be exactly one ``{{ secrets.<name> }}`` reference (an env value, an access entry);
+    ``dynamic_ok``: it may hold the environment's own addresses (env values and args)."""
     whole = SECRET_REF.match(text)
     if secret_ok and whole:
         if whole.group(1) not in _context(info)["secrets"]:
             return [f"{{{{ secrets.{whole.group(1)} }}}} names no declared secret"]
         return []
     declared = _context(info)["parameters"]
-    reasons = [
-        (
-            f"{{{{ {match.group(1)} }}}}: a secret may only be the whole value of an env "
-            "variable or an access entry"
-            if match.group(1).startswith(SECRET_PREFIX)
-            else f"placeholder {{{{ {match.group(1)} }}}} names no declared parameter"
-        )
-        for match in PLACEHOLDER.finditer(text)
-        if match.group(1) not in declared
-    ]
+    reasons = []
+    for match in PLACEHOLDER.finditer(text):
+        name = match.group(1)
+        if name in declared:
+            continue
+        if is_dynamic(name):
+            reason = _dynamic_problem(name, info, dynamic_ok=dynamic_ok)
+            if reason:
+                reasons.append(reason)
+        elif name.startswith(SECRET_PREFIX):
+            reasons.append(
+                f"{{{{ {name} }}}}: a secret may only be the whole value of an env "
+                "variable or an access entry"
+            )
+        else:
+            reasons.append(f"placeholder {{{{ {name} }}}} names no declared parameter")
     if text.count("{{") != len(PLACEHOLDER.findall(text)):
         reasons.append("has an unclosed or malformed {{ placeholder }}")
     return reasons
@@ -764,6 +826,8 @@ class _RawComponent(_Raw):
         "args",
         "annotations",
         "expose",
+        "optional",
+        "overridable",
     )
     nested = {"resources": _RawResources}
 
@@ -776,6 +840,8 @@ class _RawComponent(_Raw):
     args: Any = Field(default_factory=list)
     annotations: Any = Field(default_factory=dict)
     expose: Any = False
+    optional: Any = False
+    overridable: Any = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -861,7 +927,7 @@ class _RawComponent(_Raw):
             else:
                 problems += [
                     (where, reason, _CHECK)
-                    for reason in _placeholders(str(val), info, secret_ok=True)
+                    for reason in _placeholders(str(val), info, secret_ok=True, dynamic_ok=True)
                 ]
                 env[key] = str(val)
         if problems:
@@ -876,7 +942,7 @@ class _RawComponent(_Raw):
         problems: list[Problem] = [
             ((position,), reason, _CHECK)
             for position, arg in enumerate(value)
-            for reason in _placeholders(str(arg), info)
+            for reason in _placeholders(str(arg), info, dynamic_ok=True)
         ]
         if problems:
             _raise(problems)
@@ -911,6 +977,31 @@ class _RawComponent(_Raw):
             raise _problem("an exposed component needs a port")
         return value
 
+    @field_validator("optional")
+    @classmethod
+    def _optional(cls, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise _problem("must be true or false")
+        return value
+
+    @field_validator("overridable")
+    @classmethod
+    def _overridable(cls, value: Any, info: ValidationInfo) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _problem("must be a list of the component's env variable names")
+        env = info.data.get("env")
+        problems: list[Problem] = []
+        for position, name in enumerate(value):
+            if value.index(name) != position:
+                problems.append(((position,), f"{name!r} is listed twice", _CHECK))
+            elif env is not None and name not in env:
+                problems.append(
+                    ((position,), f"{name!r} is not one of this component's env variables", _CHECK)
+                )
+        if problems:
+            _raise(problems)
+        return list(value)
+
     def normalised(self) -> ComponentSpec:
         return ComponentSpec(
             name=self.name,
@@ -928,6 +1019,8 @@ class _RawComponent(_Raw):
             args=self.args,
             annotations=self.annotations,
             expose=self.expose,
+            optional=self.optional,
+            overridable=self.overridable,
         )
 
 
@@ -1242,9 +1335,20 @@ class _RawBlueprint(_Raw):
 
     @field_validator("components", mode="before")
     @classmethod
-    def _components(cls, value: Any) -> Any:
+    def _components(cls, value: Any, info: ValidationInfo) -> Any:
         if not isinstance(value, list) or not value:
             raise _problem("must be a non-empty list")
+        # What ``{{ urls.x }}``/``{{ hosts.x }}`` may name, known before any component is
+        # checked (a component may refer to one declared after it).
+        declared = _context(info)["components_declared"]
+        for item in value:
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                declared.setdefault(
+                    item["name"],
+                    {"expose": item.get("expose") is True, "port": item.get("port") is not None},
+                )
+        if not any(isinstance(item, dict) and item.get("optional") is not True for item in value):
+            raise _problem("needs at least one component that is not optional")
         return value
 
     @field_validator("access")
@@ -1408,6 +1512,7 @@ def load_blueprint(text: str, *, egress_limits: EgressLimits | None = None) -> B
     context: dict[str, Any] = {
         "parameters": set(),
         "component_names": set(),
+        "components_declared": {},
         "sizes": [],
         "egress_limits": egress_limits or EgressLimits.from_settings(),
         "storage_default": _storage_default(),

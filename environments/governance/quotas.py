@@ -8,9 +8,11 @@ quota of N create exactly N.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
@@ -21,6 +23,8 @@ from django.utils import timezone
 from environments.access import roles
 from environments.catalog.choices import ApprovalPolicy
 from environments.catalog.pricing import money, money_pair, price_for
+from environments.catalog.spec import component_totals
+from environments.catalog.variants import select_components
 from environments.governance import audit
 from environments.lib.durations import format_duration
 from environments.lib.errors import ServiceError
@@ -41,14 +45,22 @@ class Demand:
     label: str  # e.g. "this Webshop sales demo for 8 h"
 
 
-def demand_for(version: BlueprintVersion, ttl_seconds: int, *, count: int = 1) -> Demand:
-    """What one request for ``version`` living ``ttl_seconds`` needs."""
+def demand_for(
+    version: BlueprintVersion,
+    ttl_seconds: int,
+    *,
+    count: int = 1,
+    variant: Mapping[str, Any] | None = None,
+) -> Demand:
+    """What one request for ``version`` living ``ttl_seconds`` needs: the blueprint's own
+    shape, or a ``variant``'s components (a clone's, ``catalog.variants``)."""
+    totals = component_totals(select_components(version.blueprint_spec, variant))
     return Demand(
         environments=count,
-        cpu_millicores=version.cpu_millicores,
-        memory_bytes=version.memory_bytes,
+        cpu_millicores=totals.cpu_millicores,
+        memory_bytes=totals.memory_bytes,
         ttl_seconds=ttl_seconds,
-        cost=price_for(version.blueprint_spec, ttl_seconds),
+        cost=price_for(version.blueprint_spec, ttl_seconds, variant),
         label=f"this {version.title} for {format_duration(ttl_seconds)}",
     )
 

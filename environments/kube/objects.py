@@ -64,6 +64,7 @@ class EnvironmentSpec:
     storage_default: str = "1Gi"  # settings.EPHEMERAL_STORAGE_DEFAULT
     # Generated credentials declared by the blueprint: [{"name": ..., "length": ...}].
     secrets: list[dict] = field(default_factory=list)
+    cluster_domain: str = "cluster.local"  # settings.CLUSTER_DOMAIN: Service DNS names
 
     @property
     def namespace(self) -> str:
@@ -424,6 +425,23 @@ def service(spec: EnvironmentSpec, component: dict) -> dict | None:
 
 def host(spec: EnvironmentSpec, component_name: str) -> str:
     return f"{component_name}-{spec.name}.{spec.base_domain}"
+
+
+def service_host(spec: EnvironmentSpec, component_name: str) -> str:
+    """The cluster DNS name of a component's Service."""
+    return f"{component_name}.{spec.namespace}.svc.{spec.cluster_domain}"
+
+
+def addresses(spec: EnvironmentSpec, scheme: str = "http") -> dict[str, str]:
+    """What ``{{ urls.x }}``, ``{{ hosts.x }}`` and ``{{ env.name }}`` become in this
+    environment's templates (``catalog.rendering.render_text``'s ``dynamic``)."""
+    values = {"env.name": spec.name}
+    for name, url in urls(spec, scheme).items():
+        values[f"urls.{name}"] = url
+    for component in spec.components:
+        if component.get("port"):
+            values[f"hosts.{component['name']}"] = service_host(spec, component["name"])
+    return values
 
 
 def ingress(spec: EnvironmentSpec) -> dict | None:

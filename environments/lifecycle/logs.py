@@ -63,7 +63,7 @@ def component_logs(
         Environment.objects.visible_to(user).select_related("blueprint_version__blueprint"),
         pk=pk,
     )
-    if component not in {c.name for c in environment.blueprint_version.components}:
+    if component not in {c.name for c in environment.components}:
         raise Http404("No such component.")
     following = environment.state not in FINAL_STATES
     if environment.state not in LOGGED_STATES:

@@ -16,6 +16,7 @@ no-op for what already exists). See docs/contributing.md ("Jobs").
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import string
@@ -35,6 +36,7 @@ from environments.integrations import notifications
 from environments.kube import cluster
 from environments.kube.objects import (
     EnvironmentSpec,
+    addresses,
     build_manifests,
     generated_secret,
     urls,
@@ -52,6 +54,22 @@ log = logging.getLogger(__name__)
 
 
 def environment_spec(environment: Environment) -> EnvironmentSpec:
+    """What the builders need; the components rendered with the environment's own
+    addresses (``{{ urls.x }}``...), known once its name is."""
+    version = environment.blueprint_version
+    blueprint = version.blueprint_spec
+    variant = environment.variant or {}
+    unrendered = _environment_spec(environment, [c.model_dump() for c in environment.components])
+    dynamic = addresses(unrendered, settings.INGRESS_URL_SCHEME)
+    return dataclasses.replace(
+        unrendered,
+        components=render_components(
+            blueprint, environment.parameters, variant=variant, dynamic=dynamic
+        ),
+    )
+
+
+def _environment_spec(environment: Environment, components: list[dict]) -> EnvironmentSpec:
     version = environment.blueprint_version
     blueprint = version.blueprint_spec
     return EnvironmentSpec(
@@ -61,7 +79,7 @@ def environment_spec(environment: Environment) -> EnvironmentSpec:
         team=environment.team.slug,
         blueprint=version.blueprint.name,
         expires_at=(environment.expires_at or timezone.now()).isoformat(),
-        components=render_components(blueprint, environment.parameters),
+        components=components,
         quota=blueprint.quota.model_dump(),
         base_domain=settings.BASE_DOMAIN,
         ingress_namespace=settings.INGRESS_NAMESPACE,
@@ -74,6 +92,7 @@ def environment_spec(environment: Environment) -> EnvironmentSpec:
         dns_namespace=settings.DNS_NAMESPACE,
         storage_default=settings.EPHEMERAL_STORAGE_DEFAULT,
         secrets=[secret.model_dump() for secret in blueprint.secrets],
+        cluster_domain=settings.CLUSTER_DOMAIN,
     )
 
 

@@ -6,6 +6,7 @@ Services are keyword-only, transactional, check state first, and raise a
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -17,6 +18,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from environments.access.teams import can_approve_for, can_change, is_any_approver, team_for
+from environments.catalog import variants
+from environments.catalog.pricing import hourly_price
 from environments.catalog.rendering import render_components, resolve_parameters
 from environments.governance import audit, quotas
 from environments.governance.billing import accrue
@@ -140,8 +143,12 @@ def request_environment(
     display_name: str = "",
     ip: str | None = None,
     action: str = "environment.request",
+    variant: dict | None = None,
 ) -> Environment:
     """Create an environment request, apply the approval policy and quotas.
+
+    ``variant``: which components, image tags and overridable env values, when not the
+    blueprint's own shape (a clone's; made by ``catalog.variants.derive``).
 
     Raises ``ParametersInvalid`` for bad parameters (field by field) and
     ``ServiceError`` for anything else a user must fix, with nothing written.
@@ -152,9 +159,12 @@ def request_environment(
     display_name = clean_display_name(display_name)
     _check_name_free(owner=user, display_name=display_name)
     resolved = resolve_parameters(version.blueprint_spec, parameters or {})
-    render_components(version.blueprint_spec, resolved)  # rendered images must be valid references
+    variant = variant or {}
+    variants.check_references(version.blueprint_spec, variant)
+    # rendered images must be valid references
+    render_components(version.blueprint_spec, resolved, variant=variant)
     seconds = _resolve_ttl(version, ttl_seconds)
-    demand = demand_for(version, seconds)
+    demand = demand_for(version, seconds, variant=variant)
 
     quotas.lock(team=team, user=user)
     # The same decision the request form's estimate and the approval queue show.
@@ -173,9 +183,10 @@ def request_environment(
             reason=reason,
             display_name=display_name,
             ttl=timedelta(seconds=seconds),
-            hourly_price=version.hourly_price,
-            cpu_millicores=version.cpu_millicores,
-            memory_bytes=version.memory_bytes,
+            hourly_price=hourly_price(version.blueprint_spec, variant),
+            cpu_millicores=demand.cpu_millicores,
+            memory_bytes=demand.memory_bytes,
+            variant=variant,
         )
     EnvironmentEvent.objects.create(
         environment=environment,
@@ -195,6 +206,7 @@ def request_environment(
             "ttl_seconds": seconds,
             "reason": reason,
             **({"display_name": display_name} if display_name else {}),
+            **({"variant": variant} if variant else {}),
         },
         ip=ip,
     )
@@ -706,7 +718,7 @@ def _check_revival(environment: Environment) -> None:
     quotas.require(
         team=environment.team,
         user=environment.owner,
-        demand=demand_for(environment.blueprint_version, remaining),
+        demand=demand_for(environment.blueprint_version, remaining, variant=environment.variant),
         exclude=environment,
     )
 
@@ -787,8 +799,23 @@ def retry_after_outage(environment_id) -> bool:
     return True
 
 
-def clone_environment(*, environment: Environment, user, ip: str | None = None) -> Environment:
-    """A new request with the same blueprint (its current version) and parameters."""
+def clone_environment(
+    *,
+    environment: Environment,
+    user,
+    ip: str | None = None,
+    without: Iterable[str] = (),
+    with_: Iterable[str] = (),
+    images: Mapping[str, Any] | None = None,
+    env: Mapping[str, Any] | None = None,
+    ttl_seconds: int | None = None,
+    display_name: str = "",
+) -> Environment:
+    """A new request with the same blueprint (its current version), parameters and
+    variant, changed as asked: components removed (``without``) or added (``with_``, the
+    blueprint's optional ones), image tags (``images``) and overridable env values
+    (``env``) set. Quota and budget are checked at the variant's price. Raises
+    ``VariantInvalid`` (one sentence) for a change the blueprint does not allow."""
     if not can_change(user, environment):
         raise PermissionDenied("You cannot clone this environment.")
     version: BlueprintVersion | None = environment.blueprint_version
@@ -796,17 +823,27 @@ def clone_environment(*, environment: Environment, user, ip: str | None = None) 
         version = version.blueprint.current_version()
     if version is None:
         raise ServiceError("This blueprint has no version open to new requests.")
+    variant = variants.derive(
+        version.blueprint_spec,
+        environment.variant,
+        without=without,
+        with_=with_,
+        images=images,
+        env=env,
+    )
     return request_environment(
         user=user,
         version=version,
         parameters=environment.parameters,
-        ttl_seconds=None,  # the blueprint's default: a clone starts afresh
+        ttl_seconds=ttl_seconds,  # None: the blueprint's default, a clone starts afresh
         team=environment.team
         if Membership.objects.filter(team=environment.team, user=user).exists()
         else None,
         reason=environment.reason,  # the same work, usually for the same reason
+        display_name=display_name,
         ip=ip,
         action="environment.clone",
+        variant=variant,
     )
 
 
@@ -824,7 +861,7 @@ def update_environment(
     environment = Environment.objects.select_for_update().get(pk=environment.pk)
     version = environment.blueprint_version
     resolved = resolve_parameters(version.blueprint_spec, {**environment.parameters, **parameters})
-    render_components(version.blueprint_spec, resolved)
+    render_components(version.blueprint_spec, resolved, variant=environment.variant)
     if resolved == environment.parameters and environment.state == State.READY:
         return environment  # nothing changed: a repeated event is a no-op
     before = {"parameters": environment.parameters}

@@ -16,6 +16,15 @@ from environments.lib.durations import MIN_TTL_SECONDS
 from environments.models import DISPLAY_NAME_MAX_LENGTH, BlueprintVersion, Team
 
 PARAM_PREFIX = "param_"
+# A clone's variant (catalog.variants): which components, image tags, env values.
+COMPONENT_PREFIX = "component_"
+IMAGE_PREFIX = "image_"
+ENV_PREFIX = "envvar_"
+# What the live estimate reads (never the whole form: no CSRF token in a GET's URL).
+ESTIMATE_INPUTS = (
+    "[name='ttl_seconds'], [name='team'], [name='clone_of'], "
+    f"[name^='{COMPONENT_PREFIX}'], [name^='{IMAGE_PREFIX}'], [name^='{ENV_PREFIX}']"
+)
 
 # Durations offered in the TTL and extend menus; each blueprint caps them at its max.
 # The shortest is the service's minimum, so the menu offers nothing it would refuse and
@@ -131,7 +140,8 @@ class RequestForm(forms.Form):
                 "hx-trigger": "change",
                 "hx-target": "#estimate",
                 "hx-swap": "outerHTML",
-                "hx-include": "[name='ttl_seconds'], [name='team']",
+                # A clone's components change the price too.
+                "hx-include": ESTIMATE_INPUTS,
             }
             self.fields["ttl_seconds"].widget.attrs.update(live)
             self.fields["team"].widget.attrs.update(live)
@@ -156,6 +166,11 @@ class RequestForm(forms.Form):
             except ValueError as exc:
                 self.add_error(field, str(exc))
         return cleaned
+
+    def main_fields(self) -> list[forms.BoundField]:
+        """The fields before the variant's (``VariantFields`` draws those itself)."""
+        variant = (COMPONENT_PREFIX, IMAGE_PREFIX, ENV_PREFIX)
+        return [self[name] for name in self.fields if not name.startswith(variant)]
 
     def focus_first_error(self) -> None:
         """Put keyboard focus on the first field that needs fixing when the form returns."""
@@ -182,6 +197,89 @@ class RequestForm(forms.Form):
                 self.add_error(field, message)
             else:
                 self.add_error(None, f"{name}: {message}")
+
+
+class VariantFields:
+    """The variant part of the request form when it clones an environment: a checkbox
+    per component (the source's checked; the blueprint's optional ones offered), an
+    image tag per component (blank: unchanged), and the env variables the blueprint
+    marks overridable (the source's values filled in). The service decides
+    (``catalog.variants.derive``); this only shapes the input."""
+
+    def __init__(self, form: forms.Form, source: Any) -> None:
+        self.form = form
+        self.source = source
+        spec = source.blueprint_version.blueprint_spec
+        present = {c.name: c for c in source.components}
+        defaults = {c.name for c in spec.components if not c.optional}
+        self.components = [c for c in spec.components if c.name in present or c.optional or c.name in defaults]
+        self.rows = []
+        for component in self.components:
+            check = forms.BooleanField(
+                label=component.name + (" (optional)" if component.optional else ""),
+                required=False,
+                initial=component.name in present,
+            )
+            tag = forms.CharField(
+                label=f"{component.name} image tag",
+                required=False,
+                max_length=128,
+                help_text=f"Blank keeps {component.image}.",
+            )
+            form.fields[COMPONENT_PREFIX + component.name] = check
+            form.fields[IMAGE_PREFIX + component.name] = tag
+            envs = []
+            current = present[component.name].env if component.name in present else component.env
+            for variable in component.overridable:
+                key = f"{ENV_PREFIX}{component.name}__{variable}"
+                form.fields[key] = forms.CharField(
+                    label=f"{component.name} {variable}",
+                    required=False,
+                    max_length=MAX_PARAMETER_VALUE,
+                    initial=current.get(variable, ""),
+                )
+                envs.append(key)
+            self.rows.append((component.name, COMPONENT_PREFIX + component.name, IMAGE_PREFIX + component.name, envs))
+
+    def bound_rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": name,
+                "check": self.form[check],
+                "image": self.form[image],
+                "env": [self.form[key] for key in envs],
+            }
+            for name, check, image, envs in self.rows
+        ]
+
+    def changes(self, data: Any) -> dict[str, Any]:
+        """``derive``'s arguments from submitted data (a form's or the estimate's GET)."""
+        present = {c.name: c for c in self.source.components}
+        chosen = {
+            c.name
+            for c in self.components
+            if str(data.get(COMPONENT_PREFIX + c.name, "")).lower() in {"on", "true", "1"}
+        }
+        images = {
+            c.name: data.get(IMAGE_PREFIX + c.name).strip()
+            for c in self.components
+            if c.name in chosen and (data.get(IMAGE_PREFIX + c.name) or "").strip()
+        }
+        env: dict[str, dict[str, str]] = {}
+        for c in self.components:
+            if c.name not in chosen:
+                continue
+            current = present[c.name].env if c.name in present else c.env
+            for variable in c.overridable:
+                value = data.get(f"{ENV_PREFIX}{c.name}__{variable}")
+                if value is not None and value != current.get(variable, ""):
+                    env.setdefault(c.name, {})[variable] = value
+        return {
+            "without": [n for n in present if n not in chosen],
+            "with_": [c.name for c in self.components if c.name in chosen and c.name not in present],
+            "images": images,
+            "env": env,
+        }
 
 
 class RenameForm(forms.Form):

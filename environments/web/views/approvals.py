@@ -29,7 +29,9 @@ def approvals(request):
     for env in pending:
         # Why it waits, limit by limit: the decision the request service made, taken
         # again now (governance.quotas.decide), and what each limit holds by part.
-        demand = quotas.demand_for(env.blueprint_version, int(env.ttl.total_seconds()))
+        demand = quotas.demand_for(
+            env.blueprint_version, int(env.ttl.total_seconds()), variant=env.variant
+        )
         env.outcome = quotas.decide(
             team=env.team, user=env.owner, version=env.blueprint_version, demand=demand, exclude=env
         )

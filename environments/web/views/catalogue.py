@@ -13,13 +13,16 @@ from django.views.decorators.http import require_GET
 
 from environments.access.teams import requestable_teams
 from environments.catalog import selectors as catalog_selectors
+from environments.catalog import variants
+from environments.catalog.pricing import hourly_price
 from environments.catalog.spec import ParametersInvalid
+from environments.catalog.variants import VariantInvalid
 from environments.governance import audit, quotas
 from environments.lib.errors import ServiceError
 from environments.lifecycle import queue, selectors, services
 from environments.lifecycle.states import State
 from environments.models import Environment, Team
-from environments.web.forms import PARAM_PREFIX, RequestForm
+from environments.web.forms import ESTIMATE_INPUTS, PARAM_PREFIX, RequestForm, VariantFields
 
 
 @login_required
@@ -30,14 +33,18 @@ def catalogue(request):
     return render(request, "environments/catalogue.html", {"groups": groups, "search": search})
 
 
-def _estimate_context(version, *, user, seconds: int, team: Team | None) -> dict:
+def _estimate_context(
+    version, *, user, seconds: int, team: Team | None, variant: dict | None = None
+) -> dict:
     """The price, the team's budget and what the request would come to: the service's
-    own decision (governance.quotas.decide), so the estimate never disagrees with it."""
-    demand = quotas.demand_for(version, seconds)
+    own decision (governance.quotas.decide), so the estimate never disagrees with it.
+    ``variant``: a clone's components, priced as they are (catalog.variants)."""
+    demand = quotas.demand_for(version, seconds, variant=variant)
     return {
         "version": version,
         "estimate_seconds": seconds,
         "estimate_price": demand.cost,
+        "estimate_hourly": hourly_price(version.blueprint_spec, variant),
         "estimate_team": team,
         "budget": quotas.budget_summary(team=team) if team is not None else None,
         "outcome": quotas.decide(team=team, user=user, version=version, demand=demand)
@@ -55,7 +62,12 @@ def _chosen_team(teams: list[Team], value) -> Team | None:
 
 def _clone_source(request, version) -> Environment | None:
     """The environment a "Clone…" link copies (?from=<id>), if the user may see it."""
-    ref = request.POST.get("clone_of") or request.GET.get("from") or ""
+    ref = (
+        request.POST.get("clone_of")
+        or request.GET.get("from")
+        or request.GET.get("clone_of")
+        or ""
+    )
     try:
         pk = uuid.UUID(ref)
     except ValueError:
@@ -88,7 +100,9 @@ def request_environment(request, name: str):
         initial=initial,
         ttl_limit=ttl_limit,
     )
-    if request.method == "POST" and form.is_valid():
+    variant_fields = VariantFields(form, source) if source else None
+    variant = _variant(form, variant_fields, version, request.POST or None)
+    if request.method == "POST" and form.is_valid() and variant is not None:
         try:
             environment = services.request_environment(
                 user=request.user,
@@ -100,7 +114,10 @@ def request_environment(request, name: str):
                 display_name=form.cleaned_data["display_name"],
                 ip=audit.client_ip(request),
                 action="environment.clone" if source else "environment.request",
+                variant=variant,
             )
+        except VariantInvalid as exc:
+            form.add_error(None, str(exc))
         except ParametersInvalid as exc:
             form.add_parameter_errors(exc.errors)
         except services.DisplayNameInvalid as exc:
@@ -127,16 +144,33 @@ def request_environment(request, name: str):
         "version": version,
         "teams": teams,
         "clone_of": source,
+        "variant_rows": variant_fields.bound_rows() if variant_fields else [],
+        "estimate_inputs": ESTIMATE_INPUTS,
         **_estimate_context(
             version,
             user=request.user,
             seconds=_estimate_seconds(version, form["ttl_seconds"].value()),
             team=_chosen_team(teams, form["team"].value()),
+            variant=variant,
         ),
     }
     status = 400 if request.method == "POST" else 200
     form.focus_first_error()
     return render(request, "environments/request.html", context, status=status)
+
+
+def _variant(form, fields: VariantFields | None, version, data) -> dict | None:
+    """The clone's variant from the submitted checkboxes and fields (the source's own
+    when nothing was submitted); None, with the reason on the form, if not allowed."""
+    if fields is None:
+        return {}
+    if data is None:
+        return dict(fields.source.variant or {})
+    try:
+        return variants.derive(version.blueprint_spec, fields.source.variant, **fields.changes(data))
+    except VariantInvalid as exc:
+        form.add_error(None, str(exc))
+        return None
 
 
 def _estimate_seconds(version, raw) -> int:
@@ -157,10 +191,24 @@ def estimate(request, name: str):
     come to (a partial for htmx)."""
     version = catalog_selectors.requestable_version(name)
     teams = requestable_teams(request.user)
+    source = _clone_source(request, version)
+    variant: dict | None = None
+    if source is not None:
+        try:
+            variant = variants.derive(
+                version.blueprint_spec,
+                source.variant,
+                **VariantFields(RequestForm(version=version, teams=teams), source).changes(
+                    request.GET
+                ),
+            )
+        except VariantInvalid:
+            variant = source.variant  # the form says why when it is sent
     context = _estimate_context(
         version,
         user=request.user,
         seconds=_estimate_seconds(version, request.GET.get("ttl_seconds")),
         team=_chosen_team(teams, request.GET.get("team")),
+        variant=variant,
     )
     return render(request, "environments/_estimate.html", context)
