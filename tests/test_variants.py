@@ -324,11 +324,11 @@ def test_the_clone_form_offers_the_components_and_prices_the_variant(owner, full
     # The live estimate prices the variant: with search, more than without.
     plain = client.get(
         f"/blueprints/fullstack/estimate/?clone_of={source.pk}&ttl_seconds=7200"
-        "&component_web=on&component_api=on&component_db=on"
+        "&variant_shown=1&component_web=on&component_api=on&component_db=on"
     )
     more = client.get(
         f"/blueprints/fullstack/estimate/?clone_of={source.pk}&ttl_seconds=7200"
-        "&component_web=on&component_api=on&component_db=on&component_search=on"
+        "&variant_shown=1&component_web=on&component_api=on&component_db=on&component_search=on"
     )
     # Two hours at the hourly price (to a hundredth of a cent, as the price shows it).
     assert plain.context["estimate_price"] == 2 * hand_price(
@@ -339,6 +339,7 @@ def test_the_clone_form_offers_the_components_and_prices_the_variant(owner, full
     )
     form = {
         "clone_of": str(source.pk),
+        "variant_shown": "1",
         "ttl_seconds": "7200",
         "param_tag": "1.27-alpine",
         "component_web": "on",

@@ -20,9 +20,11 @@ PARAM_PREFIX = "param_"
 COMPONENT_PREFIX = "component_"
 IMAGE_PREFIX = "image_"
 ENV_PREFIX = "envvar_"
+# Sent with the variant section: without it, a clone keeps the source's components.
+VARIANT_SHOWN = "variant_shown"
 # What the live estimate reads (never the whole form: no CSRF token in a GET's URL).
 ESTIMATE_INPUTS = (
-    "[name='ttl_seconds'], [name='team'], [name='clone_of'], "
+    f"[name='ttl_seconds'], [name='team'], [name='clone_of'], [name='{VARIANT_SHOWN}'], "
     f"[name^='{COMPONENT_PREFIX}'], [name^='{IMAGE_PREFIX}'], [name^='{ENV_PREFIX}']"
 )
 

@@ -22,7 +22,13 @@ from environments.lib.errors import ServiceError
 from environments.lifecycle import queue, selectors, services
 from environments.lifecycle.states import State
 from environments.models import Environment, Team
-from environments.web.forms import ESTIMATE_INPUTS, PARAM_PREFIX, RequestForm, VariantFields
+from environments.web.forms import (
+    ESTIMATE_INPUTS,
+    PARAM_PREFIX,
+    VARIANT_SHOWN,
+    RequestForm,
+    VariantFields,
+)
 
 
 @login_required
@@ -164,7 +170,7 @@ def _variant(form, fields: VariantFields | None, version, data) -> dict | None:
     when nothing was submitted); None, with the reason on the form, if not allowed."""
     if fields is None:
         return {}
-    if data is None:
+    if data is None or VARIANT_SHOWN not in data:  # a form without the section: as it was
         return dict(fields.source.variant or {})
     try:
         return variants.derive(version.blueprint_spec, fields.source.variant, **fields.changes(data))
@@ -193,7 +199,9 @@ def estimate(request, name: str):
     teams = requestable_teams(request.user)
     source = _clone_source(request, version)
     variant: dict | None = None
-    if source is not None:
+    if source is not None and VARIANT_SHOWN not in request.GET:
+        variant = source.variant
+    elif source is not None:
         try:
             variant = variants.derive(
                 version.blueprint_spec,
