@@ -436,12 +436,19 @@ def build_parser() -> argparse.ArgumentParser:
     clone.add_argument("env", metavar="ENV", help="id or short name of the one to copy")
     clone.add_argument("--without", action="append", default=[], metavar="COMPONENT")
     clone.add_argument(
-        "--with", dest="with_", action="append", default=[], metavar="COMPONENT",
+        "--with",
+        dest="with_",
+        action="append",
+        default=[],
+        metavar="COMPONENT",
         help="an optional component of the blueprint to add",
     )
     clone.add_argument("--image", action="append", default=[], metavar="COMPONENT=TAG")
     clone.add_argument(
-        "--set", action="append", default=[], metavar="COMPONENT.VARIABLE=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="COMPONENT.VARIABLE=VALUE",
         help="an env variable the blueprint marks overridable",
     )
     clone.add_argument("--ttl", help="how long it lives, e.g. 2h (default: the blueprint's)")

@@ -493,7 +493,9 @@ DNS_NAMESPACE: str = env("DNS_NAMESPACE", "kube-system")
 # component sets no `resources.storage`; also the LimitRange default.
 # The cluster's DNS domain: what ``{{ hosts.x }}`` in a blueprint ends with.
 CLUSTER_DOMAIN: str = env("CLUSTER_DOMAIN", "cluster.local")
-if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", CLUSTER_DOMAIN):
+if not re.fullmatch(
+    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", CLUSTER_DOMAIN
+):
     raise ImproperlyConfigured(f"CLUSTER_DOMAIN: {CLUSTER_DOMAIN!r} is not a DNS domain")
 EPHEMERAL_STORAGE_DEFAULT: str = env("EPHEMERAL_STORAGE_DEFAULT", "1Gi")
 if not re.fullmatch(r"[0-9]+(\.[0-9]+)?([KMGTPE]i?)?", EPHEMERAL_STORAGE_DEFAULT):

@@ -111,8 +111,7 @@ def test_optional_components_and_overridable_variables_load():
         ),
         (
             ("overridable: [LOG_LEVEL]", "overridable: [LOG_LEVEL, COLOUR]"),
-            "components[0].overridable[1]: 'COLOUR' is not one of this component's env "
-            "variables",
+            "components[0].overridable[1]: 'COLOUR' is not one of this component's env variables",
         ),
         (
             ("    optional: true", "    optional: yes please"),
@@ -277,7 +276,8 @@ def api(owner):
 
     def call(method: str, path: str, body=None):
         return getattr(client, method.lower())(
-            "/api/v1" + path, data=json.dumps(body) if body is not None else None,
+            "/api/v1" + path,
+            data=json.dumps(body) if body is not None else None,
             content_type="application/json",
         )
 
@@ -302,9 +302,7 @@ def test_the_api_clones_a_variant(api, owner, outsider, fullstack):
     misspelt = api("POST", f"/environments/{source.name}/clone", {"withut": ["web"]})
     assert misspelt.status_code == 422 and "withut" in misspelt.json()["detail"]
 
-    theirs = services.request_environment(
-        user=outsider, version=fullstack
-    )
+    theirs = services.request_environment(user=outsider, version=fullstack)
     hidden = api("POST", f"/environments/{theirs.name}/clone", {})
     assert hidden.status_code == 404
     assert Environment.objects.count() == 3
@@ -453,8 +451,14 @@ def test_the_cli_clones_a_variant(live_server, owner):
         return result
 
     made = cli(
-        "clone", source.name, "--with", "search", "--image", "api=1.0-hotfix",
-        "--set", "web.LOG_LEVEL=debug",
+        "clone",
+        source.name,
+        "--with",
+        "search",
+        "--image",
+        "api=1.0-hotfix",
+        "--set",
+        "web.LOG_LEVEL=debug",
     )
     assert made.returncode == 0, made.stderr
     clone = Environment.objects.exclude(pk=source.pk).get()

@@ -115,9 +115,7 @@ def render_components(
                 f"the image {rendered['image']!r} made from these parameters is not a valid "
                 "image reference"
             )
-        rendered["env"] = {
-            k: render_text(v, parameters, dynamic) for k, v in component.env.items()
-        }
+        rendered["env"] = {k: render_text(v, parameters, dynamic) for k, v in component.env.items()}
         rendered["args"] = [render_text(a, parameters, dynamic) for a in component.args]
         components.append(rendered)
     if errors:

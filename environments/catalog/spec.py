@@ -128,6 +128,8 @@ def dynamic_reference(name: str) -> tuple[str, str]:
     """``"urls.api"`` -> ``("urls", "api")``."""
     kind, _, target = name.partition(".")
     return kind, target
+
+
 MIN_SECRET_LENGTH = 16
 MAX_SECRET_LENGTH = 128
 DEFAULT_SECRET_LENGTH = 24

@@ -137,9 +137,7 @@ def derive(
             )
         merged_images[name] = tag
 
-    merged_env = {
-        k: dict(v) for k, v in (base.get("env") or {}).items() if k in chosen
-    }
+    merged_env = {k: dict(v) for k, v in (base.get("env") or {}).items() if k in chosen}
     if env is not None and not isinstance(env, Mapping):
         raise VariantInvalid("env must map component names to {VARIABLE: value}.")
     for name, values in (env or {}).items():
@@ -164,7 +162,9 @@ def derive(
             if _CONTROL.search(text):
                 raise VariantInvalid(f"env: {name}.{variable} has a control character.")
             if PLACEHOLDER.search(text) or "{{" in text:
-                raise VariantInvalid(f"env: {name}.{variable} may not hold a {{{{ placeholder }}}}.")
+                raise VariantInvalid(
+                    f"env: {name}.{variable} may not hold a {{{{ placeholder }}}}."
+                )
             merged_env.setdefault(name, {})[variable] = text
 
     variant: dict[str, Any] = {}

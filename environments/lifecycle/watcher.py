@@ -121,13 +121,13 @@ class Watcher:
         rows = (
             Environment.objects.filter(state=State.PROVISIONING, lease_owner__isnull=True)
             .exclude(manifests=[])
-            .annotate(components=RawSQL(COMPONENTS_SQL, [], output_field=JSONField()))  # noqa: S611 (constant)
+            .annotate(deployed=RawSQL(COMPONENTS_SQL, [], output_field=JSONField()))  # noqa: S611 (constant)
             .values_list(
                 "pk",
                 "name",
                 "provision_started_at",
                 "component_status",
-                "components",
+                "deployed",
                 "applied_generations",
             )
         )

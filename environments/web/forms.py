@@ -214,7 +214,9 @@ class VariantFields:
         spec = source.blueprint_version.blueprint_spec
         present = {c.name: c for c in source.components}
         defaults = {c.name for c in spec.components if not c.optional}
-        self.components = [c for c in spec.components if c.name in present or c.optional or c.name in defaults]
+        self.components = [
+            c for c in spec.components if c.name in present or c.optional or c.name in defaults
+        ]
         self.rows = []
         for component in self.components:
             check = forms.BooleanField(
@@ -241,7 +243,14 @@ class VariantFields:
                     initial=current.get(variable, ""),
                 )
                 envs.append(key)
-            self.rows.append((component.name, COMPONENT_PREFIX + component.name, IMAGE_PREFIX + component.name, envs))
+            self.rows.append(
+                (
+                    component.name,
+                    COMPONENT_PREFIX + component.name,
+                    IMAGE_PREFIX + component.name,
+                    envs,
+                )
+            )
 
     def bound_rows(self) -> list[dict[str, Any]]:
         return [
@@ -278,7 +287,9 @@ class VariantFields:
                     env.setdefault(c.name, {})[variable] = value
         return {
             "without": [n for n in present if n not in chosen],
-            "with_": [c.name for c in self.components if c.name in chosen and c.name not in present],
+            "with_": [
+                c.name for c in self.components if c.name in chosen and c.name not in present
+            ],
             "images": images,
             "env": env,
         }

@@ -69,10 +69,7 @@ def _chosen_team(teams: list[Team], value) -> Team | None:
 def _clone_source(request, version) -> Environment | None:
     """The environment a "Clone…" link copies (?from=<id>), if the user may see it."""
     ref = (
-        request.POST.get("clone_of")
-        or request.GET.get("from")
-        or request.GET.get("clone_of")
-        or ""
+        request.POST.get("clone_of") or request.GET.get("from") or request.GET.get("clone_of") or ""
     )
     try:
         pk = uuid.UUID(ref)
@@ -173,7 +170,9 @@ def _variant(form, fields: VariantFields | None, version, data) -> dict | None:
     if data is None or VARIANT_SHOWN not in data:  # a form without the section: as it was
         return dict(fields.source.variant or {})
     try:
-        return variants.derive(version.blueprint_spec, fields.source.variant, **fields.changes(data))
+        return variants.derive(
+            version.blueprint_spec, fields.source.variant, **fields.changes(data)
+        )
     except VariantInvalid as exc:
         form.add_error(None, str(exc))
         return None
