@@ -13,7 +13,8 @@ from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from ninja import Field, Schema
-from pydantic import ConfigDict, StrictInt
+from pydantic import BeforeValidator, ConfigDict, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from environments.catalog.choices import ApprovalPolicy, Purpose
 from environments.catalog.spec import ParameterSpec
@@ -142,13 +143,46 @@ class StrictIn(Schema):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+def _whole_number(value: Any) -> Any:
+    """A JSON number with no fraction (3600 or 3600.0, which JSON Schema also calls an
+    integer); never a string ("3600") or true/false, which pydantic would convert."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PydanticCustomError("whole_number", 'must be a whole number (3600, not "3600")')
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise PydanticCustomError("whole_number", "must be a whole number, without a fraction")
+        return int(value)
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+
 # PostgreSQL text cannot hold NUL: the schema says so (a pattern), so clients, generated
 # ones and schemathesis included, know before sending.
 NO_NUL = r"^[^\x00]*$"
 NulFree = Annotated[str, Field(pattern=NO_NUL)]
 # A parameter value is checked against the blueprint's own rules by the service.
 ParameterValue = NulFree | int | float | bool | None
-Parameters = dict[NulFree, ParameterValue]
+# Said as JSON Schema's propertyNames (pydantic would write patternProperties, which lets
+# any other name through): names and string values without NUL.
+Parameters = Annotated[
+    dict[NulFree, ParameterValue],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": {
+                "anyOf": [
+                    {"type": "string", "pattern": NO_NUL},
+                    {"type": "integer"},
+                    {"type": "number"},
+                    {"type": "boolean"},
+                    {"type": "null"},
+                ]
+            },
+        }
+    ),
+]
 
 Text = Annotated[str, Field(max_length=2000, pattern=NO_NUL)]
 # Unique per owner among live environments, and tidied, by the service (the same rules
@@ -176,7 +210,7 @@ class EnvironmentIn(StrictIn):
     parameters: Parameters = Field(
         default_factory=dict, description="Missing ones take the blueprint's defaults."
     )
-    ttl_seconds: StrictInt | None = Field(None, ge=services.MIN_TTL_SECONDS, le=MAX_SECONDS)
+    ttl_seconds: WholeNumber | None = Field(None, ge=services.MIN_TTL_SECONDS, le=MAX_SECONDS)
     team: str | None = Field(None, min_length=1, max_length=50, pattern=r"^[-a-zA-Z0-9_]+$")
     reason: Text = ""
     display_name: DisplayName = ""
@@ -196,7 +230,7 @@ class EnvironmentPatchIn(StrictIn):
 
 
 class ExtendIn(StrictIn):
-    seconds: StrictInt = Field(..., ge=services.MIN_EXTENSION_SECONDS, le=MAX_SECONDS)
+    seconds: WholeNumber = Field(..., ge=services.MIN_EXTENSION_SECONDS, le=MAX_SECONDS)
     reason: Text = ""
 
 
