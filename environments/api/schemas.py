@@ -146,7 +146,9 @@ class StrictIn(Schema):
 def _whole_number(value: Any) -> Any:
     """A JSON number with no fraction (3600 or 3600.0, which JSON Schema also calls an
     integer); never a string ("3600") or true/false, which pydantic would convert."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool):
+        raise PydanticCustomError("whole_number", "must be a whole number, not true or false")
+    if not isinstance(value, (int, float)):
         raise PydanticCustomError("whole_number", 'must be a whole number (3600, not "3600")')
     if isinstance(value, float):
         if not value.is_integer():
@@ -155,7 +157,14 @@ def _whole_number(value: Any) -> Any:
     return value
 
 
-WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+def whole_number(*, ge: int, le: int) -> Any:
+    """A whole number between ``ge`` and ``le`` (the bounds inside, so the OpenAPI
+    document says minimum and maximum)."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_whole_number)]
+
+
+TtlSeconds = whole_number(ge=services.MIN_TTL_SECONDS, le=MAX_SECONDS)
+ExtensionSeconds = whole_number(ge=services.MIN_EXTENSION_SECONDS, le=MAX_SECONDS)
 
 # PostgreSQL text cannot hold NUL: the schema says so (a pattern), so clients, generated
 # ones and schemathesis included, know before sending.
@@ -210,7 +219,7 @@ class EnvironmentIn(StrictIn):
     parameters: Parameters = Field(
         default_factory=dict, description="Missing ones take the blueprint's defaults."
     )
-    ttl_seconds: WholeNumber | None = Field(None, ge=services.MIN_TTL_SECONDS, le=MAX_SECONDS)
+    ttl_seconds: TtlSeconds | None = Field(None, description="Default: the blueprint's.")
     team: str | None = Field(None, min_length=1, max_length=50, pattern=r"^[-a-zA-Z0-9_]+$")
     reason: Text = ""
     display_name: DisplayName = ""
@@ -230,7 +239,7 @@ class EnvironmentPatchIn(StrictIn):
 
 
 class ExtendIn(StrictIn):
-    seconds: WholeNumber = Field(..., ge=services.MIN_EXTENSION_SECONDS, le=MAX_SECONDS)
+    seconds: ExtensionSeconds = Field(...)
     reason: Text = ""
 
 
