@@ -27,9 +27,9 @@ from ninja.responses import NinjaJSONEncoder
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from environments.access import tokens
+from environments.api.urls import api
 from environments.lifecycle.states import FINAL_STATES, State
 from environments.models import Environment, IdempotencyKey
-from environments.api.urls import api
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
