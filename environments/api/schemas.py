@@ -19,6 +19,7 @@ from pydantic_core import PydanticCustomError
 from environments.catalog.choices import ApprovalPolicy, Purpose
 from environments.catalog.spec import ParameterSpec
 from environments.lifecycle import services
+from environments.lifecycle.states import State
 from environments.models import (
     DISPLAY_NAME_MAX_LENGTH,
     BlueprintVersion,
@@ -254,15 +255,27 @@ class ExtensionRequestListQuery(Schema):
     )
 
 
+_ONE_STATE = "|".join(State.values)
+# One or more states, comma-separated. Only the document says it with a pattern: the
+# endpoint refuses an unknown state itself, naming the states (pydantic would quote
+# this pattern instead).
+StateFilter = Annotated[
+    str,
+    WithJsonSchema({"type": "string", "pattern": f"^({_ONE_STATE})(,({_ONE_STATE}))*$"}),
+]
+
+
 class EnvironmentListQuery(Schema):
     scope: Literal["mine", "team"] = "mine"
     limit: int = Field(100, ge=1, le=500, description="Page size (at most 500).")
     offset: int = Field(0, ge=0, le=1_000_000, description="Rows to skip, newest first.")
-    state: list[str] = Field(
+    state: list[StateFilter] = Field(
         default_factory=list,
         description="Only these states; repeat it or separate with commas (`state=ready,failed`).",
     )
-    blueprint: str | None = Field(None, max_length=63, description="Only this blueprint.")
+    blueprint: str | None = Field(
+        None, max_length=63, pattern=NO_NUL, description="Only this blueprint."
+    )
     reason: str | None = Field(
         None, max_length=2000, pattern=NO_NUL, description="Only this exact reason."
     )
