@@ -144,6 +144,7 @@ def request_environment(
     ip: str | None = None,
     action: str = "environment.request",
     variant: dict | None = None,
+    external_key: str = "",
 ) -> Environment:
     """Create an environment request, apply the approval policy and quotas.
 
@@ -187,6 +188,7 @@ def request_environment(
             cpu_millicores=demand.cpu_millicores,
             memory_bytes=demand.memory_bytes,
             variant=variant,
+            external_key=external_key,
         )
     EnvironmentEvent.objects.create(
         environment=environment,
