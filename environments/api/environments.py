@@ -19,6 +19,8 @@ from environments.api.app import _require_write, _token, bearer
 from environments.api.schemas import (
     ERRORS,
     READ_ERRORS,
+    BulkIn,
+    BulkOut,
     EnvironmentIn,
     EnvironmentListQuery,
     EnvironmentOut,
@@ -33,7 +35,7 @@ from environments.api.schemas import (
 )
 from environments.catalog.selectors import requestable_version
 from environments.governance import audit
-from environments.lifecycle import queue, selectors, services
+from environments.lifecycle import bulk, queue, selectors, services
 from environments.models import ApiToken, Environment, Team
 
 router = Router(auth=bearer, tags=["environments"])
@@ -46,7 +48,7 @@ def _visible(token: ApiToken) -> QuerySet[Environment]:
     exactly its team's environments."""
     if token.team_id is not None:
         # A team (CI) token acts for its team only, even if its owner is an admin.
-        visible = Q(team_id=token.team_id)
+        visible = Q(team_id=token.team_id, pooled=False)
     else:
         visible = Q(pk__in=Environment.objects.visible_to(token.user).values("pk"))
     return Environment.objects.select_related(
@@ -136,7 +138,52 @@ def create_environment(request: HttpRequest, payload: EnvironmentIn) -> Status[d
         display_name=payload.display_name,
         ip=audit.client_ip(request),
     )
-    return Status(201, _with_notice(environment_out(_environment(token, str(environment.pk)))))
+    answer = environment_out(_environment(token, str(environment.pk)))
+    answer["from_pool"] = getattr(environment, "from_pool", False)
+    return Status(201, _with_notice(answer))
+
+
+@router.post(
+    "/bulk",
+    response={200: BulkOut, **ERRORS},
+    summary="Extend or delete several environments",
+    description=(
+        "Each environment goes through the single action's rules, permission check and "
+        "audit entry. One you may not see or change is not touched: its result says why "
+        "(`done: false`); the others go ahead."
+    ),
+    operation_id="environments_api_bulk_environments",
+)
+def bulk_environments(request: HttpRequest, payload: BulkIn) -> dict[str, Any]:
+    token = _require_write(request)
+    ip = audit.client_ip(request)
+    if payload.action == "extend":
+        if payload.seconds is None:
+            raise HttpError(422, "Say by how much to extend: seconds.")
+        result = bulk.extend_many(
+            token.user,
+            payload.environments,
+            payload.seconds,
+            reason=payload.reason,
+            ip=ip,
+            team_id=token.team_id,
+        )
+    else:
+        result = bulk.delete_many(token.user, payload.environments, ip=ip, team_id=token.team_id)
+    return {
+        "action": result.action,
+        "done": len(result.done),
+        "refused": len(result.refused),
+        "results": [
+            {
+                "ref": o.ref,
+                "environment_id": o.environment_id,
+                "done": o.done,
+                "message": o.message,
+            }
+            for o in result.outcomes
+        ],
+    }
 
 
 def _with_notice(answer: dict[str, Any]) -> dict[str, Any]:

@@ -85,6 +85,11 @@ class EnvironmentOut(Schema):
     hourly_price: str
     currency: str
     last_error: str
+    from_pool: bool = Field(
+        False,
+        description="True when a request was answered at once with a ready environment "
+        "from the blueprint's warm pool.",
+    )
     notice: str = Field(
         default="",
         description="Something the client should know about this answer, e.g. that the "
@@ -173,6 +178,36 @@ class EnvironmentIn(Schema):
 
 class RenameIn(Schema):
     display_name: DisplayName = Field(..., description="The new name; empty removes it.")
+
+
+class BulkIn(Schema):
+    action: Literal["extend", "delete"]
+    environments: list[str] = Field(
+        ..., min_length=1, max_length=100, description="Ids or short names, at most 100."
+    )
+    seconds: int | None = Field(
+        None,
+        ge=services.MIN_EXTENSION_SECONDS,
+        le=MAX_SECONDS,
+        description="For `extend`: by how much.",
+    )
+    reason: Text = ""
+
+    _seconds_not_a_boolean = field_validator("seconds", mode="before")(_not_a_boolean)
+
+
+class BulkItemOut(Schema):
+    ref: str = Field(description="The environment as you named it.")
+    environment_id: uuid.UUID | None
+    done: bool
+    message: str = Field(description="What was done, or why it was not.")
+
+
+class BulkOut(Schema):
+    action: str
+    done: int
+    refused: int
+    results: list[BulkItemOut]
 
 
 class ExtendIn(Schema):

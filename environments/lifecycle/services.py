@@ -24,6 +24,7 @@ from environments.integrations import notifications
 from environments.lib import durations
 from environments.lib.durations import format_duration
 from environments.lib.errors import ServiceError
+from environments.lifecycle import pools
 from environments.lifecycle.queue import enqueue_on_commit
 from environments.lifecycle.states import EXTENDABLE_STATES, FINAL_STATES, LIVE_STATES, State
 from environments.lifecycle.transitions import (
@@ -162,6 +163,35 @@ def request_environment(
     if outcome.refused:
         raise ServiceError(outcome.message)
     needs_approval = outcome.needs_approval
+
+    if not needs_approval:
+        with _name_race(owner=user, display_name=display_name):
+            claimed = pools.claim(
+                user=user,
+                team=team,
+                version=version,
+                parameters=resolved,
+                seconds=seconds,
+                display_name=display_name,
+                reason=reason,
+            )
+        if claimed is not None:
+            audit.record(
+                actor=user,
+                action=action,
+                target=claimed,
+                after={
+                    "blueprint": str(version),
+                    "parameters": resolved,
+                    "ttl_seconds": seconds,
+                    "reason": reason,
+                    "from_pool": True,
+                    **({"display_name": display_name} if display_name else {}),
+                },
+                ip=ip,
+            )
+            claimed.from_pool = True  # type: ignore[attr-defined]
+            return claimed
 
     with _name_race(owner=user, display_name=display_name):
         environment = Environment.objects.create(

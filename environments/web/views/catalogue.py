@@ -110,6 +110,8 @@ def request_environment(request, name: str):
         else:
             if queue.deferred(environment.pk):
                 messages.warning(request, f"Requested. {queue.WAITING_FOR_QUEUE}")
+            elif getattr(environment, "from_pool", False):
+                messages.success(request, "Ready now: it came from the warm pool.")
             elif environment.state == State.PENDING_APPROVAL:
                 messages.success(
                     request,
