@@ -141,7 +141,9 @@ def refill(blueprint_id) -> int:
     """
     with transaction.atomic():
         blueprint = (
-            Blueprint.objects.select_for_update().select_related("pool_team").get(pk=blueprint_id)
+            Blueprint.objects.select_for_update(of=("self",))
+            .select_related("pool_team")
+            .get(pk=blueprint_id)
         )
         version = blueprint.current_version()
         team = blueprint.pool_team
