@@ -8,6 +8,7 @@ import threading
 from datetime import timedelta
 
 import django_rq
+import kubernetes
 import pytest
 from django.db import connection
 from django.utils import timezone
@@ -20,7 +21,7 @@ from environments.lib.errors import ServiceError
 from environments.lifecycle import pools, services
 from environments.lifecycle.states import State
 from environments.models import AuditEvent, Environment, Membership, Quota
-from tests.conftest import client_for, make_user
+from tests.conftest import client_for, make_user, wait_for
 from tests.factories import make_environment
 
 POOLED = """
@@ -249,3 +250,54 @@ def test_the_pool_drains_what_no_longer_belongs_and_only_admins_choose_the_payer
     assert entry.before == {"pool_team": "Sales"} and entry.after == {"pool_team": None}
     for name in ("default", "provision", "teardown"):
         django_rq.get_queue(name).empty()
+
+
+CLUSTER_POOL = """
+name: pool-on-cluster
+title: Pool on the cluster
+purpose: training
+ttl: {default: 1h, max: 4h}
+approval: auto
+components:
+  - name: app
+    image: ghcr.io/stefanprodan/podinfo:6.7.1
+    resources: {cpu: 10m, memory: 16Mi}
+pool: {size: 2}
+"""
+
+
+@pytest.mark.cluster
+@pytest.mark.django_db(transaction=True)
+def test_it_fills_the_pool_on_the_cluster_and_a_request_takes_a_ready_one_at_once(
+    worker, team, owner, kube_client
+):
+    """Real worker and watcher processes fill the pool; the request answers ready at
+    once, and the pool is full and ready again afterwards."""
+    version = publish_blueprint(source=CLUSTER_POOL)[0]
+    pools.set_pool_team(blueprint=version.blueprint, team=team, actor=None)
+    assert pools.refill(version.blueprint_id) == 0  # set_pool_team's refill started both
+
+    def ready_in_pool():
+        return Environment.objects.filter(
+            pooled=True, blueprint_version=version, state=State.READY
+        ).count()
+
+    wait_for(lambda: ready_in_pool() == 2, timeout=180)
+    first = Environment.objects.filter(pooled=True, state=State.READY).order_by("ready_at")[0]
+    claimed = services.request_environment(user=owner, version=version)
+    assert claimed.from_pool and claimed.pk == first.pk
+    assert claimed.state == State.READY and claimed.owner == owner
+    namespace = kubernetes.client.CoreV1Api(kube_client).read_namespace(claimed.namespace)
+    assert namespace.status.phase == "Active"
+    # The refill (on the claim's commit) starts a third; the worker and watcher make it ready.
+    wait_for(lambda: ready_in_pool() == 2, timeout=180)
+    assert Environment.objects.filter(blueprint_version=version).count() == 3
+    # Stop the pool: its environments drain; delete the claimed one; all gone.
+    pools.set_pool_team(blueprint=version.blueprint, team=None, actor=None)
+    services.delete_environment(environment=claimed, user=owner)
+    wait_for(
+        lambda: not Environment.objects.filter(blueprint_version=version)
+        .exclude(state=State.DELETED)
+        .exists(),
+        timeout=180,
+    )
