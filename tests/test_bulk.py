@@ -172,3 +172,45 @@ def test_the_cli_takes_several_environments():
     assert extend.env == ["abc12345", "def67890"] and extend.duration == "1h"
     assert parser.parse_args(["extend", "abc12345", "30m"]).env == ["abc12345"]
     assert parser.parse_args(["down", "a1", "b2", "c3"]).env == ["a1", "b2", "c3"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_cli_extends_and_deletes_several_through_the_api(live_server, owner, mixed, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import django_rq
+
+    from tests.conftest import ROOT
+
+    token = tokens.create_token(user=owner, name="cli", scope="write", days=1)[1]
+    environ = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "EPHEMERA_URL": live_server.url,
+        "EPHEMERA_TOKEN": token,
+    }
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "ephemera_cli.main", *args],
+            cwd=ROOT,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    first, second = (e.name for e in mixed["mine"])
+    extended = cli("extend", first, second, mixed["teammate"].name, "30m")
+    assert extended.returncode == 1  # one was not changed
+    assert extended.stdout.splitlines() == [f"{first}: extended by 30m", f"{second}: extended by 30m"]
+    assert extended.stderr.strip() == (
+        f"{mixed['teammate'].name}: You cannot change this environment."
+    )
+    down = cli("down", first, second)
+    assert down.returncode == 0, down.stderr
+    assert down.stdout.splitlines() == [f"{first}: deleting", f"{second}: deleting"]
+    assert AuditEvent.objects.filter(action="environment.delete").count() == 2
+    django_rq.get_queue("teardown").empty()
