@@ -225,9 +225,11 @@ def main() -> None:
         pools.refill(pooled.blueprint_id)
         try:
             wait_until(
-                lambda: not Environment.objects.exclude(
-                    state__in=[State.DELETED, State.REJECTED]
-                ).exists(),
+                lambda: (
+                    not Environment.objects.exclude(
+                        state__in=[State.DELETED, State.REJECTED]
+                    ).exists()
+                ),
                 timeout=300,
             )
             print("cleaned up: every environment deleted")

@@ -25,7 +25,9 @@ def test_it_selects_several_environments_and_extends_them(
         make_environment(owner=owner, team=team, version=shop, ttl_hours=1, display_name=name)
         for name in ("Acme demo", "Globex demo")
     ]
-    left = make_environment(owner=owner, team=team, version=shop, ttl_hours=1, display_name="Initech")
+    left = make_environment(
+        owner=owner, team=team, version=shop, ttl_hours=1, display_name="Initech"
+    )
     before = {e.pk: e.expires_at for e in [*picked, left]}
     page = new_page()
     sign_in(page, live_server, owner.email)
@@ -55,8 +57,9 @@ def test_it_selects_several_environments_and_extends_them(
     for environment in picked:
         environment.refresh_from_db()
         assert (environment.expires_at - before[environment.pk]).total_seconds() == 3600
-        assert AuditEvent.objects.filter(
-            action="environment.extend", object_id=environment.pk
-        ).count() == 1
+        assert (
+            AuditEvent.objects.filter(action="environment.extend", object_id=environment.pk).count()
+            == 1
+        )
     left.refresh_from_db()
     assert left.expires_at == before[left.pk]

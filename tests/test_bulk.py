@@ -67,9 +67,10 @@ def test_it_deletes_many_and_a_lead_may_delete_a_teammates(owner, teammate, mixe
     for environment in mixed["mine"]:
         environment.refresh_from_db()
         assert environment.state == State.TEARING_DOWN
-        assert AuditEvent.objects.filter(
-            action="environment.delete", object_id=environment.pk
-        ).count() == 1
+        assert (
+            AuditEvent.objects.filter(action="environment.delete", object_id=environment.pk).count()
+            == 1
+        )
     assert Environment.objects.get(pk=mixed["teammate"].pk).state == State.READY
     # Twice is not an error; a lead of the team may delete the teammate's.
     again = bulk.delete_many(owner, [mixed["mine"][0].pk])
@@ -205,7 +206,10 @@ def test_the_cli_extends_and_deletes_several_through_the_api(live_server, owner,
     first, second = (e.name for e in mixed["mine"])
     extended = cli("extend", first, second, mixed["teammate"].name, "30m")
     assert extended.returncode == 1  # one was not changed
-    assert extended.stdout.splitlines() == [f"{first}: extended by 30m", f"{second}: extended by 30m"]
+    assert extended.stdout.splitlines() == [
+        f"{first}: extended by 30m",
+        f"{second}: extended by 30m",
+    ]
     assert extended.stderr.strip() == (
         f"{mixed['teammate'].name}: You cannot change this environment."
     )

@@ -296,8 +296,10 @@ def test_it_fills_the_pool_on_the_cluster_and_a_request_takes_a_ready_one_at_onc
     pools.set_pool_team(blueprint=version.blueprint, team=None, actor=None)
     services.delete_environment(environment=claimed, user=owner)
     wait_for(
-        lambda: not Environment.objects.filter(blueprint_version=version)
-        .exclude(state=State.DELETED)
-        .exists(),
+        lambda: (
+            not Environment.objects.filter(blueprint_version=version)
+            .exclude(state=State.DELETED)
+            .exists()
+        ),
         timeout=180,
     )
