@@ -142,7 +142,7 @@ def test_the_api_bulk_endpoint_and_a_team_token(owner, team, mixed, client):
         content_type="application/json",
         **headers,
     )
-    assert missing.status_code == 422 and missing.json()["detail"] == (
+    assert missing.status_code == 409 and missing.json()["detail"] == (
         "Say by how much to extend: seconds."
     )
     read_only = tokens.create_token(user=owner, name="ro", scope="read", days=1)[1]

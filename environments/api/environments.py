@@ -35,6 +35,7 @@ from environments.api.schemas import (
 )
 from environments.catalog.selectors import requestable_version
 from environments.governance import audit
+from environments.lib.errors import ServiceError
 from environments.lifecycle import bulk, queue, selectors, services
 from environments.models import ApiToken, Environment, Team
 
@@ -159,7 +160,7 @@ def bulk_environments(request: HttpRequest, payload: BulkIn) -> dict[str, Any]:
     ip = audit.client_ip(request)
     if payload.action == "extend":
         if payload.seconds is None:
-            raise HttpError(422, "Say by how much to extend: seconds.")
+            raise ServiceError("Say by how much to extend: seconds.")
         result = bulk.extend_many(
             token.user,
             payload.environments,

@@ -8,6 +8,7 @@ API's bulk endpoint, the CLI and a class page all call ``extend_many`` / ``delet
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
 
@@ -19,6 +20,8 @@ from environments.lifecycle import services
 from environments.models import Environment
 
 MAX_BULK = 100  # environments in one bulk action
+# An id (a UUID) or a short name (8 hex digits); anything else names no environment.
+REF = re.compile(r"[0-9a-fA-F-]{8,36}")
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class BulkResult:
 
 
 def _refs(ids) -> list[str]:
-    refs = list(dict.fromkeys(str(i).strip() for i in ids if str(i).strip()))
+    refs = list(dict.fromkeys(str(i).strip()[:40] for i in ids if str(i).strip()))
     if not refs:
         raise ServiceError("Select at least one environment.")
     if len(refs) > MAX_BULK:
@@ -73,6 +76,8 @@ def _find(actor, ref: str, team_id=None) -> Environment | None:
     )
     if team_id is not None:
         rows = rows.filter(team_id=team_id)
+    if not REF.fullmatch(ref):
+        return None
     try:
         return rows.filter(pk=uuid.UUID(ref)).first()
     except ValueError:
