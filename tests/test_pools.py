@@ -129,6 +129,9 @@ def test_it_hides_unclaimed_pooled_environments_from_everyone(
         assert [row["name"] for row in listed] == [theirs.name]
         assert client.get(f"/api/v1/environments/{waiting.name}", **headers).status_code == 404
         assert client.delete(f"/api/v1/environments/{waiting.pk}", **headers).status_code == 404
+    # The pools' account is no person: not on the People page.
+    people = client_for(portal_admin).get("/admin-portal/people/")
+    assert people.status_code == 200 and pools.POOL_USERNAME not in people.content.decode()
     # The admins' blueprint page shows the pool: its size, how many are ready, its cost.
     page = client_for(portal_admin).get("/admin-portal/blueprints/").content.decode()
     assert 'id="pool-pooled-lab"' in page and "Sales" in page
