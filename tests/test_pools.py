@@ -129,6 +129,9 @@ def test_it_hides_unclaimed_pooled_environments_from_everyone(
         assert [row["name"] for row in listed] == [theirs.name]
         assert client.get(f"/api/v1/environments/{waiting.name}", **headers).status_code == 404
         assert client.delete(f"/api/v1/environments/{waiting.pk}", **headers).status_code == 404
+    # Operators see the pool's size in the metrics, without anybody's name.
+    metrics = client_for(owner).get("/metrics").content.decode()
+    assert 'ephemera_pool_environments{blueprint="pooled-lab",state="ready"} 1.0' in metrics
     # The pools' account is no person: not on the People page.
     people = client_for(portal_admin).get("/admin-portal/people/")
     assert people.status_code == 200 and pools.POOL_USERNAME not in people.content.decode()
