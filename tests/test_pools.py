@@ -309,3 +309,21 @@ def test_it_fills_the_pool_on_the_cluster_and_a_request_takes_a_ready_one_at_onc
         ),
         timeout=180,
     )
+
+
+@pytest.mark.django_db
+def test_a_claim_within_the_paying_team_does_not_count_the_environment_twice(
+    pool_version, team, owner
+):
+    """The pooled environment already counts against the team that pays; a teammate who
+    takes it keeps the team's count where it was, so a full team can still claim."""
+    waiting = pooled(pool_version, team, count=2)
+    Quota.objects.create(team=team, max_environments=2)
+    claimed = services.request_environment(user=owner, version=pool_version)
+    assert claimed.from_pool and claimed.pk in {e.pk for e in waiting}
+    assert quotas.usage(team=team).environments == 2
+    # Other parameters need a new environment: over the team's limit, refused in numbers.
+    with pytest.raises(ServiceError, match="already has 2 of 2 environments"):
+        services.request_environment(
+            user=owner, version=pool_version, parameters={"level": "advanced"}
+        )

@@ -253,12 +253,15 @@ def claim(
     version: BlueprintVersion,
     parameters: dict,
     seconds: int,
+    demand: quotas.Demand,
     display_name: str = "",
     reason: str = "",
 ) -> Environment | None:
-    """Take a ready pooled environment for ``user``, or None (none ready, or the request
-    is not the pool's: other parameters). Call inside the request's transaction, after
-    its quota decision (the claimed environment moves to ``user``'s team and quota)."""
+    """Take a ready pooled environment for ``user``, or None: none ready, the request is
+    not the pool's (other parameters), or the request's quota decision does not simply
+    allow it (refused, or it needs an approver: the normal path says so). The decision
+    leaves the candidate out, since it already counts against the pool's team and moves
+    to ``user``'s. Call inside the request's transaction, after ``quotas.lock``."""
     if pool_size(version) == 0 or parameters != default_parameters(version):
         return None
     now = timezone.now()
@@ -274,6 +277,15 @@ def claim(
             .first()
         )
         if candidate is None:
+            return None
+        outcome = quotas.decide(
+            team=team,
+            user=user,
+            version=version,
+            demand=demand,
+            exclude=Environment(pk=candidate),
+        )
+        if not outcome.allowed:
             return None
         accrue(candidate, now)  # the pool's minutes so far are the pool team's
         if claim_pooled(

@@ -158,40 +158,42 @@ def request_environment(
     demand = demand_for(version, seconds)
 
     quotas.lock(team=team, user=user)
+    # A ready one from the blueprint's warm pool, if the request is the pool's and the
+    # same decision as below allows it with no approval (issue 16).
+    with _name_race(owner=user, display_name=display_name):
+        claimed = pools.claim(
+            user=user,
+            team=team,
+            version=version,
+            parameters=resolved,
+            seconds=seconds,
+            demand=demand,
+            display_name=display_name,
+            reason=reason,
+        )
+    if claimed is not None:
+        audit.record(
+            actor=user,
+            action=action,
+            target=claimed,
+            after={
+                "blueprint": str(version),
+                "parameters": resolved,
+                "ttl_seconds": seconds,
+                "reason": reason,
+                "from_pool": True,
+                **({"display_name": display_name} if display_name else {}),
+            },
+            ip=ip,
+        )
+        claimed.from_pool = True  # type: ignore[attr-defined]
+        return claimed
+
     # The same decision the request form's estimate and the approval queue show.
     outcome = quotas.decide(team=team, user=user, version=version, demand=demand)
     if outcome.refused:
         raise ServiceError(outcome.message)
     needs_approval = outcome.needs_approval
-
-    if not needs_approval:
-        with _name_race(owner=user, display_name=display_name):
-            claimed = pools.claim(
-                user=user,
-                team=team,
-                version=version,
-                parameters=resolved,
-                seconds=seconds,
-                display_name=display_name,
-                reason=reason,
-            )
-        if claimed is not None:
-            audit.record(
-                actor=user,
-                action=action,
-                target=claimed,
-                after={
-                    "blueprint": str(version),
-                    "parameters": resolved,
-                    "ttl_seconds": seconds,
-                    "reason": reason,
-                    "from_pool": True,
-                    **({"display_name": display_name} if display_name else {}),
-                },
-                ip=ip,
-            )
-            claimed.from_pool = True  # type: ignore[attr-defined]
-            return claimed
 
     with _name_race(owner=user, display_name=display_name):
         environment = Environment.objects.create(
