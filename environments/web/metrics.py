@@ -103,7 +103,7 @@ class EphemeraCollector:
             labels=["blueprint", "state"],
         )
         counts: dict[tuple[str, str], int] = {}
-        for name, state, count in (
+        for name, in_state, count in (
             Environment.objects.filter(
                 pooled=True,
                 state__in=[State.APPROVED, State.PROVISIONING, State.READY],
@@ -113,10 +113,10 @@ class EphemeraCollector:
             .annotate(n=Count("pk"))
             .values_list("blueprint_version__blueprint__name", "state", "n")
         ):
-            key = (name, "ready" if state == State.READY else "starting")
+            key = (name, "ready" if in_state == State.READY else "starting")
             counts[key] = counts.get(key, 0) + count
-        for (name, state), count in sorted(counts.items()):
-            pooled.add_metric([name, state], count)
+        for (name, shown), count in sorted(counts.items()):
+            pooled.add_metric([name, shown], count)
         yield pooled
 
         oldest = dict(
