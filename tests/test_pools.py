@@ -146,6 +146,8 @@ def test_it_claims_a_ready_pooled_environment_for_a_matching_request(
 ):
     (waiting,) = pooled(pool_version, team)
     waiting_since = waiting.created_at
+    page = client_for(owner).get("/blueprints/pooled-lab/request/").content.decode()
+    assert "1 waiting in the warm pool" in page
     with django_capture_on_commit_callbacks(execute=True):
         claimed = services.request_environment(
             user=owner, version=pool_version, ttl_seconds=1800, reason="workshop"

@@ -16,7 +16,7 @@ from environments.catalog import selectors as catalog_selectors
 from environments.catalog.spec import ParametersInvalid
 from environments.governance import audit, quotas
 from environments.lib.errors import ServiceError
-from environments.lifecycle import queue, selectors, services
+from environments.lifecycle import pools, queue, selectors, services
 from environments.lifecycle.states import State
 from environments.models import Environment, Team
 from environments.web.forms import PARAM_PREFIX, RequestForm
@@ -129,6 +129,7 @@ def request_environment(request, name: str):
         "version": version,
         "teams": teams,
         "clone_of": source,
+        "pool": pools.status(version.blueprint),
         **_estimate_context(
             version,
             user=request.user,
