@@ -20,7 +20,7 @@ from environments.governance import quotas
 from environments.lib.errors import ServiceError
 from environments.lifecycle import pools, services
 from environments.lifecycle.states import State
-from environments.models import AuditEvent, Environment, Membership, Quota
+from environments.models import AuditEvent, Environment, Membership, Quota, Team
 from tests.conftest import client_for, make_user, wait_for
 from tests.factories import make_environment
 
@@ -202,7 +202,10 @@ def test_concurrent_claims_never_hand_one_environment_to_two_people(team):
     people = []
     for n in range(8):
         person = make_user(f"claimer{n}@example.com")
-        Membership.objects.create(team=team, user=person)
+        # Each in a team of their own: the quota decision's row locks (team, person) do
+        # not serialise them, so only the claim's guarded UPDATE keeps them apart.
+        own = Team.objects.create(name=f"Team {n}", slug=f"team-{n}")
+        Membership.objects.create(team=own, user=person)
         people.append(person)
     start = threading.Barrier(len(people))
     got: dict[int, object] = {}
