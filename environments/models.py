@@ -150,6 +150,16 @@ class Blueprint(models.Model):
     title = models.CharField(max_length=200)
     purpose = models.CharField(max_length=20, choices=Purpose.choices)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Who pays for the warm pool a blueprint declares (``pool:``); no team, no pool
+    # (issue 16). Changed through lifecycle.pools.set_pool_team.
+    pool_team = models.ForeignKey(
+        Team,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The team charged for this blueprint's warm pool; empty: no pool runs.",
+    )
 
     class Meta:
         ordering = ["purpose", "title"]
@@ -285,9 +295,14 @@ class EnvironmentQuerySet(models.QuerySet):
 
     def visible_to(self, user):
         """Environments ``user`` may see: their own and their teams'; admins see all."""
+        # Unclaimed pooled environments are nobody's yet: shown to no one (issue 16).
         if is_admin(user):
-            return self
-        return self.filter(Q(owner=user) | Q(team__memberships__user=user)).distinct()
+            return self.filter(pooled=False)
+        return (
+            self.filter(pooled=False)
+            .filter(Q(owner=user) | Q(team__memberships__user=user))
+            .distinct()
+        )
 
 
 DISPLAY_NAME_MAX_LENGTH = 60
@@ -365,6 +380,9 @@ class Environment(models.Model):
     # Which components, image tags and overridable env values, when not the blueprint's
     # own shape (a clone's, ``catalog.variants``); {} for the default.
     variant = models.JSONField(default=dict, blank=True)
+    # Waiting, ready and unclaimed, in its blueprint's warm pool (lifecycle.pools): owned
+    # by the pool's account, charged to the pool's team, shown to nobody until claimed.
+    pooled = models.BooleanField(default=False, db_index=True, editable=False)
 
     objects = EnvironmentQuerySet.as_manager()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from environments.access import credentials
 from environments.governance import billing
 from environments.integrations import notifications
-from environments.lifecycle import provisioning, upkeep
+from environments.lifecycle import pools, provisioning, upkeep
 
 
 def provision(environment_id: str) -> str:
@@ -69,3 +69,8 @@ def grant_person_access(environment_id: str, user_id: str) -> str:
 def sync_person_access(user_id: str) -> str:
     """After a membership or activity change: revoke (or grant) that person's identities."""
     return credentials.sync_person(int(user_id))
+
+
+def refill_pools() -> int:
+    """Top up every blueprint's warm pool (issue 16); how many environments it started."""
+    return pools.refill_all()

@@ -5,8 +5,8 @@
     ephemera up pr-preview --param head_sha=abc1234 --ttl 2h --wait
     ephemera ls [--team]
     ephemera status ENV
-    ephemera extend ENV 1h [--reason ...]
-    ephemera down ENV
+    ephemera extend ENV... 1h [--reason ...]
+    ephemera down ENV...
 
 ENV is an environment's id or its short name. EPHEMERA_URL and EPHEMERA_TOKEN
 override the saved configuration (~/.config/ephemera/config.json).
@@ -225,7 +225,8 @@ def cmd_up(args, client: Client) -> int:
         body["display_name"] = args.name
     env = client.call("POST", "/environments", body)
     named = f" '{env['display_name']}'" if env.get("display_name") else ""
-    print(f"Requested {env['name']}{named} ({env['id']}): {env['state']}")
+    pooled = " (from the warm pool)" if env.get("from_pool") else ""
+    print(f"Requested {env['name']}{named} ({env['id']}): {env['state']}{pooled}")
     if not args.wait:
         return 0
     return wait_until_settled(client, env, timeout=args.timeout)
@@ -306,9 +307,28 @@ def cmd_status(args, client: Client) -> int:
     return 0
 
 
+def _bulk(client: Client, body: dict[str, Any]) -> int:
+    """Several environments at once (the API's bulk endpoint): one line each; exit code 1
+    if any was not changed."""
+    answer = client.call("POST", "/environments/bulk", body)
+    for item in answer["results"]:
+        print(f"{item['ref']}: {item['message']}", file=sys.stdout if item["done"] else sys.stderr)
+    return 1 if answer["refused"] else 0
+
+
 def cmd_extend(args, client: Client) -> int:
-    env = client.environment(args.env)
     seconds = parse_duration(args.duration)
+    if len(args.env) > 1:
+        return _bulk(
+            client,
+            {
+                "action": "extend",
+                "environments": args.env,
+                "seconds": seconds,
+                "reason": args.reason,
+            },
+        )
+    env = client.environment(args.env[0])
     answer = client.call(
         "POST", f"/environments/{env['id']}/extend", {"seconds": seconds, "reason": args.reason}
     )
@@ -323,7 +343,9 @@ def cmd_extend(args, client: Client) -> int:
 
 
 def cmd_down(args, client: Client) -> int:
-    env = client.environment(args.env)
+    if len(args.env) > 1:
+        return _bulk(client, {"action": "delete", "environments": args.env})
+    env = client.environment(args.env[0])
     env = client.call("DELETE", f"/environments/{env['id']}")
     print(f"{env['name']}: {env['state']}")
     return 0
@@ -415,8 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("env", metavar="ENV", help="id or short name")
     status.set_defaults(handler=cmd_status)
 
-    extend = commands.add_parser("extend", help="push an environment's expiry back")
-    extend.add_argument("env", metavar="ENV")
+    extend = commands.add_parser("extend", help="push environments' expiry back")
+    extend.add_argument("env", metavar="ENV", nargs="+", help="one or several")
     extend.add_argument("duration", help="e.g. 30m, 1h, 1d")
     extend.add_argument("--reason", default="")
     extend.set_defaults(handler=cmd_extend)
@@ -426,8 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     rename.add_argument("name", metavar="NAME")
     rename.set_defaults(handler=cmd_rename)
 
-    down = commands.add_parser("down", help="tear an environment down")
-    down.add_argument("env", metavar="ENV")
+    down = commands.add_parser("down", help="tear environments down")
+    down.add_argument("env", metavar="ENV", nargs="+", help="one or several")
     down.set_defaults(handler=cmd_down)
 
     clone = commands.add_parser(

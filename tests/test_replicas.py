@@ -41,6 +41,7 @@ SCHEDULE = {
     "environments.tasks.reap_expired": 6,
     "environments.tasks.warn_expiring": 6,
     "environments.tasks.accrue_cost": 6,
+    "environments.tasks.refill_pools": 6,
     "environments.tasks.remind_approvers": 30,
     "environments.tasks.reconcile": 30,
 }
@@ -113,6 +114,7 @@ def test_schedulers_in_one_tick_enqueue_each_job_once(monkeypatch):
                 ("reap_expired", 1893499620),  # 12:07:00
                 ("warn_expiring", 1893499620),
                 ("accrue_cost", 1893499620),
+                ("refill_pools", 1893499620),
                 ("remind_approvers", 1893499500),  # 12:05:00
                 ("reconcile", 1893499500),
             ]

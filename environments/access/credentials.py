@@ -77,7 +77,9 @@ def _holders(environment: Environment) -> list:
 
 def grant_environment(environment_id: str) -> str:
     """The provision job's follow-up: identities for everyone who may hold one."""
-    environment = Environment.objects.filter(pk=environment_id, state__in=WITH_NAMESPACE).first()
+    environment = Environment.objects.filter(
+        pk=environment_id, state__in=WITH_NAMESPACE, pooled=False
+    ).first()
     if environment is None:
         return "nothing to do"
     made = sum(grant(environment, u) for u in _holders(environment) if may_hold(u, environment))
@@ -98,7 +100,9 @@ def sync_person(user_id: int) -> str:
     they may no longer hold a kubeconfig, and grant it in their teams' environments."""
     user = get_user_model().objects.filter(pk=user_id).first()
     revoked = granted = 0
-    environments = Environment.objects.filter(state__in=WITH_NAMESPACE).select_related("team")
+    environments = Environment.objects.filter(
+        state__in=WITH_NAMESPACE, pooled=False
+    ).select_related("team")
     for environment in environments:
         if user is not None and may_hold(user, environment):
             if (

@@ -22,6 +22,8 @@ from environments.api.app import _require_write, _token, bearer
 from environments.api.schemas import (
     ERRORS,
     READ_ERRORS,
+    BulkIn,
+    BulkOut,
     EnvironmentIn,
     EnvironmentListQuery,
     EnvironmentOut,
@@ -37,7 +39,8 @@ from environments.api.schemas import (
 )
 from environments.catalog.selectors import requestable_version
 from environments.governance import audit
-from environments.lifecycle import idempotency, pipelines, queue, selectors, services
+from environments.lib.errors import ServiceError
+from environments.lifecycle import bulk, idempotency, pipelines, queue, selectors, services
 from environments.lifecycle.states import State
 from environments.models import ApiToken, Environment, IdempotencyKey, Team
 
@@ -51,7 +54,7 @@ def _visible(token: ApiToken) -> QuerySet[Environment]:
     exactly its team's environments."""
     if token.team_id is not None:
         # A team (CI) token acts for its team only, even if its owner is an admin.
-        visible = Q(team_id=token.team_id)
+        visible = Q(team_id=token.team_id, pooled=False)
     else:
         visible = Q(pk__in=Environment.objects.visible_to(token.user).values("pk"))
     return Environment.objects.select_related(
@@ -206,6 +209,7 @@ def create_environment(
         else:
             environment, created = services.request_environment(**fields), True
         answer = environment_out(_environment(token, str(environment.pk)))
+        answer["from_pool"] = getattr(environment, "from_pool", False)
         return (201 if created else 200), answer
 
     if idempotency_key is None:
@@ -257,6 +261,49 @@ def _waited(request: HttpRequest, answer: dict[str, Any], seconds: int) -> dict[
 
 
 _SETTLED = {str(state) for state in pipelines.SETTLED_STATES}
+
+
+@router.post(
+    "/bulk",
+    response={200: BulkOut, **ERRORS},
+    summary="Extend or delete several environments",
+    description=(
+        "Each environment goes through the single action's rules, permission check and "
+        "audit entry. One you may not see or change is not touched: its result says why "
+        "(`done: false`); the others go ahead."
+    ),
+    operation_id="environments_api_bulk_environments",
+)
+def bulk_environments(request: HttpRequest, payload: BulkIn) -> dict[str, Any]:
+    token = _require_write(request)
+    ip = audit.client_ip(request)
+    if payload.action == "extend":
+        if payload.seconds is None:
+            raise ServiceError("Say by how much to extend: seconds.")
+        result = bulk.extend_many(
+            token.user,
+            payload.environments,
+            payload.seconds,
+            reason=payload.reason,
+            ip=ip,
+            team_id=token.team_id,
+        )
+    else:
+        result = bulk.delete_many(token.user, payload.environments, ip=ip, team_id=token.team_id)
+    return {
+        "action": result.action,
+        "done": len(result.done),
+        "refused": len(result.refused),
+        "results": [
+            {
+                "ref": o.ref,
+                "environment_id": o.environment_id,
+                "done": o.done,
+                "message": o.message,
+            }
+            for o in result.outcomes
+        ],
+    }
 
 
 def _with_notice(answer: dict[str, Any]) -> dict[str, Any]:

@@ -95,6 +95,11 @@ class EnvironmentOut(Schema):
         description="How it differs from its blueprint (a clone's changes); {} for none.",
     )
     external_key: str = Field(description="The key given when it was requested; empty if none.")
+    from_pool: bool = Field(
+        False,
+        description="True when a request was answered at once with a ready environment "
+        "from the blueprint's warm pool.",
+    )
     notice: str = Field(
         default="",
         description="Something the client should know about this answer, e.g. that the "
@@ -247,6 +252,29 @@ class EnvironmentPatchIn(StrictIn):
         "Checked against the blueprint like a new request; the environment is provisioned "
         "again with them (only what changed is re-applied).",
     )
+
+
+class BulkIn(StrictIn):
+    action: Literal["extend", "delete"]
+    environments: list[str] = Field(
+        ..., min_length=1, max_length=100, description="Ids or short names, at most 100."
+    )
+    seconds: ExtensionSeconds | None = Field(None, description="For `extend`: by how much.")
+    reason: Text = ""
+
+
+class BulkItemOut(Schema):
+    ref: str = Field(description="The environment as you named it.")
+    environment_id: uuid.UUID | None
+    done: bool
+    message: str = Field(description="What was done, or why it was not.")
+
+
+class BulkOut(Schema):
+    action: str
+    done: int
+    refused: int
+    results: list[BulkItemOut]
 
 
 class ExtendIn(StrictIn):

@@ -249,6 +249,12 @@ class QuotaSpec(_Spec):
 # --- egress (issue 14, finding 1) ---------------------------------------------------
 
 
+class PoolSpec(_Spec):
+    """A warm pool: ``size`` ready, unclaimed environments with the default parameters."""
+
+    size: int
+
+
 class EgressRuleSpec(_Spec):
     """One destination a blueprint's pods may reach besides DNS and their own namespace:
     a CIDR less ``excluded`` CIDRs (the platform's blocked ranges are added when the
@@ -287,6 +293,7 @@ DEFAULT_EGRESS_BLOCKED = (
 )
 DEFAULT_EGRESS_ALLOWED = ("0.0.0.0/0", "::/0")
 MAX_EGRESS_RULES = 20
+MAX_POOL_SIZE = 20  # ready environments a warm pool keeps (issue 16)
 
 
 def parse_cidr(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -358,12 +365,14 @@ class BlueprintSpec(_Spec):
     egress: list[EgressRuleSpec] = Field(default_factory=list)
     # Generated credentials (issue 14, finding 4).
     secrets: list[SecretSpec] = Field(default_factory=list)
+    # A warm pool of ready environments (issue 16), or None.
+    pool: PoolSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The plain, JSON-ready dict stored in the database and hashed."""
         stored = self.model_dump(mode="json")
         # Specs stored before these fields existed keep their digest.
-        for optional in ("egress", "secrets"):
+        for optional in ("egress", "secrets", "pool"):
             if not stored[optional]:
                 del stored[optional]
         return stored
@@ -1232,6 +1241,7 @@ class _RawBlueprint(_Raw):
         "kube_access",
         "list_parameter",
         "egress",
+        "pool",
     )
     nested = {
         "ttl": _RawTTL,
@@ -1260,6 +1270,34 @@ class _RawBlueprint(_Raw):
     # After parameters: its check reads the names they declared.
     list_parameter: Any = None
     egress: list[_RawEgressRule] = Field(default_factory=list)
+    # After approval and parameters: its check reads both.
+    pool: Any = None
+
+    @field_validator("pool")
+    @classmethod
+    def _pool(cls, value: Any, info: ValidationInfo) -> dict[str, int] | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise _problem(f"must be a mapping like {{size: 3}}, got {_kind(value)}")
+        unknown = sorted(str(key) for key in value if key != "size")
+        if unknown:
+            _raise([((unknown[0],), "unknown field", _CHECK)])
+        size = value.get("size")
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_POOL_SIZE:
+            _raise(
+                [(("size",), f"{size!r} is not a whole number from 1 to {MAX_POOL_SIZE}", _CHECK)]
+            )
+        if info.data.get("approval") == ApprovalPolicy.REQUIRED.value:
+            raise _problem("a blueprint whose every request needs approval cannot keep a warm pool")
+        for parameter in info.data.get("parameters") or []:
+            default = getattr(parameter, "default", None)
+            if getattr(parameter, "type", None) != "boolean" and default in (None, _ABSENT):
+                raise _problem(
+                    f"parameter {getattr(parameter, 'name', '?')!r} has no default; a pool "
+                    "starts its environments with the defaults"
+                )
+        return {"size": size}
 
     @field_validator("egress", mode="before")
     @classmethod
@@ -1407,6 +1445,7 @@ class _RawBlueprint(_Raw):
             list_parameter=self.list_parameter,
             egress=[rule.normalised() for rule in self.egress],
             secrets=[secret.normalised() for secret in self.secrets],
+            pool=PoolSpec(**self.pool) if self.pool else None,
         )
 
 

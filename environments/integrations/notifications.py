@@ -185,6 +185,8 @@ def deliver(event: str, environment_id: str, key: str = "") -> str:
     )
     if environment is None:
         return "no such environment"
+    if environment.pooled:
+        return "pooled: nobody to tell until it is claimed"
     subject, body, recipients = message_for(event, environment)
     done_for = 7 * 86400
     emailed = 0

@@ -83,6 +83,7 @@ def environments_for(*, user, scope: str = "mine", listed: bool = True) -> Query
             Q(state__in=LIVE_STATES) | Q(state_changed_at__gte=timezone.now() - timedelta(days=1))
         )
     )
+    rows = rows.filter(pooled=False)  # unclaimed pooled environments are nobody's yet
     if scope == "team":
         team_ids = Membership.objects.filter(user=user).values("team_id")
         return rows.filter(team_id__in=Subquery(team_ids))
@@ -152,8 +153,9 @@ def all_environments(
     blueprint: str = "",
     expiring_within_hours: int | None = None,
 ) -> QuerySet[Environment]:
-    """The admin list, filtered; same joins as the dashboard."""
-    rows = _environment_rows()
+    """The admin list, filtered; same joins as the dashboard (warm pools are shown on
+    their blueprint's page, not here)."""
+    rows = _environment_rows().filter(pooled=False)
     if state:
         rows = rows.filter(state=state)
     if team:

@@ -27,6 +27,7 @@ from environments.integrations import notifications
 from environments.lib import durations
 from environments.lib.durations import format_duration
 from environments.lib.errors import ServiceError
+from environments.lifecycle import pools
 from environments.lifecycle.queue import enqueue_on_commit
 from environments.lifecycle.states import EXTENDABLE_STATES, FINAL_STATES, LIVE_STATES, State
 from environments.lifecycle.transitions import (
@@ -168,6 +169,40 @@ def request_environment(
     demand = demand_for(version, seconds, variant=variant)
 
     quotas.lock(team=team, user=user)
+    # A ready one from the blueprint's warm pool, if the request is the pool's and the
+    # same decision as below allows it with no approval (issue 16).
+    # A variant (a clone) or a pipeline's external key is never the pool's default shape.
+    claimed = None
+    if not variant and not external_key:
+        with _name_race(owner=user, display_name=display_name):
+            claimed = pools.claim(
+                user=user,
+                team=team,
+                version=version,
+                parameters=resolved,
+                seconds=seconds,
+                demand=demand,
+                display_name=display_name,
+                reason=reason,
+            )
+    if claimed is not None:
+        audit.record(
+            actor=user,
+            action=action,
+            target=claimed,
+            after={
+                "blueprint": str(version),
+                "parameters": resolved,
+                "ttl_seconds": seconds,
+                "reason": reason,
+                "from_pool": True,
+                **({"display_name": display_name} if display_name else {}),
+            },
+            ip=ip,
+        )
+        claimed.from_pool = True  # type: ignore[attr-defined]
+        return claimed
+
     # The same decision the request form's estimate and the approval queue show.
     outcome = quotas.decide(team=team, user=user, version=version, demand=demand)
     if outcome.refused:

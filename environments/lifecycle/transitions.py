@@ -78,3 +78,33 @@ def withdraw_extension_requests(environment_id) -> int:
     return ExtensionRequest.objects.filter(
         environment_id=environment_id, state=ExtensionRequest.State.PENDING
     ).update(state=ExtensionRequest.State.WITHDRAWN, decided_at=timezone.now())
+
+
+def claim_pooled(environment_id, *, owner, team, actor=None, message: str = "", **fields) -> bool:
+    """Hand one ready, unclaimed pooled environment to ``owner`` (issue 16).
+
+    The same guarded UPDATE as ``transition``: ``WHERE pooled AND state = 'ready'``, so of
+    two requests claiming one environment at once exactly one wins; the other sees False
+    and takes another (or none). The state stays ready: only the owner changes.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        changed = Environment.objects.filter(
+            pk=environment_id, pooled=True, state=State.READY
+        ).update(
+            pooled=False,
+            owner=owner,
+            team=team,
+            created_at=now,
+            updated_at=now,
+            expiry_warned_at=None,
+            **fields,
+        )
+        if changed:
+            EnvironmentEvent.objects.create(
+                environment_id=environment_id,
+                kind=EnvironmentEvent.Kind.INFO,
+                message=message or "Taken from the warm pool.",
+                actor=actor,
+            )
+    return bool(changed)

@@ -65,7 +65,7 @@ def warn_expiring() -> int:
     soon = timezone.now() + timedelta(minutes=settings.EXPIRY_WARNING_MINUTES)
     count = 0
     for environment_id in Environment.objects.filter(
-        state=State.READY, expires_at__lte=soon, expiry_warned_at__isnull=True
+        state=State.READY, expires_at__lte=soon, expiry_warned_at__isnull=True, pooled=False
     ).values_list("pk", flat=True):
         claimed = Environment.objects.filter(
             pk=environment_id, expiry_warned_at__isnull=True

@@ -95,6 +95,30 @@ class EphemeraCollector:
             environments.add_metric([state.value], by_state.get(state.value, 0))
         yield environments
 
+        # Warm pools (issue 16): unclaimed environments per blueprint, ready or starting
+        # (an empty pool means requests wait for a cold start again).
+        pooled = GaugeMetricFamily(
+            "ephemera_pool_environments",
+            "Unclaimed environments in each blueprint's warm pool, ready or starting.",
+            labels=["blueprint", "state"],
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for name, in_state, count in (
+            Environment.objects.filter(
+                pooled=True,
+                state__in=[State.APPROVED, State.PROVISIONING, State.READY],
+            )
+            .order_by()
+            .values_list("blueprint_version__blueprint__name", "state")
+            .annotate(n=Count("pk"))
+            .values_list("blueprint_version__blueprint__name", "state", "n")
+        ):
+            key = (name, "ready" if in_state == State.READY else "starting")
+            counts[key] = counts.get(key, 0) + count
+        for (name, shown), count in sorted(counts.items()):
+            pooled.add_metric([name, shown], count)
+        yield pooled
+
         oldest = dict(
             Environment.objects.filter(state__in=MOVING_STATES)
             .order_by()

@@ -3,10 +3,12 @@ from django.urls import path
 from environments.web.views import (
     approvals,
     blueprints,
+    bulk,
     catalogue,
     environments,
     governance,
     people,
+    pools,
 )
 
 urlpatterns = [
@@ -16,6 +18,7 @@ urlpatterns = [
     path("environments/", environments.my_environments, name="my_environments"),
     path("environments/team/", environments.team_environments, name="team_environments"),
     path("environments/rows/", environments.environment_rows, name="environment_rows"),
+    path("environments/bulk/", bulk.bulk_action, name="environments_bulk"),
     path("environments/<uuid:pk>/", environments.environment_detail, name="environment_detail"),
     path(
         "environments/<uuid:pk>/status/",
@@ -99,6 +102,7 @@ urlpatterns = [
     path("invitations/<str:token>/", people.invitation_link, name="invitation_link"),
     path("profile/", people.profile, name="profile"),
     path("admin-portal/blueprints/", blueprints.blueprint_versions, name="governance_blueprints"),
+    path("admin-portal/blueprints/<slug:name>/pool/", pools.set_pool_team, name="pool_team"),
     path(
         "admin-portal/blueprints/<int:pk>/",
         blueprints.version_detail,

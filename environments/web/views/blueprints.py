@@ -18,7 +18,8 @@ from environments.access import roles
 from environments.catalog.publishing import publish_blueprint, set_blueprint_version_deprecated
 from environments.catalog.spec import BlueprintInvalid
 from environments.governance import audit
-from environments.models import Blueprint, BlueprintVersion
+from environments.models import Blueprint, BlueprintVersion, Team
+from environments.web.views.pools import pool_rows
 
 
 def _require_admin(user) -> None:
@@ -73,7 +74,13 @@ def blueprint_versions(request):
     return render(
         request,
         "governance/blueprints.html",
-        {"versions": versions, "errors": errors, "source": source},
+        {
+            "versions": versions,
+            "errors": errors,
+            "source": source,
+            "pools": pool_rows(),
+            "teams": Team.objects.order_by("name"),
+        },
         status=400 if errors else 200,
     )
 

@@ -19,7 +19,7 @@ from environments.catalog.spec import ParametersInvalid
 from environments.catalog.variants import VariantInvalid
 from environments.governance import audit, quotas
 from environments.lib.errors import ServiceError
-from environments.lifecycle import queue, selectors, services
+from environments.lifecycle import pools, queue, selectors, services
 from environments.lifecycle.states import State
 from environments.models import Environment, Team
 from environments.web.forms import (
@@ -130,6 +130,8 @@ def request_environment(request, name: str):
         else:
             if queue.deferred(environment.pk):
                 messages.warning(request, f"Requested. {queue.WAITING_FOR_QUEUE}")
+            elif getattr(environment, "from_pool", False):
+                messages.success(request, "Ready now: it came from the warm pool.")
             elif environment.state == State.PENDING_APPROVAL:
                 messages.success(
                     request,
@@ -149,6 +151,7 @@ def request_environment(request, name: str):
         "clone_of": source,
         "variant_rows": variant_fields.bound_rows() if variant_fields else [],
         "estimate_inputs": ESTIMATE_INPUTS,
+        "pool": pools.status(version.blueprint),
         **_estimate_context(
             version,
             user=request.user,

@@ -35,6 +35,7 @@ from environments.lifecycle.states import DELETABLE_STATES, EXTENDABLE_STATES, S
 from environments.models import Environment, ExtensionRequest, Team
 from environments.web.forms import ExtendForm, RenameForm
 from environments.web.navigation import back
+from environments.web.views.bulk import EXTEND_CHOICES
 
 # --- Dashboards ---------------------------------------------------------------------------
 
@@ -86,7 +87,12 @@ def _rows_context(request, scope: str) -> tuple[dict, bool]:
         )
         cache.set(key, cached, ROWS_CACHE_SECONDS)
     rows_html, poll_seconds = cached
-    context = {"rows_html": rows_html, "scope": scope, "poll_seconds": poll_seconds}
+    context = {
+        "rows_html": rows_html,
+        "scope": scope,
+        "poll_seconds": poll_seconds,
+        "bulk_extend_choices": EXTEND_CHOICES,
+    }
     return context, poll_seconds is None
 
 

@@ -21,6 +21,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from environments.access import people, roles
 from environments.governance import audit
 from environments.lib.errors import ServiceError
+from environments.lifecycle import pools
 from environments.models import Invitation, Membership, Team
 from environments.web import timezones
 
@@ -46,6 +47,7 @@ def _people_page(request, form: InviteForm, status: int = 200):
     User = get_user_model()
     users = (
         User.objects.order_by("email")
+        .exclude(username=pools.POOL_USERNAME)  # the warm pools' account is nobody
         .prefetch_related(
             Prefetch("memberships", queryset=Membership.objects.select_related("team")),
             "groups",
