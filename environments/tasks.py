@@ -13,6 +13,7 @@ from environments.access import credentials
 from environments.governance import billing
 from environments.integrations import notifications
 from environments.lifecycle import provisioning, upkeep
+from environments.scheduling import services as scheduling
 
 
 def provision(environment_id: str) -> str:
@@ -69,3 +70,9 @@ def grant_person_access(environment_id: str, user_id: str) -> str:
 def sync_person_access(user_id: str) -> str:
     """After a membership or activity change: revoke (or grant) that person's identities."""
     return credentials.sync_person(int(user_id))
+
+
+def run_schedule() -> dict[str, int]:
+    """Classes and booked demos: warm up what starts within the lead time, remind,
+    tear down what is over (environments.scheduling)."""
+    return scheduling.tick()

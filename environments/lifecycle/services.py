@@ -140,11 +140,15 @@ def request_environment(
     display_name: str = "",
     ip: str | None = None,
     action: str = "environment.request",
+    decided: bool = False,
 ) -> Environment:
     """Create an environment request, apply the approval policy and quotas.
 
     Raises ``ParametersInvalid`` for bad parameters (field by field) and
     ``ServiceError`` for anything else a user must fix, with nothing written.
+    ``decided``: a class's seat or a booking's environment, whose policy, quota and
+    budget were decided once for the whole class or booking, its capacity reserved
+    (scheduling.services): approved at once, not checked again.
     """
     if version.deprecated:
         raise ServiceError(f"{version} is deprecated; request the current version instead.")
@@ -157,11 +161,13 @@ def request_environment(
     demand = demand_for(version, seconds)
 
     quotas.lock(team=team, user=user)
-    # The same decision the request form's estimate and the approval queue show.
-    outcome = quotas.decide(team=team, user=user, version=version, demand=demand)
-    if outcome.refused:
-        raise ServiceError(outcome.message)
-    needs_approval = outcome.needs_approval
+    needs_approval = False
+    if not decided:
+        # The same decision the request form's estimate and the approval queue show.
+        outcome = quotas.decide(team=team, user=user, version=version, demand=demand)
+        if outcome.refused:
+            raise ServiceError(outcome.message)
+        needs_approval = outcome.needs_approval
 
     with _name_race(owner=user, display_name=display_name):
         environment = Environment.objects.create(
