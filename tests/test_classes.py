@@ -315,3 +315,85 @@ def test_it_serves_a_private_feed_and_stops_after_revoking(owner, shop, client):
     assert summaries == ["Demo for Acme"]
     scheduling.revoke_calendar_feed(user=owner)
     assert client.get(f"/calendar/feed/{token}.ics").status_code == 404
+
+
+def test_it_shows_each_seat_and_the_class_total_on_the_spend_report(
+    trainer, lab, team, portal_admin
+):
+    from environments.models import CostEntry
+
+    start, end = _slot(hours_from_now=0.1, hours=2)
+    training_class = scheduling.create_class(
+        trainer=trainer,
+        version=lab,
+        title="Costly",
+        starts_at=start,
+        ends_at=end,
+        roster=["a@example.com", "b@example.com"],
+    )
+    scheduling.tick()
+    for amount, seat in zip(("1.2500", "0.7500"), training_class.seats.all(), strict=True):
+        CostEntry.objects.create(
+            environment=seat.environment,
+            team=team,
+            owner=trainer,
+            blueprint="training-lab",
+            period_start=timezone.now() - timedelta(minutes=1),
+            period_end=timezone.now(),
+            amount=Decimal(amount),
+        )
+    (row,) = selectors.class_spend(
+        start=timezone.now() - timedelta(days=1), end=timezone.now() + timedelta(days=1)
+    )
+    assert row["total"] == Decimal("2.0000")
+    assert [(s["number"], s["attendee"], s["amount"]) for s in row["seats"]] == [
+        (1, "a@example.com", Decimal("1.2500")),
+        (2, "b@example.com", Decimal("0.7500")),
+    ]
+    page = client_for(portal_admin).get("/admin-portal/spend/").content.decode()
+    assert "Costly" in page and "a@example.com" in page
+    assert client_for(trainer).get(f"/classes/{training_class.pk}/").status_code == 200
+
+
+def test_it_lets_an_approver_decide_a_whole_class_once(trainer, lab, approver, team):
+    start, end = _slot(hours_from_now=24, hours=30)
+    training_class = scheduling.create_class(
+        trainer=trainer, version=lab, title="Needs a yes", starts_at=start, ends_at=end, seats=3
+    )
+    client = client_for(approver)
+    assert "Needs a yes" in client.get("/approvals/").content.decode()
+    response = client.post(f"/approvals/classes/{training_class.pk}/approve/")
+    assert response.status_code == 302
+    training_class.refresh_from_db()
+    assert training_class.status == TrainingClass.Status.SCHEDULED
+    assert client.post(f"/approvals/classes/{training_class.pk}/approve/").status_code == 302
+    assert AuditEvent.objects.filter(action="class.approve").count() == 1
+
+
+def test_outsiders_get_404_on_class_booking_and_seat_pages(trainer, lab, owner, shop, outsider):
+    start, end = _slot()
+    training_class = scheduling.create_class(
+        trainer=trainer, version=lab, title="Private", starts_at=start, ends_at=end, seats=1
+    )
+    booking = scheduling.book_demo(
+        user=owner, version=shop, customer="Acme", starts_at=start, ends_at=end
+    )
+    seat = training_class.seats.get()
+    client = client_for(outsider)
+    for url in (
+        f"/classes/{training_class.pk}/",
+        f"/classes/{training_class.pk}/seats/",
+        f"/classes/{training_class.pk}/calendar.ics",
+        f"/seats/{seat.pk}/",
+        f"/bookings/{booking.pk}/",
+        f"/bookings/{booking.pk}/calendar.ics",
+    ):
+        assert client.get(url).status_code == 404, url
+    for url in (
+        f"/classes/{training_class.pk}/end/",
+        f"/classes/seats/{seat.pk}/reset/",
+        f"/bookings/{booking.pk}/cancel/",
+    ):
+        assert client.post(url).status_code == 404, url
+    training_class.refresh_from_db()
+    assert training_class.status == TrainingClass.Status.SCHEDULED

@@ -166,3 +166,54 @@ def class_spend(*, start: datetime, end: datetime) -> list[dict]:
     for row in rows.values():
         row["seats"].sort(key=lambda seat: seat["number"])
     return sorted(rows.values(), key=lambda row: (-row["total"], row["title"]))
+
+
+def pending_decisions(user) -> tuple[list[TrainingClass], list[Booking]]:
+    """Classes and bookings waiting for one decision that ``user`` may take, each with
+    ``outcome`` (why it waits, the quota rules' words) and ``is_own``."""
+    from django.conf import settings
+
+    from environments.access.teams import approver_team_ids
+    from environments.governance import quotas
+
+    teams = approver_team_ids(user)
+    found: list = []
+    for model in (TrainingClass, Booking):
+        rows = model.objects.filter(status="pending_approval").select_related(
+            "team", "blueprint_version"
+        )
+        if teams is not None:
+            rows = rows.filter(team_id__in=teams)
+        found.append(list(rows.order_by("starts_at")))
+    classes, bookings = found
+    for item, requester in [(c, c.trainer) for c in classes] + [(b, b.owner) for b in bookings]:
+        held = item.reservations.filter(released_at=None).first()
+        item.price = held.cost if held else Decimal(0)
+        item.seat_count = held.environments if held else 0
+        item.outcome_text = "; ".join(
+            breach.short
+            for breach in quotas.breaches(
+                team=item.team,
+                user=requester,
+                demand=quotas.Demand(
+                    environments=0,
+                    cpu_millicores=0,
+                    memory_bytes=0,
+                    ttl_seconds=int((item.ends_at + item.grace - item.starts_at).total_seconds()),
+                    cost=Decimal(0),
+                    label="",
+                    starts_at=item.starts_at,
+                ),
+            )
+        )
+        item.is_own = requester.pk == user.pk and (
+            settings.FORBID_SELF_APPROVAL or not user.is_superuser
+        )
+    return classes, bookings
+
+
+def class_total(training_class: TrainingClass) -> Decimal:
+    """What every environment the class's seats ever had has cost so far."""
+    return CostEntry.objects.filter(
+        environment__seats__training_class=training_class
+    ).aggregate(total=Sum("amount"))["total"] or Decimal(0)

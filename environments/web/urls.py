@@ -54,6 +54,11 @@ urlpatterns = [
         name="environment_logs",
     ),
     path("approvals/", approvals.approvals, name="approvals"),
+    path(
+        "approvals/<str:kind>/<uuid:pk>/<str:verdict>/",
+        approvals.decide_scheduled,
+        name="decide_scheduled",
+    ),
     path("approvals/<uuid:pk>/approve/", approvals.approve, name="approve"),
     path("approvals/<uuid:pk>/reject/", approvals.reject, name="reject"),
     path(

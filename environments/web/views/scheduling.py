@@ -184,7 +184,7 @@ def _grid_context(training_class: TrainingClass) -> dict:
 @require_GET
 def class_detail(request, pk):
     training_class = selectors.class_for(request.user, pk)
-    costs, total = selectors.class_costs(training_class)
+    total = selectors.class_total(training_class)
     return render(
         request,
         "scheduling/class_detail.html",
