@@ -41,6 +41,7 @@ SCHEDULE = {
     "environments.tasks.reap_expired": 6,
     "environments.tasks.warn_expiring": 6,
     "environments.tasks.accrue_cost": 6,
+    "environments.tasks.run_schedule": 6,
     "environments.tasks.remind_approvers": 30,
     "environments.tasks.reconcile": 30,
 }

@@ -446,8 +446,10 @@ def _start_seat(training_class: TrainingClass, seat: Seat) -> Environment | None
     """Request the seat's environment (decided as part of the class); None once the
     class is over."""
     seconds = int((training_class.teardown_at - timezone.now()).total_seconds())
-    if seconds < lifecycle.MIN_TTL_SECONDS:
+    if seconds <= 0:
         return None
+    # A short slot still gets the shortest lifetime; the schedule ends it on time anyway.
+    seconds = max(seconds, lifecycle.MIN_TTL_SECONDS)
     environment = lifecycle.request_environment(
         user=training_class.trainer,
         version=training_class.blueprint_version,
@@ -979,8 +981,9 @@ def warm_up_booking(booking_id) -> bool:
     )
     _release(booking=booking)
     seconds = int((booking.teardown_at - timezone.now()).total_seconds())
-    if seconds < lifecycle.MIN_TTL_SECONDS:
+    if seconds <= 0:
         return False
+    seconds = max(seconds, lifecycle.MIN_TTL_SECONDS)  # the schedule ends it on time
     booking.environment = lifecycle.request_environment(
         user=booking.owner,
         version=booking.blueprint_version,

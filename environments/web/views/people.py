@@ -21,6 +21,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from environments.access import people, roles
 from environments.governance import audit
 from environments.lib.errors import ServiceError
+from environments.scheduling import selectors as scheduling_selectors
 from environments.models import Invitation, Membership, Team
 from environments.web import timezones
 
@@ -306,6 +307,10 @@ def invitation_accept(request):
         else:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             request.session.pop(SESSION_KEY, None)
+            seat = scheduling_selectors.seats_of(user).first()
+            if seat is not None:  # invited through a class's roster: straight to the seat
+                messages.success(request, "Welcome to Ephemera. This is your seat in the class.")
+                return redirect(seat.get_absolute_url())
             messages.success(
                 request,
                 f"Welcome to Ephemera. You are in team {invitation.team.name}; "
