@@ -860,7 +860,9 @@ class Seat(models.Model):
     gives the seat a new environment)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    training_class = models.ForeignKey(TrainingClass, on_delete=models.CASCADE, related_name="seats")
+    training_class = models.ForeignKey(
+        TrainingClass, on_delete=models.CASCADE, related_name="seats"
+    )
     number = models.PositiveIntegerField()
     attendee_email = models.EmailField(blank=True)
     environment = models.ForeignKey(

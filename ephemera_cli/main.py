@@ -389,7 +389,9 @@ def cmd_class_seats(args, client: Client) -> int:
     try:
         ref = str(uuid.UUID(args.class_id))
     except ValueError:
-        raise CliError(f"{args.class_id!r} is not a class id (the id in the class page's URL)") from None
+        raise CliError(
+            f"{args.class_id!r} is not a class id (the id in the class page's URL)"
+        ) from None
     seats = client.call("GET", f"/classes/{ref}/seats")
     for seat in seats:
         url = next(iter((seat.get("urls") or {}).values()), "")

@@ -14,6 +14,7 @@ from django.utils import timezone
 from icalendar import Calendar
 
 from environments.catalog.pricing import money, money_pair, price_for
+from environments.catalog.publishing import publish_blueprint
 from environments.governance import quotas
 from environments.lib.errors import ServiceError
 from environments.lifecycle import services as lifecycle
@@ -31,7 +32,6 @@ from environments.models import (
 )
 from environments.scheduling import calendar, selectors
 from environments.scheduling import services as scheduling
-from environments.catalog.publishing import publish_blueprint
 from tests.conftest import BLUEPRINTS, client_for, make_user
 
 pytestmark = pytest.mark.django_db(transaction=False)
@@ -71,9 +71,16 @@ def _slot(hours_from_now: float = 24, hours: float = 8):
 
 def test_it_creates_a_class_with_one_decision_and_reserves_its_capacity(trainer, lab, team):
     start, end = _slot()
-    roster = scheduling.parse_roster("ada@example.com\nGrace Hopper <grace@example.com>; bob@example.com")
+    roster = scheduling.parse_roster(
+        "ada@example.com\nGrace Hopper <grace@example.com>; bob@example.com"
+    )
     training_class = scheduling.create_class(
-        trainer=trainer, version=lab, title="Kubernetes 101", starts_at=start, ends_at=end, roster=roster
+        trainer=trainer,
+        version=lab,
+        title="Kubernetes 101",
+        starts_at=start,
+        ends_at=end,
+        roster=roster,
     )
     assert training_class.status == TrainingClass.Status.SCHEDULED
     assert [s.attendee_email for s in training_class.seats.all()] == [
@@ -188,9 +195,7 @@ test_it_reserves_under_concurrency_exactly_what_fits = pytest.mark.django_db(tra
 )
 
 
-def test_it_holds_a_class_for_one_approval_and_frees_it_on_rejection(
-    trainer, lab, team, approver
-):
+def test_it_holds_a_class_for_one_approval_and_frees_it_on_rejection(trainer, lab, team, approver):
     start, end = _slot(hours_from_now=24, hours=30)  # over the 1 d auto-approve time
     training_class = scheduling.create_class(
         trainer=trainer, version=lab, title="Long", starts_at=start, ends_at=end, seats=5
@@ -226,7 +231,9 @@ def test_it_names_bad_roster_entries(roster, message):
 
 
 def test_it_reads_a_csv_roster_with_a_header():
-    assert scheduling.parse_roster('name,email\n"Lovelace, Ada",ada@example.com\nBob Li,bob@example.com\n') == [
+    assert scheduling.parse_roster(
+        'name,email\n"Lovelace, Ada",ada@example.com\nBob Li,bob@example.com\n'
+    ) == [
         "ada@example.com",
         "bob@example.com",
     ]

@@ -14,7 +14,6 @@ import sys
 from datetime import UTC, timedelta
 
 import pytest
-from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 from icalendar import Calendar
@@ -23,7 +22,15 @@ from environments.lifecycle.states import State
 from environments.models import Booking, Environment, Membership, TrainingClass
 from environments.scheduling import calendar
 from environments.scheduling import services as scheduling
-from tests.conftest import ROOT, client_for, database_url, make_user, start_watcher, start_worker, wait_for
+from tests.conftest import (
+    ROOT,
+    client_for,
+    database_url,
+    make_user,
+    start_watcher,
+    start_worker,
+    wait_for,
+)
 
 pytestmark = [
     pytest.mark.cluster,
@@ -106,8 +113,10 @@ def test_a_class_of_30_seats_is_ready_by_its_start_private_per_attendee_and_torn
     assert ready_by <= starts_at
     training_class.refresh_from_db()
     warmed_seconds = (ready_by - training_class.warmed_at).total_seconds()
-    print(f"\n{SEATS} seats ready {warmed_seconds:.1f} s after warm-up, "
-          f"{(starts_at - ready_by).total_seconds():.1f} s before the start")
+    print(
+        f"\n{SEATS} seats ready {warmed_seconds:.1f} s after warm-up, "
+        f"{(starts_at - ready_by).total_seconds():.1f} s before the start"
+    )
 
     # Each attendee signs in through their invitation and sees only their own seat.
     seats = {s.attendee_email: s for s in training_class.seats.all()}
@@ -117,7 +126,8 @@ def test_a_class_of_30_seats_is_ready_by_its_start_private_per_attendee_and_torn
         client = Client()
         assert client.get(link).status_code == 302
         response = client.post(
-            "/invitations/accept/", {"password1": "a-long-pass-phrase-1", "password2": "a-long-pass-phrase-1"}
+            "/invitations/accept/",
+            {"password1": "a-long-pass-phrase-1", "password2": "a-long-pass-phrase-1"},
         )
         assert response.status_code == 302
         assert response["Location"] == f"/seats/{seats[email].pk}/"
@@ -135,8 +145,10 @@ def test_a_class_of_30_seats_is_ready_by_its_start_private_per_attendee_and_torn
     assert client_for(trainer).post(f"/classes/{training_class.pk}/end/").status_code == 302
     ids = [s.environment_id for s in training_class.seats.all()]
     wait_for(
-        lambda: set(Environment.objects.filter(pk__in=ids).values_list("state", flat=True))
-        == {State.DELETED},
+        lambda: (
+            set(Environment.objects.filter(pk__in=ids).values_list("state", flat=True))
+            == {State.DELETED}
+        ),
         timeout=240,
         interval=1,
     )
@@ -169,9 +181,7 @@ def test_a_booked_demo_is_ready_before_its_start_and_gone_after_its_end(
         lambda: [m for m in smtp_server.to(owner.email) if m["Subject"].startswith("Reminder")],
         timeout=30,
     )[0]
-    assert reminder["Subject"] == (
-        f"Reminder: Acme Corp demo at {starts_at.astimezone(UTC):%H:%M}"
-    )
+    assert reminder["Subject"] == (f"Reminder: Acme Corp demo at {starts_at.astimezone(UTC):%H:%M}")
     assert "It is ready" in reminder.get_body(("plain",)).get_content()
     environment_id = booking.environment_id
 
@@ -179,7 +189,9 @@ def test_a_booked_demo_is_ready_before_its_start_and_gone_after_its_end(
         environment = Environment.objects.get(pk=environment_id)
         return environment.state == State.DELETED and environment
 
-    environment = wait_for(gone, timeout=(ends_at - timezone.now()).total_seconds() + 120, interval=1)
+    environment = wait_for(
+        gone, timeout=(ends_at - timezone.now()).total_seconds() + 120, interval=1
+    )
     assert environment.deleted_at >= ends_at
     booking.refresh_from_db()
     assert booking.status == Booking.Status.ENDED

@@ -145,7 +145,7 @@ def _team(token: ApiToken, slug: str | None) -> Team | None:
         team = Team.objects.filter(slug=slug).first()
         if team is None:
             raise Http404(f"No team {slug!r}.")
-        if token.team_id is not None and team.pk != token.team_id:
+        if token.team is not None and team.pk != token.team.pk:
             raise HttpError(403, f"This token acts for team {token.team.slug} only.")
     return team
 

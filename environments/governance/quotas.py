@@ -172,8 +172,8 @@ def usage(
     reserved = held.aggregate(
         environments=Sum("environments"), cpu=Sum("cpu_millicores"), memory=Sum("memory_bytes")
     )
-    for resource in ("environments", "cpu", "memory"):
-        parts["reserved"][resource] = reserved[resource] or 0
+    for kind in ("environments", "cpu", "memory"):
+        parts["reserved"][kind] = reserved[kind] or 0
     for row in live.values("state").annotate(
         environments=Count("pk"), cpu=Sum("cpu_millicores"), memory=Sum("memory_bytes")
     ):

@@ -94,9 +94,11 @@ def feed_ics(user) -> bytes:
         .select_related("blueprint_version", "owner")
     ):
         cal.add_component(_booking_event(booking))
-    for training_class in TrainingClass.objects.filter(trainer=user).exclude(
-        status__in=FEED_STATUSES_HIDDEN
-    ).select_related("blueprint_version"):
+    for training_class in (
+        TrainingClass.objects.filter(trainer=user)
+        .exclude(status__in=FEED_STATUSES_HIDDEN)
+        .select_related("blueprint_version")
+    ):
         url = f"{settings.SITE_URL}{training_class.get_absolute_url()}"
         cal.add_component(_class_event(training_class, url))
     if user.email:
@@ -108,6 +110,7 @@ def feed_ics(user) -> bytes:
     for environment in Environment.objects.filter(
         owner=user, state__in=LIVE_STATES, expires_at__isnull=False
     ).select_related("blueprint_version__blueprint"):
+        assert environment.expires_at is not None
         name = environment.display_name or environment.name
         url = f"{settings.SITE_URL}{environment.get_absolute_url()}"
         cal.add_component(

@@ -11,7 +11,14 @@ from django.db.models import Max, Q, QuerySet, Sum
 from django.http import Http404
 
 from environments.access import roles
-from environments.models import Booking, CostEntry, Environment, EnvironmentEvent, Seat, TrainingClass
+from environments.models import (
+    Booking,
+    CostEntry,
+    Environment,
+    EnvironmentEvent,
+    Seat,
+    TrainingClass,
+)
 
 
 def classes_for(user) -> QuerySet[TrainingClass]:
@@ -53,7 +60,12 @@ def seat_rows(training_class: TrainingClass) -> list[SeatRow]:
         .values_list("environment_id", "at")
     )
     return [
-        SeatRow(seat, seat.environment, last.get(seat.environment_id)) for seat in seats
+        SeatRow(
+            seat,
+            seat.environment,
+            last.get(seat.environment_id) if seat.environment_id else None,
+        )
+        for seat in seats
     ]
 
 
@@ -120,9 +132,11 @@ def booking_for(user, pk) -> Booking:
     """A booking its owner's teammates (and admins) see; anyone else gets 404."""
     booking = bookings_for_team_calendar(user).filter(pk=pk).first()
     if booking is None:
-        booking = Booking.objects.filter(pk=pk, owner=user).select_related(
-            "owner", "team", "blueprint_version__blueprint", "environment"
-        ).first()
+        booking = (
+            Booking.objects.filter(pk=pk, owner=user)
+            .select_related("owner", "team", "blueprint_version__blueprint", "environment")
+            .first()
+        )
     if booking is None:
         raise Http404("No such booking.")
     return booking
@@ -214,6 +228,6 @@ def pending_decisions(user) -> tuple[list[TrainingClass], list[Booking]]:
 
 def class_total(training_class: TrainingClass) -> Decimal:
     """What every environment the class's seats ever had has cost so far."""
-    return CostEntry.objects.filter(
-        environment__seats__training_class=training_class
-    ).aggregate(total=Sum("amount"))["total"] or Decimal(0)
+    return CostEntry.objects.filter(environment__seats__training_class=training_class).aggregate(
+        total=Sum("amount")
+    )["total"] or Decimal(0)

@@ -42,7 +42,6 @@ from environments.lib.errors import ServiceError
 from environments.lifecycle import services as lifecycle
 from environments.lifecycle import telemetry
 from environments.lifecycle.states import LIVE_STATES, State
-from environments.scheduling import calendar
 from environments.models import (
     BlueprintVersion,
     Booking,
@@ -53,6 +52,7 @@ from environments.models import (
     Team,
     TrainingClass,
 )
+from environments.scheduling import calendar
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,9 @@ def estimate_class(
     if seats < 1:
         raise ServiceError("A class needs at least one seat.")
     if seats > settings.CLASS_MAX_SEATS:
-        raise ServiceError(f"A class has at most {settings.CLASS_MAX_SEATS} seats; you asked for {seats}.")
+        raise ServiceError(
+            f"A class has at most {settings.CLASS_MAX_SEATS} seats; you asked for {seats}."
+        )
     demand, seat_price = _demand(
         version=version,
         seats=seats,
@@ -510,9 +512,7 @@ def end_class(*, training_class: TrainingClass, user=None, ip: str | None = None
     ):
         return 0
     _release(training_class=training_class)
-    message = (
-        f"The class ended: ended by {audit.who(user)}." if user else "The class ended."
-    )
+    message = f"The class ended: ended by {audit.who(user)}." if user else "The class ended."
     ended = 0
     for environment in Environment.objects.filter(
         pk__in=training_class.seats.exclude(environment=None).values("environment"),
@@ -882,7 +882,9 @@ def book_demo(
         grace=timedelta(seconds=grace_seconds),
         status=Booking.Status.PENDING_APPROVAL if pending else Booking.Status.SCHEDULED,
     )
-    _reserve(team=team, owner=user, demand=estimate.demand, ends_at=booking.teardown_at, booking=booking)
+    _reserve(
+        team=team, owner=user, demand=estimate.demand, ends_at=booking.teardown_at, booking=booking
+    )
     audit.record(
         actor=user,
         action="booking.create",
@@ -1025,9 +1027,11 @@ def _remind(booking: Booking) -> bool:
     environment = booking.environment
     start = timezone.localtime(booking.starts_at, zoneinfo.ZoneInfo(booking.time_zone))
     ready = environment is not None and environment.state == State.READY
-    urls = "\n".join(f"  {name}: {url}" for name, url in (environment.urls or {}).items()) if (
-        environment
-    ) else ""
+    urls = (
+        "\n".join(f"  {name}: {url}" for name, url in (environment.urls or {}).items())
+        if (environment)
+        else ""
+    )
     body = (
         f"Your {booking.blueprint_version.title} demo for {booking.customer} starts at "
         f"{start:%H:%M} ({booking.time_zone}) on {start:%A %d %B}.\n\n"
@@ -1077,7 +1081,11 @@ def tick(now: datetime | None = None) -> dict[str, int]:
         if training_class.teardown_at <= now:
             done["ended"] += end_class(training_class=training_class)
     for booking in Booking.objects.filter(
-        status__in=[Booking.Status.PENDING_APPROVAL, Booking.Status.SCHEDULED, Booking.Status.WARMING]
+        status__in=[
+            Booking.Status.PENDING_APPROVAL,
+            Booking.Status.SCHEDULED,
+            Booking.Status.WARMING,
+        ]
     ):
         if booking.teardown_at <= now:
             done["ended"] += end_booking(booking.pk)
@@ -1127,4 +1135,3 @@ def feed_owner(token: str):
         .first()
     )
     return feed.user if feed else None
-

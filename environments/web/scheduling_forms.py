@@ -33,8 +33,10 @@ class _SlotForm(forms.Form):
         self.version = version
         self.fields["time_zone"].initial = zone
         self.fields["time_zone"].widget.attrs["list"] = "time-zones"
-        self.fields["starts_at"].input_formats = ["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]
-        self.fields["ends_at"].input_formats = ["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]
+        for name in ("starts_at", "ends_at"):
+            field = self.fields[name]
+            assert isinstance(field, forms.DateTimeField)
+            field.input_formats = ["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]
         team_field = self.fields["team"]
         assert isinstance(team_field, forms.ModelChoiceField)
         team_field.widget.choices = [(t.pk, t.name) for t in teams]
@@ -48,7 +50,9 @@ class _SlotForm(forms.Form):
     def clean_time_zone(self) -> str:
         zone = self.cleaned_data["time_zone"].strip()
         if not people.valid_time_zone(zone):
-            raise forms.ValidationError(f"“{zone[:64]}” is not a time zone; choose one like Europe/Paris.")
+            raise forms.ValidationError(
+                f"“{zone[:64]}” is not a time zone; choose one like Europe/Paris."
+            )
         return zone
 
     def parameters(self) -> dict:
@@ -117,4 +121,6 @@ class ExtendClassForm(forms.Form):
 
 
 class AddSeatForm(forms.Form):
-    attendee_email = forms.CharField(label="Attendee email (optional)", max_length=254, required=False)
+    attendee_email = forms.CharField(
+        label="Attendee email (optional)", max_length=254, required=False
+    )

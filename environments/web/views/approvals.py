@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -165,15 +167,19 @@ def decide_scheduled(request, kind: str, pk, verdict: str):
     if kind not in ("classes", "bookings") or verdict not in ("approve", "reject"):
         raise Http404("No such decision.")
     approve_it = verdict == "approve"
+    item: TrainingClass | Booking
+    decide: Any
     if kind == "classes":
         item = get_object_or_404(TrainingClass, pk=pk)
-        decide = scheduling.decide_class
-        keyword = "training_class"
+        decide, keyword = scheduling.decide_class, "training_class"
     else:
         item = get_object_or_404(Booking, pk=pk)
-        decide = scheduling.decide_booking
-        keyword = "booking"
+        decide, keyword = scheduling.decide_booking, "booking"
     what = "class" if kind == "classes" else "booking"
+    return _decide_scheduled(request, item, decide, keyword, what, approve_it)
+
+
+def _decide_scheduled(request, item, decide, keyword: str, what: str, approve_it: bool):
     if not approve_it:
         return _reject(
             request,

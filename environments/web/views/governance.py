@@ -27,8 +27,8 @@ from environments.catalog.spec import format_duration, parse_duration
 from environments.governance import audit
 from environments.governance.quotas import set_quota
 from environments.governance.selectors import audit_search, month_bounds, quota_rows, spend_report
-from environments.scheduling.selectors import class_spend
 from environments.models import AuditEvent, Quota, Team
+from environments.scheduling.selectors import class_spend
 
 
 def _require_admin(user) -> None:

@@ -21,8 +21,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 from environments.access import people, roles
 from environments.governance import audit
 from environments.lib.errors import ServiceError
-from environments.scheduling import selectors as scheduling_selectors
 from environments.models import Invitation, Membership, Team
+from environments.scheduling import selectors as scheduling_selectors
 from environments.web import timezones
 
 

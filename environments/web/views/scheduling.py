@@ -6,6 +6,8 @@ ended and every seat is gone. Attendees reach only their own seat (others: 404).
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -192,9 +194,7 @@ def class_detail(request, pk):
             **_grid_context(training_class),
             "extend_form": ExtendClassForm(
                 initial={
-                    "ends_at": timezone.localtime(training_class.ends_at).strftime(
-                        "%Y-%m-%dT%H:%M"
-                    )
+                    "ends_at": timezone.localtime(training_class.ends_at).strftime("%Y-%m-%dT%H:%M")
                 }
             ),
             "add_form": AddSeatForm(),
@@ -323,8 +323,10 @@ def seat_detail(request, pk):
     template = "scheduling/_seat.html" if request.htmx else "scheduling/seat.html"
     response = render(request, template, {"seat": seat, "training_class": seat.training_class})
     environment = seat.environment
-    if request.htmx and seat.training_class.status == TrainingClass.Status.ENDED and (
-        environment is None or environment.state in FINAL_STATES
+    if (
+        request.htmx
+        and seat.training_class.status == TrainingClass.Status.ENDED
+        and (environment is None or environment.state in FINAL_STATES)
     ):
         response.status_code = HTMX_STOP_POLLING
     return response
@@ -349,12 +351,12 @@ def team_calendar(request):
 def _calendar_page(request, feed_url: str | None = None):
     """The team calendar: every booking of your teams, upcoming first, by day."""
     bookings = selectors.bookings_for_team_calendar(
-        request.user, start=timezone.now() - timezone.timedelta(days=1)
+        request.user, start=timezone.now() - timedelta(days=1)
     )
     days: dict = {}
     for booking in bookings:
         days.setdefault(timezone.localtime(booking.starts_at).date(), []).append(booking)
-    return render(
+    response = render(
         request,
         "scheduling/calendar.html",
         {
@@ -362,8 +364,10 @@ def _calendar_page(request, feed_url: str | None = None):
             "versions": _versions(Purpose.DEMO),
             "feed_url": feed_url,
         },
-        headers={"Cache-Control": "no-store"} if feed_url else None,
     )
+    if feed_url:
+        response["Cache-Control"] = "no-store"  # the page holds the feed's secret address
+    return response
 
 
 @login_required
