@@ -210,13 +210,13 @@ def _used_words(used: Usage, resource: str, fmt, unit: str = "") -> str:
     running = used.part("running", resource)
     waiting = used.part("approved", resource) + used.part("pending", resource)
     reserved = used.part("reserved", resource)
-    words = [f"{fmt(running)}{unit} running"] if running or not (waiting or reserved) else []
+    if not waiting and not reserved:
+        return f"{fmt(running)}{unit} running" if running else fmt(0)
+    words = [f"{fmt(running)}{unit} running"]
     if waiting:
         words.append(f"{fmt(waiting)} approved or pending")
     if reserved:
         words.append(f"{fmt(reserved)} reserved for classes and bookings")
-    if not waiting and not reserved:
-        return words[0] if running else fmt(0)
     return ", ".join(words)
 
 
@@ -497,7 +497,10 @@ def standing(*, team: Team, user, demand: Demand, exclude: Environment | None = 
             if limit is None:
                 continue
             parts = ", ".join(
-                f"{fmt(used.part(name, resource))} {PART_WORDS[name]}" for name in PARTS
+                f"{fmt(used.part(name, resource))} {PART_WORDS[name]}"
+                for name in PARTS
+                # Reserved capacity is named only when there is some.
+                if name != "reserved" or used.part(name, resource)
             )
             after = used[resource] + need
             lines.append(
