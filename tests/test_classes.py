@@ -404,3 +404,28 @@ def test_outsiders_get_404_on_class_booking_and_seat_pages(trainer, lab, owner, 
         assert client.post(url).status_code == 404, url
     training_class.refresh_from_db()
     assert training_class.status == TrainingClass.Status.SCHEDULED
+
+
+def test_a_feed_token_never_reaches_a_log_line(owner, client, caplog):
+    import logging
+
+    from portal.logformat import RedactFeedTokens
+
+    token = scheduling.new_calendar_feed(user=owner)
+    record = logging.LogRecord(
+        "django.server",
+        logging.INFO,
+        "",
+        0,
+        '"GET /calendar/feed/%s.ics HTTP/1.1" 200',
+        (token,),
+        None,
+    )
+    RedactFeedTokens().filter(record)
+    assert token not in record.getMessage()
+    assert "/calendar/feed/[redacted].ics" in record.getMessage()
+    with caplog.at_level(logging.WARNING):
+        assert client.get("/calendar/feed/not-a-real-token-at-all.ics").status_code == 404
+    assert any(
+        isinstance(f, RedactFeedTokens) for h in logging.getLogger().handlers for f in h.filters
+    )

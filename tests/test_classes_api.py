@@ -26,7 +26,9 @@ def trainer(team):
 
 
 def _headers(user, scope="write"):
-    return {"HTTP_AUTHORIZATION": f"Bearer {tokens.create_token(user=user, name='t', scope=scope, days=1)[1]}"}
+    return {
+        "HTTP_AUTHORIZATION": f"Bearer {tokens.create_token(user=user, name='t', scope=scope, days=1)[1]}"
+    }
 
 
 def _slot():
@@ -133,7 +135,9 @@ def test_the_cli_books_a_demo_and_lists_a_class_s_seats(
                 "PATH": os.environ.get("PATH", ""),
                 "HOME": str(tmp_path),
                 "EPHEMERA_URL": live_server.url,
-                "EPHEMERA_TOKEN": tokens.create_token(user=user, name="cli", scope="write", days=1)[1],
+                "EPHEMERA_TOKEN": tokens.create_token(user=user, name="cli", scope="write", days=1)[
+                    1
+                ],
             },
             capture_output=True,
             text=True,
