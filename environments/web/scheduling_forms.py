@@ -79,7 +79,7 @@ class _SlotForm(forms.Form):
 class ClassForm(_SlotForm):
     title = forms.CharField(label="Class title", max_length=100)
     seats = forms.IntegerField(
-        label="Seats",
+        label="Number of seats",
         min_value=1,
         required=False,
         help_text="How many attendees; leave empty when you give a roster.",
