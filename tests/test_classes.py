@@ -429,3 +429,38 @@ def test_a_feed_token_never_reaches_a_log_line(owner, client, caplog):
     assert any(
         isinstance(f, RedactFeedTokens) for h in logging.getLogger().handlers for f in h.filters
     )
+
+
+def test_the_approvals_page_still_routes_extension_decisions(client, approver, env):
+    from django.urls import resolve
+
+    assert (
+        resolve("/approvals/extensions/00000000-0000-0000-0000-000000000000/approve/").url_name
+        == "approve_extension"
+    )
+    assert resolve(f"/approvals/bookings/{env.pk}/reject/").url_name == "decide_booking"
+
+
+def test_an_approver_rejects_a_booking_with_a_reason(owner, shop, approver, team):
+    from environments.catalog.publishing import publish_blueprint
+
+    source = (BLUEPRINTS / "shop-demo.yaml").read_text()
+    strict = publish_blueprint(
+        source=source.replace("name: shop-demo", "name: strict-demo").replace(
+            "approval: auto", "approval: required"
+        )
+    )[0]
+    start, end = _slot()
+    booking = scheduling.book_demo(
+        user=owner, version=strict, customer="Acme", starts_at=start, ends_at=end
+    )
+    assert booking.status == Booking.Status.PENDING_APPROVAL
+    client = client_for(approver)
+    assert "Demo for Acme" in client.get("/approvals/").content.decode()
+    client.post(f"/approvals/bookings/{booking.pk}/reject/", {"reason": ""})
+    booking.refresh_from_db()
+    assert booking.status == Booking.Status.PENDING_APPROVAL  # a reason is needed
+    client.post(f"/approvals/bookings/{booking.pk}/reject/", {"reason": "No slot that day"})
+    booking.refresh_from_db()
+    assert booking.status == Booking.Status.REJECTED
+    assert booking.reservations.get().released_at is not None

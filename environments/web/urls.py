@@ -55,9 +55,16 @@ urlpatterns = [
     ),
     path("approvals/", approvals.approvals, name="approvals"),
     path(
-        "approvals/<str:kind>/<uuid:pk>/<str:verdict>/",
+        "approvals/classes/<uuid:pk>/<slug:verdict>/",
         approvals.decide_scheduled,
-        name="decide_scheduled",
+        {"kind": "classes"},
+        name="decide_class",
+    ),
+    path(
+        "approvals/bookings/<uuid:pk>/<slug:verdict>/",
+        approvals.decide_scheduled,
+        {"kind": "bookings"},
+        name="decide_booking",
     ),
     path("approvals/<uuid:pk>/approve/", approvals.approve, name="approve"),
     path("approvals/<uuid:pk>/reject/", approvals.reject, name="reject"),
