@@ -150,6 +150,8 @@ def children_commands(host: str, port: str) -> dict[str, list[str]]:
             os.environ.get("WEB_THREADS", "8"),
             "--access-logfile",
             "-",
+            "--logger-class",
+            "portal.accesslog.AccessLogger",  # no calendar feed token in the access log
         ],
         "worker": [*MANAGE, "rqworker", "provision", "teardown", "default", "--with-scheduler"],
         "scheduler": [*MANAGE, "cron"],

@@ -33,6 +33,9 @@ from environments.models import (
     AuditEvent,
     Blueprint,
     BlueprintVersion,
+    Booking,
+    CalendarFeed,
+    CapacityReservation,
     CostEntry,
     Environment,
     EnvironmentEvent,
@@ -43,7 +46,9 @@ from environments.models import (
     Profile,
     Quota,
     RepositoryHook,
+    Seat,
     Team,
+    TrainingClass,
     Webhook,
     WebhookDelivery,
 )
@@ -433,6 +438,39 @@ class CostEntryAdmin(ReadOnlyAdmin):
     list_filter = ["team", "blueprint"]
     list_select_related = ["environment", "team", "owner"]
     date_hierarchy = "period_end"
+
+
+# Classes and booked demos are created, decided and ended through their pages and the
+# API (environments/scheduling, audited there); here they are read only.
+@admin.register(TrainingClass)
+class TrainingClassAdmin(ReadOnlyAdmin):
+    list_display = ["title", "trainer", "team", "status", "starts_at", "ends_at"]
+    list_filter = ["status"]
+    search_fields = ["title", "trainer__email"]
+
+
+@admin.register(Seat)
+class SeatAdmin(ReadOnlyAdmin):
+    list_display = ["training_class", "number", "attendee_email", "environment", "removed_at"]
+    search_fields = ["attendee_email"]
+
+
+@admin.register(Booking)
+class BookingAdmin(ReadOnlyAdmin):
+    list_display = ["customer", "owner", "team", "status", "starts_at", "ends_at"]
+    list_filter = ["status"]
+    search_fields = ["customer", "owner__email"]
+
+
+@admin.register(CapacityReservation)
+class CapacityReservationAdmin(ReadOnlyAdmin):
+    list_display = ["team", "owner", "environments", "starts_at", "ends_at", "cost", "released_at"]
+
+
+@admin.register(CalendarFeed)
+class CalendarFeedAdmin(ReadOnlyAdmin):
+    list_display = ["user", "created_at", "revoked_at"]
+    exclude = ["token_hash"]
 
 
 # People and roles: users (roles are their groups) and the groups themselves are changed

@@ -868,3 +868,202 @@ class ExtensionRequest(models.Model):
 
     def __str__(self) -> str:
         return f"Extension of {self.environment} by {self.seconds} s"
+
+
+# --- Scheduling: classes, bookings, reserved capacity, calendar feeds -------------------
+# The services live in environments/scheduling/ (docs/architecture.md).
+
+
+class TrainingClass(models.Model):
+    """A trainer's class: seats of one training blueprint from ``starts_at`` to
+    ``ends_at``, decided (approval, quota, budget) once for all its seats."""
+
+    class Status(models.TextChoices):
+        PENDING_APPROVAL = "pending_approval", "Waiting for approval"
+        SCHEDULED = "scheduled", "Scheduled"
+        WARMING = "warming", "Seats starting"
+        ENDED = "ended", "Ended"
+        REJECTED = "rejected", "Rejected"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    title = models.CharField(max_length=100)
+    trainer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="classes_taught"
+    )
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="classes")
+    # Attendees invited under invite-only sign-up join this team of their own: it holds
+    # no environments, so an attendee sees nobody's but their seat.
+    attendee_team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    blueprint_version = models.ForeignKey(
+        BlueprintVersion, on_delete=models.PROTECT, related_name="classes"
+    )
+    parameters = models.JSONField(default=dict, blank=True)
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    time_zone = models.CharField(max_length=64, default="UTC")
+    grace = models.DurationField(default=timedelta(0))
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.SCHEDULED)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True)
+    warmed_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["starts_at"]
+        indexes = [models.Index(fields=["status", "starts_at"])]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def get_absolute_url(self) -> str:
+        return reverse("class_detail", args=[self.pk])
+
+    @property
+    def teardown_at(self):
+        return self.ends_at + self.grace
+
+
+class Seat(models.Model):
+    """One attendee's place in a class, and the environment that serves it now (a reset
+    gives the seat a new environment)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    training_class = models.ForeignKey(
+        TrainingClass, on_delete=models.CASCADE, related_name="seats"
+    )
+    number = models.PositiveIntegerField()
+    attendee_email = models.EmailField(blank=True)
+    environment = models.ForeignKey(
+        Environment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Every environment the seat ever had (resets included): its cost on the spend report.
+    environments = models.ManyToManyField(Environment, blank=True, related_name="seats")
+    invited_at = models.DateTimeField(null=True, blank=True)
+    removed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [
+            models.UniqueConstraint(fields=["training_class", "number"], name="seat_number_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"Seat {self.number} of {self.training_class}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("seat_detail", args=[self.pk])
+
+
+class Booking(models.Model):
+    """A demo booked for a customer's slot: ready a lead time before ``starts_at``, torn
+    down after ``ends_at`` plus grace."""
+
+    class Status(models.TextChoices):
+        PENDING_APPROVAL = "pending_approval", "Waiting for approval"
+        SCHEDULED = "scheduled", "Scheduled"
+        WARMING = "warming", "Environment started"
+        ENDED = "ended", "Ended"
+        CANCELLED = "cancelled", "Cancelled"
+        REJECTED = "rejected", "Rejected"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="bookings"
+    )
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="bookings")
+    blueprint_version = models.ForeignKey(
+        BlueprintVersion, on_delete=models.PROTECT, related_name="bookings"
+    )
+    parameters = models.JSONField(default=dict, blank=True)
+    customer = models.CharField(max_length=100)
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    time_zone = models.CharField(max_length=64, default="UTC")
+    grace = models.DurationField(default=timedelta(0))
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.SCHEDULED)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True)
+    environment = models.ForeignKey(
+        Environment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    warmed_at = models.DateTimeField(null=True, blank=True)
+    reminded_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["starts_at"]
+        indexes = [models.Index(fields=["status", "starts_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.customer} demo ({self.blueprint_version.blueprint.name})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("booking_detail", args=[self.pk])
+
+    @property
+    def teardown_at(self):
+        return self.ends_at + self.grace
+
+
+class CapacityReservation(models.Model):
+    """Capacity held for a class or a booking from its warm-up to its teardown.
+
+    The quota check (governance.quotas) counts it against any request whose lifetime
+    overlaps the window, so a request made tonight cannot take tomorrow's class's
+    capacity. Released when the seats are created (they count themselves from then on)
+    or when the class or booking is rejected, cancelled or ended.
+    """
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="reservations")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reservations"
+    )
+    training_class = models.ForeignKey(
+        TrainingClass, null=True, blank=True, on_delete=models.CASCADE, related_name="reservations"
+    )
+    booking = models.ForeignKey(
+        Booking, null=True, blank=True, on_delete=models.CASCADE, related_name="reservations"
+    )
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    environments = models.PositiveIntegerField()
+    cpu_millicores = models.PositiveIntegerField()
+    memory_bytes = models.PositiveBigIntegerField()
+    cost = models.DecimalField(max_digits=14, decimal_places=4)
+    released_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["team", "released_at", "starts_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.environments} environments for {self.training_class or self.booking}"
+
+
+class CalendarFeed(models.Model):
+    """A person's private calendar feed: the URL carries a random token, only its
+    SHA-256 hash is stored; revoking it (or making a new one) stops the old URL."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="calendar_feeds"
+    )
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Calendar feed of {self.user}"

@@ -13,6 +13,7 @@ from environments.access import credentials
 from environments.governance import billing
 from environments.integrations import notifications
 from environments.lifecycle import pools, provisioning, upkeep
+from environments.scheduling import services as scheduling
 
 
 def provision(environment_id: str) -> str:
@@ -74,3 +75,9 @@ def sync_person_access(user_id: str) -> str:
 def refill_pools() -> int:
     """Top up every blueprint's warm pool (issue 16); how many environments it started."""
     return pools.refill_all()
+
+
+def run_schedule() -> dict[str, int]:
+    """Classes and booked demos: warm up what starts within the lead time, remind,
+    tear down what is over (environments.scheduling)."""
+    return scheduling.tick()

@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -405,6 +406,85 @@ def cmd_kubeconfig(args, client: Client) -> int:
     return 0
 
 
+# --- Classes and booked demos (self-contained: add_scheduling_commands wires them) ------
+
+
+def _when(text: str, flag: str) -> str:
+    """'2026-12-01 14:00' or '2026-12-01T14:00' (in --tz), or with an offset."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text.strip().replace(" ", "T", 1)).isoformat()
+    except ValueError:
+        raise CliError(f"{flag} {text!r}: write it as 2026-12-01 14:00") from None
+
+
+def cmd_book(args, client: Client) -> int:
+    """Book a demo blueprint for a customer's slot."""
+    parameters = {}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise CliError(f"--param {item!r}: write it as name=value")
+        parameters[name] = value
+    body: dict[str, Any] = {
+        "blueprint": args.blueprint,
+        "customer": args.customer,
+        "starts_at": _when(args.start, "--start"),
+        "ends_at": _when(args.end, "--end"),
+        "time_zone": args.tz,
+        "parameters": parameters,
+    }
+    if args.grace:
+        body["grace_seconds"] = parse_duration(args.grace)
+    if args.team:
+        body["team"] = args.team
+    booking = client.call("POST", "/bookings", body)
+    print(
+        f"Booked {args.blueprint} for {booking['customer']}: {booking['starts_at']} to "
+        f"{booking['ends_at']} ({booking['status']}, id {booking['id']})"
+    )
+    return 0
+
+
+def cmd_class_seats(args, client: Client) -> int:
+    """A class's seats: attendee, state, URL, expiry."""
+    try:
+        ref = str(uuid.UUID(args.class_id))
+    except ValueError:
+        raise CliError(
+            f"{args.class_id!r} is not a class id (the id in the class page's URL)"
+        ) from None
+    seats = client.call("GET", f"/classes/{ref}/seats")
+    for seat in seats:
+        url = next(iter((seat.get("urls") or {}).values()), "")
+        print(
+            f"{seat['number']:>3}  {seat['attendee_email'] or '-':<32}  "
+            f"{seat['state'] or 'not started':<14}  {url}"
+        )
+    ready = sum(1 for seat in seats if seat["state"] == "ready")
+    print(f"{ready} of {len(seats)} seats ready")
+    return 0
+
+
+def add_scheduling_commands(commands) -> None:
+    book = commands.add_parser("book", help="book a demo for a customer's time slot")
+    book.add_argument("blueprint", help="a demo blueprint's name")
+    book.add_argument("--start", required=True, help="e.g. '2026-12-01 14:00'")
+    book.add_argument("--end", required=True, help="e.g. '2026-12-01 15:00'")
+    book.add_argument("--customer", required=True, help="the customer's name")
+    book.add_argument("--tz", default="UTC", help="time zone of --start/--end (default UTC)")
+    book.add_argument("--grace", help="keep it this long after the end, e.g. 30m")
+    book.add_argument("--team", help="team slug (if you are in several)")
+    book.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    book.set_defaults(handler=cmd_book)
+    klass = commands.add_parser("class", help="a class's seats")
+    klass_commands = klass.add_subparsers(dest="class_command", required=True, metavar="VERB")
+    seats = klass_commands.add_parser("seats", help="list a class's seats and their state")
+    seats.add_argument("class_id", metavar="CLASS", help="the class's id")
+    seats.set_defaults(handler=cmd_class_seats)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ephemera", description="Short-lived Kubernetes environments from the command line."
@@ -487,6 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", help="file to write (default: <namespace>.kubeconfig)"
     )
     kubeconfig.set_defaults(handler=cmd_kubeconfig)
+    add_scheduling_commands(commands)
     return parser
 
 

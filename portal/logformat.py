@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 
 
@@ -20,3 +21,18 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+# A private calendar feed's address is its key (environments/scheduling): the token in
+# /calendar/feed/<token>.ics is never written to a log, whoever logs the path (the
+# development server, Django's "Not Found" warnings).
+_FEED_TOKEN = re.compile(r"(/calendar/feed/)[A-Za-z0-9_-]{8,}(\.ics)")
+
+
+class RedactFeedTokens(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "/calendar/feed/" in message:
+            record.msg = _FEED_TOKEN.sub(r"\1[redacted]\2", message)
+            record.args = None
+        return True

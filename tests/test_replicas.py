@@ -42,6 +42,7 @@ SCHEDULE = {
     "environments.tasks.warn_expiring": 6,
     "environments.tasks.accrue_cost": 6,
     "environments.tasks.refill_pools": 6,
+    "environments.tasks.run_schedule": 6,
     "environments.tasks.remind_approvers": 30,
     "environments.tasks.reconcile": 30,
 }

@@ -122,6 +122,34 @@ def invite(
     return invitation
 
 
+def invite_attendee(*, actor, email: str, team: Team) -> tuple[Invitation, str]:
+    """A class's roster is the invitation under invite-only sign-up: an invitation to
+    ``email`` into the class's attendee team, made by its trainer (not an admin). Returns
+    the invitation and its link's token, which the class's own email carries; the caller
+    sends it on commit and never stores or logs it."""
+    email = email.strip().lower()
+    now = timezone.now()
+    Invitation.objects.filter(
+        email__iexact=email, accepted_at__isnull=True, revoked_at__isnull=True
+    ).update(revoked_at=now)
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation.objects.create(
+        email=email,
+        team=team,
+        token_hash=hash_link_token(token),
+        invited_by=actor,
+        created_at=now,
+        expires_at=now + timedelta(days=INVITATION_DAYS),
+    )
+    audit.record(
+        actor=actor,
+        action="person.invite",
+        target=invitation,
+        after={"email": email, "team": team.slug, "expires_at": invitation.expires_at.isoformat()},
+    )
+    return invitation, token
+
+
 def _send_invitation(subject: str, body: str, email: str, invitation_id: int) -> None:
     try:
         send_mail(subject, body, None, [email])

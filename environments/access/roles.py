@@ -1,4 +1,5 @@
-"""Roles are Django groups: requester (everyone), approver, admin. Superusers are admins.
+"""Roles are Django groups: requester (everyone), approver, trainer, admin. Superusers
+are admins.
 
 Every role check in the project goes through here. The user's role names are read once
 per user object (one query per request), however many checks a request makes.
@@ -7,7 +8,9 @@ per user object (one query per request), however many checks a request makes.
 REQUESTER = "requester"
 APPROVER = "approver"
 ADMIN = "admin"
-ALL_ROLES = (REQUESTER, APPROVER, ADMIN)
+# Runs classes: many seats of a training blueprint at once (environments/scheduling).
+TRAINER = "trainer"
+ALL_ROLES = (REQUESTER, APPROVER, TRAINER, ADMIN)
 
 
 def role_names(user) -> frozenset[str]:
@@ -29,3 +32,9 @@ def is_admin(user) -> bool:
 
 def is_approver(user) -> bool:
     return APPROVER in role_names(user)
+
+
+def is_trainer(user) -> bool:
+    """Trainers (and admins) create classes."""
+    names = role_names(user)
+    return TRAINER in names or ADMIN in names

@@ -6,7 +6,7 @@ The routers are mounted here, once, in the order the OpenAPI document lists them
 
 from django.urls import path, re_path
 
-from environments.api import blueprints, errors, extensions, hooks, variants
+from environments.api import blueprints, errors, extensions, hooks, scheduling, variants
 from environments.api import environments as environments_api
 from environments.api.app import api
 
@@ -15,6 +15,8 @@ api.add_router("/environments", environments_api.router)
 api.add_router("/environments", variants.router)
 api.add_router("/hooks", hooks.router)
 api.add_router("/extension-requests", extensions.router)
+api.add_router("/classes", scheduling.classes_router)
+api.add_router("/bookings", scheduling.bookings_router)
 
 urlpatterns = [
     path("", api.urls),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -30,7 +30,14 @@ from environments.lib.durations import format_duration
 from environments.lib.errors import ServiceError
 from environments.lib.quantities import format_cpu, format_memory
 from environments.lifecycle.states import COUNTED_STATES, State
-from environments.models import BlueprintVersion, CostEntry, Environment, Quota, Team
+from environments.models import (
+    BlueprintVersion,
+    CapacityReservation,
+    CostEntry,
+    Environment,
+    Quota,
+    Team,
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,13 @@ class Demand:
     ttl_seconds: int
     cost: Decimal
     label: str  # e.g. "this Webshop sales demo for 8 h"
+    # When the demand starts (a class or booking's warm-up); None: now. With
+    # ``ttl_seconds`` it is the window in which capacity reservations count against it.
+    starts_at: datetime | None = None
+
+    def window(self) -> tuple[datetime, datetime]:
+        start = self.starts_at or timezone.now()
+        return start, start + timedelta(seconds=self.ttl_seconds)
 
 
 def demand_for(
@@ -109,7 +123,10 @@ def committed(*, team: Team | None = None, user=None, exclude=None) -> Decimal:
     if exclude is not None:
         live = live.exclude(pk=exclude.pk)
     now = timezone.now()
-    total = Decimal(0)
+    # Classes and bookings not started yet: their whole price is already promised.
+    held = CapacityReservation.objects.filter(released_at__isnull=True)
+    held = held.filter(team=team) if team is not None else held.filter(owner=user)
+    total = held.aggregate(total=Sum("cost"))["total"] or Decimal(0)
     for hourly, accrued_until, expires_at, ttl in live.values_list(
         "hourly_price", "accrued_until", "expires_at", "ttl"
     ):
@@ -144,7 +161,15 @@ class Usage:
         return (self.parts.get(name) or {}).get(resource, 0)
 
 
-def usage(*, team: Team | None = None, user=None, exclude=None) -> Usage:
+def usage(
+    *,
+    team: Team | None = None,
+    user=None,
+    exclude=None,
+    window: tuple[datetime, datetime] | None = None,
+) -> Usage:
+    """What the team or user holds: environments by state, and the capacity reserved
+    for classes and bookings whose window overlaps ``window`` (None: every one)."""
     live = Environment.objects.filter(state__in=COUNTED_STATES)
     live = live.filter(team=team) if team is not None else live.filter(owner=user)
     if exclude is not None:
@@ -152,6 +177,15 @@ def usage(*, team: Team | None = None, user=None, exclude=None) -> Usage:
     parts: dict[str, dict[str, int]] = {
         name: {"environments": 0, "cpu": 0, "memory": 0} for name in PARTS
     }
+    held = CapacityReservation.objects.filter(released_at__isnull=True)
+    held = held.filter(team=team) if team is not None else held.filter(owner=user)
+    if window is not None:
+        held = held.filter(starts_at__lt=window[1], ends_at__gt=window[0])
+    reserved = held.aggregate(
+        environments=Sum("environments"), cpu=Sum("cpu_millicores"), memory=Sum("memory_bytes")
+    )
+    for kind in ("environments", "cpu", "memory"):
+        parts["reserved"][kind] = reserved[kind] or 0
     for row in live.values("state").annotate(
         environments=Count("pk"), cpu=Sum("cpu_millicores"), memory=Sum("memory_bytes")
     ):
@@ -166,11 +200,12 @@ def usage(*, team: Team | None = None, user=None, exclude=None) -> Usage:
     )
 
 
-PARTS = ("running", "approved", "pending")
+PARTS = ("running", "approved", "pending", "reserved")
 PART_WORDS = {
     "running": "running",
     "approved": "approved but not ready",
     "pending": "pending approval",
+    "reserved": "reserved for classes and bookings",
 }
 
 
@@ -186,9 +221,15 @@ def _used_words(used: Usage, resource: str, fmt, unit: str = "") -> str:
     """'0.6 CPU running, 3.5 approved or pending': pending requests hold quota too."""
     running = used.part("running", resource)
     waiting = used.part("approved", resource) + used.part("pending", resource)
-    if not waiting:
+    reserved = used.part("reserved", resource)
+    if not waiting and not reserved:
         return f"{fmt(running)}{unit} running" if running else fmt(0)
-    return f"{fmt(running)}{unit} running, {fmt(waiting)} approved or pending"
+    words = [f"{fmt(running)}{unit} running"]
+    if waiting:
+        words.append(f"{fmt(waiting)} approved or pending")
+    if reserved:
+        words.append(f"{fmt(reserved)} reserved for classes and bookings")
+    return ", ".join(words)
 
 
 @dataclass(frozen=True)
@@ -227,8 +268,10 @@ def _check_one(
                 f"over the {whose} environment limit",
                 f"{subject} already {has} {used_envs} of {quota.max_environments} environments"
                 + (f" ({_used_words(used, 'environments', str)})" if used_envs else "")
-                + f"; {demand.label} needs 1 more, and {left} are left.",
-                f"needs 1 more environment; {holder} has {left} of {quota.max_environments} left",
+                + f"; {demand.label} needs {demand.environments} more, and {left} are left.",
+                f"needs {demand.environments} more environment"
+                + ("s" if demand.environments != 1 else "")
+                + f"; {holder} has {left} of {quota.max_environments} left",
             )
         )
     used_cpu = used.cpu
@@ -310,7 +353,7 @@ def breaches(
             "team",
             f"Team {team.name}",
             demand,
-            usage(team=team, exclude=exclude),
+            usage(team=team, exclude=exclude, window=demand.window()),
             spent_this_month(team=team),
             committed(team=team, exclude=exclude),
         )
@@ -321,7 +364,7 @@ def breaches(
             "user",
             "You",
             demand,
-            usage(user=user, exclude=exclude),
+            usage(user=user, exclude=exclude, window=demand.window()),
             spent_this_month(user=user),
             committed(user=user, exclude=exclude),
         )
@@ -441,11 +484,21 @@ def standing(*, team: Team, user, demand: Demand, exclude: Environment | None = 
     scopes = []
     team_quota = Quota.objects.filter(team=team).first()
     if team_quota is not None:
-        scopes.append((team_quota, f"Team {team.name}", usage(team=team, exclude=exclude)))
+        scopes.append(
+            (
+                team_quota,
+                f"Team {team.name}",
+                usage(team=team, exclude=exclude, window=demand.window()),
+            )
+        )
     user_quota = Quota.objects.filter(user=user).first()
     if user_quota is not None:
         scopes.append(
-            (user_quota, getattr(user, "email", "The requester"), usage(user=user, exclude=exclude))
+            (
+                user_quota,
+                getattr(user, "email", "The requester"),
+                usage(user=user, exclude=exclude, window=demand.window()),
+            )
         )
     for quota, subject, used in scopes:
         for resource, limit, word, fmt, need in (
@@ -456,7 +509,10 @@ def standing(*, team: Team, user, demand: Demand, exclude: Environment | None = 
             if limit is None:
                 continue
             parts = ", ".join(
-                f"{fmt(used.part(name, resource))} {PART_WORDS[name]}" for name in PARTS
+                f"{fmt(used.part(name, resource))} {PART_WORDS[name]}"
+                for name in PARTS
+                # Reserved capacity is named only when there is some.
+                if name != "reserved" or used.part(name, resource)
             )
             after = used[resource] + need
             lines.append(

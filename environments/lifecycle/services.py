@@ -146,6 +146,7 @@ def request_environment(
     action: str = "environment.request",
     variant: dict | None = None,
     external_key: str = "",
+    decided: bool = False,
 ) -> Environment:
     """Create an environment request, apply the approval policy and quotas.
 
@@ -154,6 +155,9 @@ def request_environment(
 
     Raises ``ParametersInvalid`` for bad parameters (field by field) and
     ``ServiceError`` for anything else a user must fix, with nothing written.
+    ``decided``: a class's seat or a booking's environment, whose policy, quota and
+    budget were decided once for the whole class or booking, its capacity reserved
+    (scheduling.services): approved at once, not checked again.
     """
     if version.deprecated:
         raise ServiceError(f"{version} is deprecated; request the current version instead.")
@@ -170,10 +174,10 @@ def request_environment(
 
     quotas.lock(team=team, user=user)
     # A ready one from the blueprint's warm pool, if the request is the pool's and the
-    # same decision as below allows it with no approval (issue 16).
-    # A variant (a clone) or a pipeline's external key is never the pool's default shape.
+    # same decision as below allows it with no approval (issue 16). A variant (a clone),
+    # a pipeline's external key or a class's seat is never the pool's default shape.
     claimed = None
-    if not variant and not external_key:
+    if not variant and not external_key and not decided:
         with _name_race(owner=user, display_name=display_name):
             claimed = pools.claim(
                 user=user,
@@ -203,11 +207,13 @@ def request_environment(
         claimed.from_pool = True  # type: ignore[attr-defined]
         return claimed
 
-    # The same decision the request form's estimate and the approval queue show.
-    outcome = quotas.decide(team=team, user=user, version=version, demand=demand)
-    if outcome.refused:
-        raise ServiceError(outcome.message)
-    needs_approval = outcome.needs_approval
+    needs_approval = False
+    if not decided:
+        # The same decision the request form's estimate and the approval queue show.
+        outcome = quotas.decide(team=team, user=user, version=version, demand=demand)
+        if outcome.refused:
+            raise ServiceError(outcome.message)
+        needs_approval = outcome.needs_approval
 
     with _name_race(owner=user, display_name=display_name):
         environment = Environment.objects.create(

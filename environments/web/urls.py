@@ -9,6 +9,7 @@ from environments.web.views import (
     governance,
     people,
     pools,
+    scheduling,
 )
 
 urlpatterns = [
@@ -56,6 +57,18 @@ urlpatterns = [
         name="environment_logs",
     ),
     path("approvals/", approvals.approvals, name="approvals"),
+    path(
+        "approvals/classes/<uuid:pk>/<slug:verdict>/",
+        approvals.decide_scheduled,
+        {"kind": "classes"},
+        name="decide_class",
+    ),
+    path(
+        "approvals/bookings/<uuid:pk>/<slug:verdict>/",
+        approvals.decide_scheduled,
+        {"kind": "bookings"},
+        name="decide_booking",
+    ),
     path("approvals/<uuid:pk>/approve/", approvals.approve, name="approve"),
     path("approvals/<uuid:pk>/reject/", approvals.reject, name="reject"),
     path(
@@ -128,4 +141,25 @@ urlpatterns = [
         blueprints.version_diff,
         name="governance_blueprint_diff",
     ),
+    # Classes, seats, booked demos and calendars (environments/scheduling).
+    path("classes/", scheduling.classes, name="classes"),
+    path("classes/new/<slug:name>/", scheduling.new_class, name="class_new"),
+    path("classes/<uuid:pk>/", scheduling.class_detail, name="class_detail"),
+    path("classes/<uuid:pk>/seats/", scheduling.class_seats, name="class_seats"),
+    path("classes/<uuid:pk>/seats/add/", scheduling.class_add_seat, name="class_add_seat"),
+    path("classes/<uuid:pk>/extend/", scheduling.class_extend, name="class_extend"),
+    path("classes/<uuid:pk>/end/", scheduling.class_end, name="class_end"),
+    path("classes/<uuid:pk>/calendar.ics", scheduling.class_ics, name="class_ics"),
+    path("classes/seats/<uuid:pk>/reset/", scheduling.seat_reset, name="seat_reset"),
+    path("classes/seats/<uuid:pk>/remove/", scheduling.seat_remove, name="seat_remove"),
+    path("seats/<uuid:pk>/", scheduling.seat_detail, name="seat_detail"),
+    path("seats/<uuid:pk>/calendar.ics", scheduling.seat_ics, name="seat_ics"),
+    path("bookings/", scheduling.team_calendar, name="team_calendar"),
+    path("bookings/new/<slug:name>/", scheduling.new_booking, name="booking_new"),
+    path("bookings/<uuid:pk>/", scheduling.booking_detail, name="booking_detail"),
+    path("bookings/<uuid:pk>/cancel/", scheduling.booking_cancel, name="booking_cancel"),
+    path("bookings/<uuid:pk>/calendar.ics", scheduling.booking_ics, name="booking_ics"),
+    path("calendar/feed/", scheduling.feed_create, name="calendar_feed_create"),
+    path("calendar/feed/revoke/", scheduling.feed_revoke, name="calendar_feed_revoke"),
+    path("calendar/feed/<str:token>.ics", scheduling.feed, name="calendar_feed"),
 ]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -12,7 +15,9 @@ from environments.access.teams import is_any_approver
 from environments.governance import audit, quotas
 from environments.lib.errors import ServiceError
 from environments.lifecycle import queue, selectors, services
-from environments.models import Environment, ExtensionRequest
+from environments.models import Booking, Environment, ExtensionRequest, TrainingClass
+from environments.scheduling import selectors as scheduling_selectors
+from environments.scheduling import services as scheduling
 from environments.web.forms import RejectForm
 
 
@@ -44,10 +49,17 @@ def approvals(request):
         extension.is_own = services.is_own_request(
             request.user, extension.environment, extension.requested_by
         )
+    classes, bookings = scheduling_selectors.pending_decisions(request.user)
     return render(
         request,
         "environments/approvals.html",
-        {"pending": pending, "extensions": extensions, "reject_form": RejectForm()},
+        {
+            "pending": pending,
+            "extensions": extensions,
+            "reject_form": RejectForm(),
+            "pending_classes": classes,
+            "pending_bookings": bookings,
+        },
     )
 
 
@@ -144,4 +156,49 @@ def reject_extension(request, pk):
         ),
         what="extension",
         done=f"Rejected the extension of {extension.environment.namespace}.",
+    )
+
+
+# Classes and booked demos: one decision for the whole class or booking.
+
+
+@login_required
+@require_POST
+def decide_scheduled(request, kind: str, pk, verdict: str):
+    _require_approver(request.user)
+    if kind not in ("classes", "bookings") or verdict not in ("approve", "reject"):
+        raise Http404("No such decision.")
+    approve_it = verdict == "approve"
+    item: TrainingClass | Booking
+    decide: Any
+    if kind == "classes":
+        item = get_object_or_404(TrainingClass, pk=pk)
+        decide, keyword = scheduling.decide_class, "training_class"
+    else:
+        item = get_object_or_404(Booking, pk=pk)
+        decide, keyword = scheduling.decide_booking, "booking"
+    what = "class" if kind == "classes" else "booking"
+    return _decide_scheduled(request, item, decide, keyword, what, approve_it)
+
+
+def _decide_scheduled(request, item, decide, keyword: str, what: str, approve_it: bool):
+    if not approve_it:
+        return _reject(
+            request,
+            lambda reason: decide(
+                **{keyword: item},
+                approver=request.user,
+                approve=False,
+                reason=reason,
+                ip=audit.client_ip(request),
+            ),
+            what=what,
+            done=f"Rejected the {what}.",
+        )
+    return _decide(
+        request,
+        lambda: decide(
+            **{keyword: item}, approver=request.user, approve=True, ip=audit.client_ip(request)
+        ),
+        lambda: (messages.SUCCESS, f"Approved the {what}: every seat is decided."),
     )

@@ -28,6 +28,7 @@ from environments.governance import audit
 from environments.governance.quotas import set_quota
 from environments.governance.selectors import audit_search, month_bounds, quota_rows, spend_report
 from environments.models import AuditEvent, Quota, Team
+from environments.scheduling.selectors import class_spend
 
 
 def _require_admin(user) -> None:
@@ -82,7 +83,17 @@ def spend(request):
     # The total of what the page shows (cents), so the rows add up to it; the CSV keeps
     # four decimals.
     total = sum((money_cents(r["amount"]) for r in rows), Decimal(0))
-    return render(request, "governance/spend.html", {"rows": rows, "month": month, "total": total})
+    return render(
+        request,
+        "governance/spend.html",
+        {
+            "rows": rows,
+            "month": month,
+            "total": total,
+            # Each class's seats and total (scheduling): the same cost entries, by class.
+            "classes": class_spend(start=start, end=end),
+        },
+    )
 
 
 @login_required

@@ -23,6 +23,7 @@ from environments.governance import audit
 from environments.lib.errors import ServiceError
 from environments.lifecycle import pools
 from environments.models import Invitation, Membership, Team
+from environments.scheduling import selectors as scheduling_selectors
 from environments.web import timezones
 
 
@@ -308,6 +309,10 @@ def invitation_accept(request):
         else:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             request.session.pop(SESSION_KEY, None)
+            seat = scheduling_selectors.seats_of(user).first()
+            if seat is not None:  # invited through a class's roster: straight to the seat
+                messages.success(request, "Welcome to Ephemera. This is your seat in the class.")
+                return redirect(seat.get_absolute_url())
             messages.success(
                 request,
                 f"Welcome to Ephemera. You are in team {invitation.team.name}; "
