@@ -145,6 +145,22 @@ class Resources(_Spec):
         return {key: value for key, value in handler(self).items() if value is not None}
 
 
+class VolumeSpec(_Spec):
+    """A component's data volume (issue 15): a PersistentVolumeClaim of ``size``,
+    mounted at ``path``; ``snapshot``: taken with each environment snapshot (a
+    VolumeSnapshot, where the cluster serves snapshot.storage.k8s.io/v1)."""
+
+    size: str
+    path: str
+    snapshot: bool = False
+
+
+class DrillSpec(_Spec):
+    """Scheduled restore drills (issue 15): every ``every`` seconds."""
+
+    every: int
+
+
 class ComponentSpec(_Spec):
     name: str
     image: str
@@ -157,6 +173,16 @@ class ComponentSpec(_Spec):
     args: list[str] = Field(default_factory=list)
     annotations: dict[str, str] = Field(default_factory=dict)
     expose: bool = False
+    # A data volume (issue 15); None: none (and no key in the stored spec).
+    volume: VolumeSpec | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Specs stored before ``volume`` existed keep their digest.
+        stored = handler(self)
+        if stored.get("volume") is None:
+            stored.pop("volume", None)
+        return stored
 
 
 class ParameterSpec(_Spec):
@@ -323,12 +349,14 @@ class BlueprintSpec(_Spec):
     egress: list[EgressRuleSpec] = Field(default_factory=list)
     # Generated credentials (issue 14, finding 4).
     secrets: list[SecretSpec] = Field(default_factory=list)
+    # Scheduled restore drills (issue 15); None: on demand only.
+    drill: DrillSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The plain, JSON-ready dict stored in the database and hashed."""
         stored = self.model_dump(mode="json")
         # Specs stored before these fields existed keep their digest.
-        for optional in ("egress", "secrets"):
+        for optional in ("egress", "secrets", "drill"):
             if not stored[optional]:
                 del stored[optional]
         return stored
@@ -753,6 +781,78 @@ class _RawResources(_Raw):
         return quantity
 
 
+MIN_DRILL_INTERVAL = 60 * 60  # a drill at most every hour
+MAX_MOUNT_PATH = 4096
+
+
+class _RawVolume(_Raw):
+    """A component's ``volume``: size (a quantity), an absolute mount path, snapshot."""
+
+    check_order = ("size", "path", "snapshot")
+
+    size: Any = Field(_ABSENT, validate_default=True)
+    path: Any = Field(_ABSENT, validate_default=True)
+    snapshot: Any = False
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: Any, info: ValidationInfo) -> str:
+        if value is _ABSENT:
+            raise _problem("missing required field", _MISSING)
+        quantity = _quantity(value)
+        _context(info)["this_component"]["volume_bytes"] = memory_to_bytes(quantity)
+        return quantity
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: Any) -> str:
+        if value is _ABSENT:
+            raise _problem("missing required field", _MISSING)
+        if (
+            not isinstance(value, str)
+            or not value.startswith("/")
+            or len(value) > MAX_MOUNT_PATH
+            or any(c in value for c in ":\n\0")
+        ):
+            raise _problem(f"{value!r} is not an absolute path such as /var/lib/data")
+        if ".." in value.split("/"):
+            raise _problem(f"{value!r} must not contain '..'")
+        if value.rstrip("/") == "":
+            raise _problem("must not be / (mount the volume on a directory)")
+        return value.rstrip("/")
+
+    @field_validator("snapshot")
+    @classmethod
+    def _snapshot(cls, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise _problem("must be true or false")
+        return value
+
+    def normalised(self) -> VolumeSpec:
+        return VolumeSpec(size=self.size, path=self.path, snapshot=self.snapshot)
+
+
+class _RawDrill(_Raw):
+    """The blueprint's ``drill``: how often a restore drill runs."""
+
+    check_order = ("every",)
+
+    every: Any = Field(_ABSENT, validate_default=True)
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: Any) -> int:
+        if value is _ABSENT:
+            raise _problem("missing required field", _MISSING)
+        seconds = _duration(value)
+        if seconds < MIN_DRILL_INTERVAL:
+            raise _problem(f"{value!r} is too often: at most one drill an hour (1h)")
+        return seconds
+
+    def normalised(self) -> DrillSpec:
+        return DrillSpec(every=self.every)
+
+
 class _RawComponent(_Raw):
     check_order = (
         "name",
@@ -764,8 +864,9 @@ class _RawComponent(_Raw):
         "args",
         "annotations",
         "expose",
+        "volume",
     )
-    nested = {"resources": _RawResources}
+    nested = {"resources": _RawResources, "volume": _RawVolume}
 
     name: Any = Field(_ABSENT, validate_default=True)
     image: Any = Field(_ABSENT, validate_default=True)
@@ -776,6 +877,7 @@ class _RawComponent(_Raw):
     args: Any = Field(default_factory=list)
     annotations: Any = Field(default_factory=dict)
     expose: Any = False
+    volume: _RawVolume | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -928,6 +1030,7 @@ class _RawComponent(_Raw):
             args=self.args,
             annotations=self.annotations,
             expose=self.expose,
+            volume=self.volume.normalised() if self.volume is not None else None,
         )
 
 
@@ -1137,6 +1240,7 @@ class _RawBlueprint(_Raw):
         "kube_access",
         "list_parameter",
         "egress",
+        "drill",
     )
     nested = {
         "ttl": _RawTTL,
@@ -1145,6 +1249,7 @@ class _RawBlueprint(_Raw):
         "quota": _RawQuota,
         "egress": _RawEgressRule,
         "secrets": _RawSecret,
+        "drill": _RawDrill,
     }
 
     name: Any
@@ -1165,6 +1270,7 @@ class _RawBlueprint(_Raw):
     # After parameters: its check reads the names they declared.
     list_parameter: Any = None
     egress: list[_RawEgressRule] = Field(default_factory=list)
+    drill: _RawDrill | None = None
 
     @field_validator("egress", mode="before")
     @classmethod
@@ -1301,6 +1407,7 @@ class _RawBlueprint(_Raw):
             list_parameter=self.list_parameter,
             egress=[rule.normalised() for rule in self.egress],
             secrets=[secret.normalised() for secret in self.secrets],
+            drill=self.drill.normalised() if self.drill is not None else None,
         )
 
 

@@ -66,6 +66,12 @@ RESOURCES: dict[tuple[str, str], tuple[str, str, bool]] = {
     ("v1", "ServiceAccount"): ("/api/v1", "serviceaccounts", True),
     ("v1", "Service"): ("/api/v1", "services", True),
     ("v1", "Secret"): ("/api/v1", "secrets", True),
+    ("v1", "PersistentVolumeClaim"): ("/api/v1", "persistentvolumeclaims", True),
+    ("snapshot.storage.k8s.io/v1", "VolumeSnapshot"): (
+        "/apis/snapshot.storage.k8s.io/v1",
+        "volumesnapshots",
+        True,
+    ),
     ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments", True),
     ("networking.k8s.io/v1", "NetworkPolicy"): (
         "/apis/networking.k8s.io/v1",
@@ -115,6 +121,7 @@ def api_client() -> client.ApiClient:
 
 def reset_client() -> None:
     """Forget the cached client (after KUBECONFIG changes, e.g. in tests)."""
+    _volume_snapshots_served.clear()
     api_client.cache_clear()
 
 
@@ -161,6 +168,29 @@ def with_retries(
             raise ClusterUnavailable(f"{what}: the API server kept failing ({last_error})")
         log.warning("%s failed (%s); retrying in %.1fs", what, last_error, wait)
         time.sleep(wait)
+
+
+# Whether the cluster serves snapshot.storage.k8s.io/v1, looked up once per process and
+# client (reset_client forgets it).
+_volume_snapshots_served: dict[str, bool] = {}
+
+
+def serves_volume_snapshots() -> bool:
+    """Whether the cluster serves VolumeSnapshots (snapshot.storage.k8s.io/v1), from API
+    discovery, once. An unreachable server raises ``ClusterUnavailable``; not cached."""
+    if "answer" not in _volume_snapshots_served:
+        try:
+            with_retries(
+                lambda: _request("GET", "/apis/snapshot.storage.k8s.io/v1"),
+                what="discover snapshot.storage.k8s.io/v1",
+            )
+            served = True
+        except ClusterError as exc:
+            if exc.status != 404:
+                raise
+            served = False
+        _volume_snapshots_served["answer"] = served
+    return _volume_snapshots_served["answer"]
 
 
 def api_server_reachable(*, timeout: float = 2.0) -> None:

@@ -74,6 +74,7 @@ def environment_spec(environment: Environment) -> EnvironmentSpec:
         dns_namespace=settings.DNS_NAMESPACE,
         storage_default=settings.EPHEMERAL_STORAGE_DEFAULT,
         secrets=[secret.model_dump() for secret in blueprint.secrets],
+        storage_class=settings.VOLUME_STORAGE_CLASS,
     )
 
 
