@@ -211,6 +211,31 @@ class QuotaSpec(_Spec):
         return {key: value for key, value in handler(self).items() if value is not None}
 
 
+# --- recovery (issue 15) ------------------------------------------------------------
+
+DEFAULT_RETENTION_KEEP = 10
+MAX_RETENTION_KEEP = 1000
+DEFAULT_RTO_SECONDS = 120
+DEFAULT_RPO_SECONDS = 3600
+
+
+class RetentionSpec(_Spec):
+    """How many snapshots of each environment to keep, and for how long (seconds;
+    None: no age limit). Pruned by a scheduled job (``recovery.retention``)."""
+
+    keep: int = DEFAULT_RETENTION_KEEP
+    max_age: int | None = None
+
+
+class RecoverySpec(_Spec):
+    """Whether a ready environment whose namespace vanished is restored automatically
+    from its latest snapshot, and the objectives it is measured against (seconds)."""
+
+    auto: bool = False
+    rto: int = DEFAULT_RTO_SECONDS
+    rpo: int = DEFAULT_RPO_SECONDS
+
+
 # --- egress (issue 14, finding 1) ---------------------------------------------------
 
 
@@ -323,12 +348,23 @@ class BlueprintSpec(_Spec):
     egress: list[EgressRuleSpec] = Field(default_factory=list)
     # Generated credentials (issue 14, finding 4).
     secrets: list[SecretSpec] = Field(default_factory=list)
+    # Snapshots and restores (issue 15); None: not written (the defaults apply).
+    retention: RetentionSpec | None = None
+    recovery: RecoverySpec | None = None
+
+    @property
+    def snapshot_retention(self) -> RetentionSpec:
+        return self.retention or RetentionSpec()
+
+    @property
+    def recovery_objectives(self) -> RecoverySpec:
+        return self.recovery or RecoverySpec()
 
     def to_dict(self) -> dict[str, Any]:
         """The plain, JSON-ready dict stored in the database and hashed."""
         stored = self.model_dump(mode="json")
         # Specs stored before these fields existed keep their digest.
-        for optional in ("egress", "secrets"):
+        for optional in ("egress", "secrets", "retention", "recovery"):
             if not stored[optional]:
                 del stored[optional]
         return stored
@@ -1047,6 +1083,55 @@ class _RawQuota(_Raw):
         )
 
 
+class _RawRetention(_Raw):
+    check_order = ("keep", "max_age")
+
+    keep: Any = DEFAULT_RETENTION_KEEP
+    max_age: Any = None
+
+    @field_validator("keep")
+    @classmethod
+    def _keep(cls, value: Any) -> int:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not 1 <= value <= MAX_RETENTION_KEEP
+        ):
+            raise _problem(f"{value!r} is not a whole number from 1 to {MAX_RETENTION_KEEP}")
+        return value
+
+    @field_validator("max_age")
+    @classmethod
+    def _max_age(cls, value: Any) -> int | None:
+        return None if value is None else _duration(value)
+
+    def normalised(self) -> RetentionSpec:
+        return RetentionSpec(keep=self.keep, max_age=self.max_age)
+
+
+class _RawRecovery(_Raw):
+    check_order = ("auto", "rto", "rpo")
+
+    auto: Any = False
+    rto: Any = DEFAULT_RTO_SECONDS
+    rpo: Any = DEFAULT_RPO_SECONDS
+
+    @field_validator("auto")
+    @classmethod
+    def _auto(cls, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise _problem(f"{value!r} is not true or false")
+        return value
+
+    @field_validator("rto", "rpo")
+    @classmethod
+    def _objective(cls, value: Any) -> int:
+        return _duration(value)
+
+    def normalised(self) -> RecoverySpec:
+        return RecoverySpec(auto=self.auto, rto=self.rto, rpo=self.rpo)
+
+
 class _RawEgressRule(_Raw):
     """One ``egress`` entry; checked against the platform's limits (``EgressLimits``)."""
 
@@ -1137,6 +1222,8 @@ class _RawBlueprint(_Raw):
         "kube_access",
         "list_parameter",
         "egress",
+        "retention",
+        "recovery",
     )
     nested = {
         "ttl": _RawTTL,
@@ -1145,6 +1232,8 @@ class _RawBlueprint(_Raw):
         "quota": _RawQuota,
         "egress": _RawEgressRule,
         "secrets": _RawSecret,
+        "retention": _RawRetention,
+        "recovery": _RawRecovery,
     }
 
     name: Any
@@ -1165,6 +1254,8 @@ class _RawBlueprint(_Raw):
     # After parameters: its check reads the names they declared.
     list_parameter: Any = None
     egress: list[_RawEgressRule] = Field(default_factory=list)
+    retention: _RawRetention | None = None
+    recovery: _RawRecovery | None = None
 
     @field_validator("egress", mode="before")
     @classmethod
@@ -1301,6 +1392,8 @@ class _RawBlueprint(_Raw):
             list_parameter=self.list_parameter,
             egress=[rule.normalised() for rule in self.egress],
             secrets=[secret.normalised() for secret in self.secrets],
+            retention=self.retention.normalised() if self.retention else None,
+            recovery=self.recovery.normalised() if self.recovery else None,
         )
 
 
