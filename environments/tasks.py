@@ -13,6 +13,7 @@ from environments.access import credentials
 from environments.governance import billing
 from environments.integrations import notifications
 from environments.lifecycle import provisioning, upkeep
+from environments.recovery import retention, snapshots
 
 
 def provision(environment_id: str) -> str:
@@ -69,3 +70,13 @@ def grant_person_access(environment_id: str, user_id: str) -> str:
 def sync_person_access(user_id: str) -> str:
     """After a membership or activity change: revoke (or grant) that person's identities."""
     return credentials.sync_person(int(user_id))
+
+
+def snapshot_after_ready(environment_id: str, revision: str) -> str:
+    """Snapshot an environment that became ready (once per revision)."""
+    return snapshots.snapshot_after_ready(environment_id, revision)
+
+
+def prune_snapshots() -> int:
+    """Delete the snapshots past each blueprint's retention (audited)."""
+    return retention.prune()

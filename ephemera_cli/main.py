@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -342,6 +343,33 @@ def cmd_kubeconfig(args, client: Client) -> int:
     return 0
 
 
+def cmd_snapshot(args, client: Client) -> int:
+    env = client.environment(args.env)
+    answer = client.call("POST", f"/environments/{env['id']}/snapshots")
+    print(
+        f"Snapshot {answer['number']} of {env['name']}: {answer['id']} "
+        f"({answer['size_bytes']} bytes, {answer['objects']} objects, "
+        f"digest {answer['digest'][:12]}…)"
+    )
+    return 0
+
+
+def cmd_restore(args, client: Client) -> int:
+    if not re.fullmatch(r"[0-9a-fA-F-]{36}", args.snapshot):
+        raise CliError(f"{args.snapshot!r} is not a snapshot id (as `ephemera snapshot` prints)")
+    # Run it again with the same --key and you get the same environment, not a second.
+    key = args.key or str(uuid.uuid4())
+    env = client.call(
+        "POST",
+        f"/snapshots/{args.snapshot}/restore",
+        {"request_key": key, "in_place": args.in_place},
+    )
+    print(f"Restoring into {env['name']} ({env['state']}); request key {key}")
+    if args.wait:
+        return wait_until_settled(client, env, timeout=args.timeout)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ephemera", description="Short-lived Kubernetes environments from the command line."
@@ -397,6 +425,18 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", help="file to write (default: <namespace>.kubeconfig)"
     )
     kubeconfig.set_defaults(handler=cmd_kubeconfig)
+
+    snapshot = commands.add_parser("snapshot", help="take a snapshot of a ready environment")
+    snapshot.add_argument("env", metavar="ENV", help="id or short name")
+    snapshot.set_defaults(handler=cmd_snapshot)
+
+    restore = commands.add_parser("restore", help="restore a snapshot into an environment")
+    restore.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id")
+    restore.add_argument("--in-place", action="store_true", help="into its own (lost) environment")
+    restore.add_argument("--key", help="request key: the same key again restores nothing twice")
+    restore.add_argument("--wait", action="store_true", help="wait until it is ready or failed")
+    restore.add_argument("--timeout", type=float, default=900, help="seconds to wait (default 900)")
+    restore.set_defaults(handler=cmd_restore)
     return parser
 
 

@@ -524,6 +524,15 @@ if COST_CURRENCY not in {"USD", "EUR", "GBP", "CHF", "JPY", "CAD", "AUD"}:
     )
 COST_PER_CPU_HOUR = env_decimal("COST_PER_CPU_HOUR", "0.0445")
 COST_PER_GIB_HOUR = env_decimal("COST_PER_GIB_HOUR", "0.0049")
+# Keeping snapshots (recovery): per GiB-month, like cloud disk snapshot storage.
+COST_PER_GIB_MONTH_SNAPSHOT = env_decimal("COST_PER_GIB_MONTH_SNAPSHOT", "0.05")
+
+# --- Recovery (docs/recovery.md) ---------------------------------------------------------
+# The HMAC-SHA256 key that signs snapshots. Unset: derived from SECRET_KEY (so rotating
+# SECRET_KEY without setting this makes older snapshots fail their signature check).
+SNAPSHOT_SIGNING_KEY: str = env("SNAPSHOT_SIGNING_KEY", "")
+if SNAPSHOT_SIGNING_KEY and len(SNAPSHOT_SIGNING_KEY) < 32:
+    raise ImproperlyConfigured("SNAPSHOT_SIGNING_KEY: must be at least 32 characters")
 
 # --- Governance ------------------------------------------------------------------------
 EXPIRY_WARNING_MINUTES = env_int("EXPIRY_WARNING_MINUTES", 30, minimum=1)

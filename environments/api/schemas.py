@@ -285,3 +285,77 @@ def extension_request_out(extension: ExtensionRequest) -> dict[str, Any]:
         "decided_at": extension.decided_at,
         "decision_reason": extension.decision_reason,
     }
+
+
+# --- Snapshots (recovery) ----------------------------------------------------------------
+
+
+class InventoryItemOut(Schema):
+    kind: str
+    name: str
+    namespace: str = ""
+    uid: str = ""
+    spec_sha256: str
+
+
+class SnapshotOut(Schema):
+    id: uuid.UUID
+    environment: uuid.UUID
+    environment_name: str
+    number: int
+    reason: str
+    created_at: datetime
+    created_by: str | None
+    blueprint: str
+    blueprint_version: int
+    digest: str
+    signature_algorithm: str
+    size_bytes: int
+    storage_cost_per_month: Decimal
+    currency: str
+    images: list[str]
+    objects: int
+    volumes: list[dict[str, Any]]
+
+
+class SnapshotDetailOut(SnapshotOut):
+    parameters: dict[str, Any]
+    inventory: list[InventoryItemOut]
+    manifests: list[dict[str, Any]]
+
+
+class RestoreIn(Schema):
+    # Or the Idempotency-Key header: the same key twice gives one environment.
+    request_key: str | None = Field(None, max_length=150)
+    # Restore into the snapshot's own environment (lost, or failed) instead of a new one.
+    in_place: bool = False
+
+
+def snapshot_out(snapshot, *, detail: bool = False) -> dict[str, Any]:
+    environment = snapshot.environment
+    answer: dict[str, Any] = {
+        "id": snapshot.pk,
+        "environment": environment.pk,
+        "environment_name": environment.name,
+        "number": snapshot.number,
+        "reason": snapshot.reason,
+        "created_at": snapshot.created_at,
+        "created_by": snapshot.created_by.email if snapshot.created_by else None,
+        "blueprint": snapshot.blueprint,
+        "blueprint_version": snapshot.blueprint_version_number,
+        "digest": snapshot.digest,
+        "signature_algorithm": snapshot.signature_algorithm,
+        "size_bytes": snapshot.size_bytes,
+        "storage_cost_per_month": snapshot.storage_cost,
+        "currency": settings.COST_CURRENCY,
+        "images": snapshot.images,
+        "objects": len(snapshot.inventory),
+        "volumes": snapshot.volumes,
+    }
+    if detail:
+        answer.update(
+            parameters=snapshot.parameters,
+            inventory=snapshot.inventory,
+            manifests=snapshot.manifests,
+        )
+    return answer

@@ -237,6 +237,31 @@ class QuotaSpec(_Spec):
         return {key: value for key, value in handler(self).items() if value is not None}
 
 
+# --- recovery (issue 15) ------------------------------------------------------------
+
+DEFAULT_RETENTION_KEEP = 10
+MAX_RETENTION_KEEP = 1000
+DEFAULT_RTO_SECONDS = 120
+DEFAULT_RPO_SECONDS = 3600
+
+
+class RetentionSpec(_Spec):
+    """How many snapshots of each environment to keep, and for how long (seconds;
+    None: no age limit). Pruned by a scheduled job (``recovery.retention``)."""
+
+    keep: int = DEFAULT_RETENTION_KEEP
+    max_age: int | None = None
+
+
+class RecoverySpec(_Spec):
+    """Whether a ready environment whose namespace vanished is restored automatically
+    from its latest snapshot, and the objectives it is measured against (seconds)."""
+
+    auto: bool = False
+    rto: int = DEFAULT_RTO_SECONDS
+    rpo: int = DEFAULT_RPO_SECONDS
+
+
 # --- egress (issue 14, finding 1) ---------------------------------------------------
 
 
@@ -349,14 +374,25 @@ class BlueprintSpec(_Spec):
     egress: list[EgressRuleSpec] = Field(default_factory=list)
     # Generated credentials (issue 14, finding 4).
     secrets: list[SecretSpec] = Field(default_factory=list)
+    # Snapshots and restores (issue 15); None: not written (the defaults apply).
+    retention: RetentionSpec | None = None
+    recovery: RecoverySpec | None = None
     # Scheduled restore drills (issue 15); None: on demand only.
     drill: DrillSpec | None = None
+
+    @property
+    def snapshot_retention(self) -> RetentionSpec:
+        return self.retention or RetentionSpec()
+
+    @property
+    def recovery_objectives(self) -> RecoverySpec:
+        return self.recovery or RecoverySpec()
 
     def to_dict(self) -> dict[str, Any]:
         """The plain, JSON-ready dict stored in the database and hashed."""
         stored = self.model_dump(mode="json")
         # Specs stored before these fields existed keep their digest.
-        for optional in ("egress", "secrets", "drill"):
+        for optional in ("egress", "secrets", "retention", "recovery", "drill"):
             if not stored[optional]:
                 del stored[optional]
         return stored
@@ -1150,6 +1186,55 @@ class _RawQuota(_Raw):
         )
 
 
+class _RawRetention(_Raw):
+    check_order = ("keep", "max_age")
+
+    keep: Any = DEFAULT_RETENTION_KEEP
+    max_age: Any = None
+
+    @field_validator("keep")
+    @classmethod
+    def _keep(cls, value: Any) -> int:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not 1 <= value <= MAX_RETENTION_KEEP
+        ):
+            raise _problem(f"{value!r} is not a whole number from 1 to {MAX_RETENTION_KEEP}")
+        return value
+
+    @field_validator("max_age")
+    @classmethod
+    def _max_age(cls, value: Any) -> int | None:
+        return None if value is None else _duration(value)
+
+    def normalised(self) -> RetentionSpec:
+        return RetentionSpec(keep=self.keep, max_age=self.max_age)
+
+
+class _RawRecovery(_Raw):
+    check_order = ("auto", "rto", "rpo")
+
+    auto: Any = False
+    rto: Any = DEFAULT_RTO_SECONDS
+    rpo: Any = DEFAULT_RPO_SECONDS
+
+    @field_validator("auto")
+    @classmethod
+    def _auto(cls, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise _problem(f"{value!r} is not true or false")
+        return value
+
+    @field_validator("rto", "rpo")
+    @classmethod
+    def _objective(cls, value: Any) -> int:
+        return _duration(value)
+
+    def normalised(self) -> RecoverySpec:
+        return RecoverySpec(auto=self.auto, rto=self.rto, rpo=self.rpo)
+
+
 class _RawEgressRule(_Raw):
     """One ``egress`` entry; checked against the platform's limits (``EgressLimits``)."""
 
@@ -1240,6 +1325,8 @@ class _RawBlueprint(_Raw):
         "kube_access",
         "list_parameter",
         "egress",
+        "retention",
+        "recovery",
         "drill",
     )
     nested = {
@@ -1249,6 +1336,8 @@ class _RawBlueprint(_Raw):
         "quota": _RawQuota,
         "egress": _RawEgressRule,
         "secrets": _RawSecret,
+        "retention": _RawRetention,
+        "recovery": _RawRecovery,
         "drill": _RawDrill,
     }
 
@@ -1270,6 +1359,8 @@ class _RawBlueprint(_Raw):
     # After parameters: its check reads the names they declared.
     list_parameter: Any = None
     egress: list[_RawEgressRule] = Field(default_factory=list)
+    retention: _RawRetention | None = None
+    recovery: _RawRecovery | None = None
     drill: _RawDrill | None = None
 
     @field_validator("egress", mode="before")
@@ -1407,6 +1498,8 @@ class _RawBlueprint(_Raw):
             list_parameter=self.list_parameter,
             egress=[rule.normalised() for rule in self.egress],
             secrets=[secret.normalised() for secret in self.secrets],
+            retention=self.retention.normalised() if self.retention else None,
+            recovery=self.recovery.normalised() if self.recovery else None,
             drill=self.drill.normalised() if self.drill is not None else None,
         )
 

@@ -17,7 +17,10 @@ leader (``lifecycle.leader``) makes one pass over the environments in flight:
 - tearing_down whose namespace is gone -> ``deleted`` (billed up to now first); whose
   namespace still stands, not terminating, after a while -> the teardown job again;
 - failed only because the API server was unreachable -> retried once it answers
-  (``OUTAGE_RETRY_LIMIT`` times), with an event saying so.
+  (``OUTAGE_RETRY_LIMIT`` times), with an event saying so;
+- ready whose namespace is gone -> restored in place from its latest snapshot when its
+  blueprint says ``recovery: {auto: true}``, else failed with the reason
+  (``recovery.healing``); a restored one that becomes ready records its recovery time.
 
 Level-triggered: a pass looks at the whole state, never at the event that woke it, so a
 missed event, a 410, an outage (the view re-lists itself) or a new leader can never
@@ -53,6 +56,8 @@ from environments.lifecycle.provisioning import (
 from environments.lifecycle.queue import enqueue
 from environments.lifecycle.states import State
 from environments.models import Environment
+from environments.recovery import healing
+from environments.recovery.restore import finish as finish_recovery
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +166,11 @@ class Watcher:
             if fatal is not None:
                 if self._acted(fail(environment_id, fatal.message, actor=actor)):
                     counts["failed"] += 1
+                    finish_recovery(environment_id, ok=False, reason=fatal.message)
             elif components and all(info["ready"] for info in status.values()):
                 if self._acted(mark_ready(environment_id, status, actor=actor)):
                     counts["ready"] += 1
+                    finish_recovery(environment_id, ok=True)
             elif past_deadline:
                 waiting = ", ".join(
                     f"{component} {info['available']}/{info['replicas']}"
@@ -177,6 +184,7 @@ class Watcher:
                 )
                 if self._acted(fail(environment_id, message, actor=actor)):
                     counts["failed"] += 1
+                    finish_recovery(environment_id, ok=False, reason=message)
             elif status != current:
                 Environment.objects.filter(pk=environment_id, state=State.PROVISIONING).update(
                     component_status=status
@@ -197,6 +205,25 @@ class Watcher:
                     enqueue("teardown", environment_id, replace_started=True)
                 except Exception as exc:
                     log.warning("could not enqueue teardown for %s: %s", environment_id, exc)
+
+        # Ready, but its namespace is gone (kubectl delete namespace, a recycled
+        # cluster): restored from its latest snapshot with recovery.auto, else failed.
+        for environment_id, name in Environment.objects.filter(state=State.READY).values_list(
+            "pk", "name"
+        ):
+            if self.view.namespace(namespace_for(name)) is not None:
+                continue
+            try:
+                outcome = healing.namespace_lost(environment_id)
+            except Exception:
+                log.exception("could not handle the lost namespace of %s", environment_id)
+                continue
+            if outcome == "restored":
+                self._acted(True)
+                counts["restored"] = counts.get("restored", 0) + 1
+            elif outcome == "failed":
+                self._acted(True)
+                counts["failed"] += 1
 
         for environment_id in Environment.objects.filter(
             state=State.FAILED, failed_unreachable=True
