@@ -277,11 +277,21 @@ def describe(manifest: dict) -> str:
     return f"{manifest['kind']} {where}{meta['name']}"
 
 
+# Kinds whose spec cannot change once made (a claim's size, class and data source, a
+# VolumeSnapshot's source): ``apply`` creates them once and leaves an existing one be.
+CREATE_ONLY_KINDS = frozenset({"PersistentVolumeClaim", "VolumeSnapshot"})
+
+
 def apply(manifest: dict) -> dict:
     """Server-side apply: create or update, a no-op when nothing changed.
 
     A RoleBinding's roleRef cannot change: one that points elsewhere (an environment
-    provisioned by an older release bound a Role of its own) is deleted and made again."""
+    provisioned by an older release bound a Role of its own) is deleted and made again.
+    ``CREATE_ONLY_KINDS`` are created if missing and otherwise left as they are (returns
+    the manifest then, not the live object)."""
+    if manifest["kind"] in CREATE_ONLY_KINDS:
+        _create_if_missing(manifest)
+        return manifest
     try:
         return _apply(manifest)
     except ClusterError as exc:
@@ -330,6 +340,53 @@ def delete(manifest: dict) -> bool:
         if exc.status == 404:
             return False
         raise
+
+
+def _create_if_missing(manifest: dict) -> bool:
+    """POST with our field manager; 409 (it exists) is not a failure."""
+    key = (manifest["apiVersion"], manifest["kind"])
+    prefix, plural, _ = RESOURCES[key]
+    namespace = manifest["metadata"]["namespace"]
+    try:
+        with_retries(
+            lambda: _request(
+                "POST",
+                f"{prefix}/namespaces/{namespace}/{plural}",
+                query=[("fieldManager", FIELD_MANAGER)],
+                body=manifest,
+            ),
+            what=f"create {describe(manifest)}",
+        )
+        return True
+    except ClusterError as exc:
+        if exc.status == 409:
+            return False
+        raise
+
+
+def create_or_get(manifest: dict) -> dict:
+    """Create ``manifest`` and return the object made, or the one of that name already
+    there (a retried job): its uid is what the caller records."""
+    key = (manifest["apiVersion"], manifest["kind"])
+    prefix, plural, _ = RESOURCES[key]
+    namespace = manifest["metadata"]["namespace"]
+    try:
+        return with_retries(
+            lambda: _request(
+                "POST",
+                f"{prefix}/namespaces/{namespace}/{plural}",
+                query=[("fieldManager", FIELD_MANAGER)],
+                body=manifest,
+            ),
+            what=f"create {describe(manifest)}",
+        )
+    except ClusterError as exc:
+        if exc.status != 409:
+            raise
+    live = get(manifest)
+    if live is None:
+        raise ClusterError(f"create {describe(manifest)}: it exists and is gone again", 409)
+    return live
 
 
 def create_once(manifest: dict) -> bool:

@@ -647,9 +647,7 @@ def volume_snapshot_name(claim_name: str, snapshot_id: str) -> str:
     return f"{claim_name}-{snapshot_id.replace('-', '')[:12]}"
 
 
-def volume_snapshot(
-    claim: dict, *, name: str, snapshot_id: str, snapshot_class: str = ""
-) -> dict:
+def volume_snapshot(claim: dict, *, name: str, snapshot_id: str, snapshot_class: str = "") -> dict:
     """A VolumeSnapshot of the claim ``claim`` (its manifest), in its namespace."""
     meta = claim["metadata"]
     body: dict = {"source": {"persistentVolumeClaimName": meta["name"]}}

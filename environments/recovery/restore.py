@@ -43,6 +43,7 @@ from environments.models import (
     Snapshot,
 )
 from environments.recovery.snapshots import SnapshotInvalid, verify
+from environments.recovery.volumes import restored_manifests
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +312,7 @@ def _as_new(snapshot: Snapshot, *, actor) -> Environment:
         actor=actor,
         approved_at=now,
         expires_at=expires_at,
-        manifests=retarget(snapshot.manifests, **names),
+        manifests=restored_manifests(snapshot, retarget(snapshot.manifests, **names)),
         urls=retarget(snapshot.urls, **names),
     ):
         raise ServiceError("This restore was already started.")
@@ -334,7 +335,7 @@ def _in_place(snapshot: Snapshot, environment: Environment, *, actor) -> Environ
         "new_name": environment.name,
         "expires_at": environment.expires_at.isoformat() if environment.expires_at else None,
     }
-    manifests = retarget(snapshot.manifests, **names)
+    manifests = restored_manifests(snapshot, retarget(snapshot.manifests, **names))
     now = timezone.now()
     common: dict[str, Any] = {
         "manifests": manifests,

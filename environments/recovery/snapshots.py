@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
@@ -29,6 +30,7 @@ from environments.lib.quantities import format_memory
 from environments.lifecycle.states import State
 from environments.models import Environment, EnvironmentEvent, Snapshot
 from environments.recovery import signing
+from environments.recovery.volumes import manifests_only, snapshot_volumes
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +90,10 @@ def inventory_of(manifests: list[dict]) -> list[dict]:
     return inventory
 
 
-def volume_snapshots(environment: Environment, number: int) -> list[dict]:
-    """The volume snapshots of this snapshot: [{pvc, volume_snapshot, size}].
-
-    None yet: components declare no volumes in this release (the volumes work fills
-    this in where the cluster serves snapshot.storage.k8s.io/v1)."""
-    return []
+def volume_snapshots(environment: Environment, snapshot_id) -> list[dict]:
+    """The volume snapshots of this snapshot (``recovery.volumes``): a VolumeSnapshot of
+    each volume that asks for it, where the cluster serves snapshot.storage.k8s.io/v1."""
+    return snapshot_volumes(environment, str(snapshot_id))
 
 
 def _check_may_snapshot(actor, environment: Environment) -> None:
@@ -129,6 +129,11 @@ def take_snapshot(
     manifests = environment.manifests
     # Read the cluster before taking any lock: API calls never run inside a transaction.
     inventory = inventory_of(manifests)
+    snapshot_id = uuid.uuid4()
+    try:
+        volumes = volume_snapshots(environment, snapshot_id)
+    except cluster.ClusterError as exc:
+        raise ServiceError(f"The volumes could not be snapshotted: {exc}") from exc
     try:
         with transaction.atomic():
             locked = Environment.objects.select_for_update().get(pk=environment_id)
@@ -137,6 +142,7 @@ def take_snapshot(
             number = (locked.snapshots.aggregate(n=Max("number"))["n"] or 0) + 1
             version = environment.blueprint_version
             snapshot = Snapshot(
+                id=snapshot_id,
                 environment=locked,
                 number=number,
                 reason=reason,
@@ -151,7 +157,7 @@ def take_snapshot(
                 urls=locked.urls,
                 images=images_of(manifests),
                 inventory=inventory,
-                volumes=volume_snapshots(locked, number),
+                volumes=volumes,
             )
             body = canonical(snapshot.content())
             snapshot.digest = hashlib.sha256(body).hexdigest()
@@ -165,7 +171,15 @@ def take_snapshot(
                 environment=locked,
                 kind=EnvironmentEvent.Kind.INFO,
                 message=f"Snapshot {number} taken ({reason}, "
-                f"{format_memory(snapshot.size_bytes)}, {len(inventory)} objects).",
+                f"{format_memory(snapshot.size_bytes)}, {len(inventory)} objects"
+                + (f", {len(volumes)} volume snapshots" if volumes else "")
+                + ")."
+                + (
+                    " Manifests only: this cluster does not serve VolumeSnapshots "
+                    "(snapshot.storage.k8s.io/v1), so the volumes' data is not in it."
+                    if manifests_only(snapshot, version.blueprint_spec)
+                    else ""
+                ),
                 actor=snapshot.created_by,
             )
             audit.record(
