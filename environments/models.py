@@ -968,3 +968,61 @@ class RestoreRequest(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class Drill(models.Model):
+    """One restore drill (issue 15, ``recovery/drills.py``): a snapshot restored into a
+    scratch environment with no public URLs, checked, timed and torn down.
+
+    ``result`` is running until the watcher sees the scratch environment ready (then a
+    job checks its inventory against the snapshot's) or its RTO passes; it ends passed
+    or failed, with the reason in plain words. ``seconds`` is the measured recovery time
+    (the drill's ``RecoveryRecord`` holds it too, for the Recovery page's percentiles).
+    """
+
+    class Result(models.TextChoices):
+        RUNNING = "running", "Running"
+        PASSED = "passed", "Passed"
+        FAILED = "failed", "Failed"
+
+    class Trigger(models.TextChoices):
+        SCHEDULED = "scheduled", "Scheduled"
+        MANUAL = "manual", "On demand"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    blueprint = models.CharField(max_length=63, db_index=True)
+    # The environment whose snapshot is drilled, and the snapshot (kept by number when
+    # retention prunes it).
+    source_environment = models.ForeignKey(
+        Environment, null=True, blank=True, on_delete=models.SET_NULL, related_name="drills"
+    )
+    snapshot = models.ForeignKey(
+        Snapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="drills"
+    )
+    snapshot_number = models.PositiveIntegerField(null=True, blank=True)
+    # The scratch environment the snapshot was restored into (None if refused before).
+    environment = models.OneToOneField(
+        Environment, null=True, blank=True, on_delete=models.SET_NULL, related_name="drill_run"
+    )
+    recovery = models.OneToOneField(
+        RecoveryRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="drill"
+    )
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Idempotency: "scheduled:<blueprint>:<period>" or the person's request key.
+    key = models.CharField(max_length=200, unique=True)
+    rto_seconds = models.PositiveIntegerField()
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+    result = models.CharField(max_length=10, choices=Result.choices, default=Result.RUNNING)
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"Drill of {self.blueprint} at {self.started_at:%Y-%m-%d %H:%M}: {self.result}"

@@ -13,7 +13,7 @@ from environments.access import credentials
 from environments.governance import billing
 from environments.integrations import notifications
 from environments.lifecycle import provisioning, upkeep
-from environments.recovery import retention, snapshots
+from environments.recovery import drills, retention, snapshots
 
 
 def provision(environment_id: str) -> str:
@@ -80,3 +80,18 @@ def snapshot_after_ready(environment_id: str, revision: str) -> str:
 def prune_snapshots() -> int:
     """Delete the snapshots past each blueprint's retention (audited)."""
     return retention.prune()
+
+
+def check_drill(drill_id: str) -> str:
+    """A restore drill's scratch environment became ready: check, record, tear down."""
+    return drills.check_drill(drill_id)
+
+
+def run_drills() -> list[str]:
+    """Start the restore drills due by each blueprint's ``drill.every``."""
+    return drills.run_due()
+
+
+def deliver_drill_notification(drill_id: str, key: str = "") -> str:
+    """Tell a failed drill's blueprint owners."""
+    return notifications.deliver_drill(drill_id, key)

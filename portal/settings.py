@@ -497,7 +497,7 @@ if not re.fullmatch(r"[0-9]+(\.[0-9]+)?([KMGTPE]i?)?", EPHEMERAL_STORAGE_DEFAULT
         f"EPHEMERAL_STORAGE_DEFAULT: {EPHEMERAL_STORAGE_DEFAULT!r} is not a quantity (such as 1Gi)"
     )
 
-# --- Data volumes and restore drills (issue 15) ---
+# --- Data volumes (issue 15) ---
 # The StorageClass of blueprints' volumes ("" for the cluster's default) and the
 # VolumeSnapshotClass of their snapshots ("" for the default; choose one whose
 # deletionPolicy is Retain, so a snapshot outlives a lost namespace).
@@ -510,10 +510,6 @@ for _name, _class in (
 ):
     if _class and not re.fullmatch(_K8S_NAME, _class):
         raise ImproperlyConfigured(f"{_name}: {_class!r} is not a Kubernetes object name")
-# A drill of a blueprint with no recovery objective must be ready within this.
-DRILL_DEFAULT_RTO_SECONDS = int(env("DRILL_DEFAULT_RTO_SECONDS", "300"))
-if DRILL_DEFAULT_RTO_SECONDS <= 0:
-    raise ImproperlyConfigured("DRILL_DEFAULT_RTO_SECONDS: must be more than 0")
 
 # --- Cost (rate card) ---------------------------------------------------------------
 # Defaults: GKE Autopilot general-purpose pod list prices.

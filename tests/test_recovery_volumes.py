@@ -82,9 +82,11 @@ def test_it_snapshots_a_volume_and_restores_the_claim_from_it(owner, team, notes
         live = volume_snapshot(kube_client, namespace, recorded["volume_snapshot"])
         assert live["spec"]["source"] == {"persistentVolumeClaimName": "web-data"}
         wait_for(
-            lambda: volume_snapshot(kube_client, namespace, recorded["volume_snapshot"])
-            .get("status", {})
-            .get("readyToUse")
+            lambda: (
+                volume_snapshot(kube_client, namespace, recorded["volume_snapshot"])
+                .get("status", {})
+                .get("readyToUse")
+            )
         )
         assert recorded["content"] == f"snapcontent-{live['metadata']['uid']}"
         assert recorded["size"] == "1Gi"

@@ -359,3 +359,52 @@ def snapshot_out(snapshot, *, detail: bool = False) -> dict[str, Any]:
             manifests=snapshot.manifests,
         )
     return answer
+
+
+# --- Restore drills (issue 15) -----------------------------------------------------------
+
+
+class DrillIn(Schema):
+    blueprint: str = Field(..., min_length=1, max_length=63)
+    # Drill the latest snapshot of this environment, or this snapshot; neither: the
+    # blueprint's most recently snapshotted ready environment.
+    environment: uuid.UUID | None = None
+    snapshot: uuid.UUID | None = None
+    # Or the Idempotency-Key header: the same key twice gives one drill.
+    request_key: str | None = Field(None, max_length=150)
+
+
+class DrillOut(Schema):
+    id: uuid.UUID
+    blueprint: str
+    trigger: str
+    result: str
+    reason: str
+    snapshot: uuid.UUID | None
+    snapshot_number: int | None
+    source_environment: uuid.UUID | None
+    scratch_environment: uuid.UUID | None
+    rto_seconds: int
+    started_at: datetime
+    ready_at: datetime | None
+    finished_at: datetime | None
+    seconds: float | None
+
+
+def drill_out(drill) -> dict[str, Any]:
+    return {
+        "id": drill.pk,
+        "blueprint": drill.blueprint,
+        "trigger": drill.trigger,
+        "result": drill.result,
+        "reason": drill.reason,
+        "snapshot": drill.snapshot_id,
+        "snapshot_number": drill.snapshot_number,
+        "source_environment": drill.source_environment_id,
+        "scratch_environment": drill.environment_id,
+        "rto_seconds": drill.rto_seconds,
+        "started_at": drill.started_at,
+        "ready_at": drill.ready_at,
+        "finished_at": drill.finished_at,
+        "seconds": drill.seconds,
+    }

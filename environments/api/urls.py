@@ -6,7 +6,7 @@ The routers are mounted here, once, in the order the OpenAPI document lists them
 
 from django.urls import path
 
-from environments.api import blueprints, extensions, hooks, snapshots
+from environments.api import blueprints, drills, extensions, hooks, snapshots
 from environments.api import environments as environments_api
 from environments.api.app import api
 
@@ -16,5 +16,6 @@ api.add_router("/hooks", hooks.router)
 api.add_router("/extension-requests", extensions.router)
 api.add_router("/environments", snapshots.environment_router)
 api.add_router("/snapshots", snapshots.router)
+api.add_router("/drills", drills.router)
 
 urlpatterns = [path("", api.urls)]

@@ -135,6 +135,32 @@ def enqueue_snapshot_on_commit(environment_id, revision: str) -> None:
     transaction.on_commit(send)
 
 
+DRILL_CHECK_TASK = "environments.tasks.check_drill"
+
+
+def enqueue_drill_check_on_commit(drill_id) -> None:
+    """After the caller commits: the job that checks a restore drill whose scratch
+    environment became ready (recovery.drills). One job per drill (its id names it);
+    the job is idempotent too (it acts only on a running drill)."""
+
+    def send() -> None:
+        try:
+            django_rq.get_queue("default").enqueue(
+                DRILL_CHECK_TASK,
+                str(drill_id),
+                job_id=f"drill-check-{drill_id}",
+                unique=True,
+                result_ttl=3600,
+                failure_ttl=7 * 86400,
+            )
+        except DuplicateJobError:
+            pass
+        except QUEUE_DOWN as exc:
+            log.warning("could not queue the check of drill %s: %s", drill_id, exc)
+
+    transaction.on_commit(send)
+
+
 def enqueue_on_commit(action: str, environment_id) -> None:
     """Enqueue once the caller's transaction commits (never a job for a rolled-back row).
 

@@ -56,7 +56,7 @@ from environments.lifecycle.provisioning import (
 from environments.lifecycle.queue import enqueue
 from environments.lifecycle.states import State
 from environments.models import Environment
-from environments.recovery import healing
+from environments.recovery import drills, healing
 from environments.recovery.restore import finish as finish_recovery
 
 log = logging.getLogger(__name__)
@@ -167,10 +167,12 @@ class Watcher:
                 if self._acted(fail(environment_id, fatal.message, actor=actor)):
                     counts["failed"] += 1
                     finish_recovery(environment_id, ok=False, reason=fatal.message)
+                    drills.environment_failed(environment_id, fatal.message)
             elif components and all(info["ready"] for info in status.values()):
                 if self._acted(mark_ready(environment_id, status, actor=actor)):
                     counts["ready"] += 1
                     finish_recovery(environment_id, ok=True)
+                    drills.environment_ready(environment_id)
             elif past_deadline:
                 waiting = ", ".join(
                     f"{component} {info['available']}/{info['replicas']}"
@@ -185,6 +187,7 @@ class Watcher:
                 if self._acted(fail(environment_id, message, actor=actor)):
                     counts["failed"] += 1
                     finish_recovery(environment_id, ok=False, reason=message)
+                    drills.environment_failed(environment_id, message)
             elif status != current:
                 Environment.objects.filter(pk=environment_id, state=State.PROVISIONING).update(
                     component_status=status
@@ -205,6 +208,12 @@ class Watcher:
                     enqueue("teardown", environment_id, replace_started=True)
                 except Exception as exc:
                     log.warning("could not enqueue teardown for %s: %s", environment_id, exc)
+
+        # Restore drills not ready by their RTO fail (and are torn down).
+        try:
+            counts["drills_failed"] = drills.fail_overdue()
+        except Exception:
+            log.exception("could not check the running restore drills")
 
         # Ready, but its namespace is gone (kubectl delete namespace, a recycled
         # cluster): restored from its latest snapshot with recovery.auto, else failed.

@@ -28,7 +28,7 @@ from environments.kube import cluster
 from environments.lib.errors import ServiceError
 from environments.lib.quantities import format_memory
 from environments.lifecycle.states import State
-from environments.models import Environment, EnvironmentEvent, Snapshot
+from environments.models import Drill, Environment, EnvironmentEvent, Snapshot
 from environments.recovery import signing
 from environments.recovery.volumes import manifests_only, snapshot_volumes
 
@@ -207,6 +207,8 @@ def snapshot_after_ready(environment_id: str, source_key: str) -> str:
         return "no such environment"
     if Snapshot.objects.filter(environment=environment, source_key=source_key).exists():
         return "already taken"
+    if Drill.objects.filter(environment=environment).exists():
+        return "a restore drill's scratch environment: not snapshotted"
     if environment.state != State.READY:
         return f"nothing to do: {environment.state}"
     reason = "update" if environment.snapshots.exists() else "ready"

@@ -7,6 +7,7 @@ from environments.web.views import (
     environments,
     governance,
     people,
+    recovery,
 )
 
 urlpatterns = [
@@ -52,6 +53,8 @@ urlpatterns = [
         environments.environment_logs,
         name="environment_logs",
     ),
+    path("recovery/", recovery.recovery, name="recovery"),
+    path("recovery/drills/", recovery.run_drill, name="recovery_drill"),
     path("approvals/", approvals.approvals, name="approvals"),
     path("approvals/<uuid:pk>/approve/", approvals.approve, name="approve"),
     path("approvals/<uuid:pk>/reject/", approvals.reject, name="reject"),
