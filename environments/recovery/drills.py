@@ -326,10 +326,16 @@ def inventory_problems(drill: Drill, scratch: Environment) -> list[str]:
     snapshot = drill.snapshot
     if snapshot is None:
         return ["the snapshot was deleted during the drill"]
+    # The names that must differ (the namespace), as the restore changed them.
+    inventory = retarget(
+        snapshot.inventory,
+        old_id=str(snapshot.environment_id),
+        new_id=str(scratch.pk),
+        old_name=snapshot.environment.name,
+        new_name=scratch.name,
+    )
     expected = {
-        (item["kind"], item["name"])
-        for item in snapshot.inventory
-        if item["kind"] not in PUBLIC_KINDS
+        (item["kind"], item["name"]) for item in inventory if item["kind"] not in PUBLIC_KINDS
     }
     live = {
         (item["kind"], item["name"])
