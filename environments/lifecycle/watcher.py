@@ -33,11 +33,11 @@ import logging
 import os
 import socket
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import django_rq
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, transaction
 from django.db.models import JSONField
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
@@ -92,6 +92,8 @@ class Watcher:
         self.view = view
         self.name = name
         self.recorded: set[tuple[str, str]] = set()  # problems already recorded
+        # Ready environments whose namespace was seen terminating, and since when.
+        self.losing: dict[str, datetime] = {}
 
     def _acted(self, done: bool) -> bool:
         if done:
@@ -99,6 +101,14 @@ class Watcher:
                 django_rq.get_connection("default").hincrby(acted_key(), self.name, 1)
             except Exception as exc:  # a counter, never a reason to stop
                 log.warning("could not count the change: %s", exc)
+        return done
+
+    @staticmethod
+    def _fail(environment_id, message: str, actor: str) -> bool:
+        with transaction.atomic():
+            done = fail(environment_id, message, actor=actor)
+            if done:
+                finish_recovery(environment_id, ok=False, reason=message)
         return done
 
     def run_pass(self) -> dict[str, int]:
@@ -164,14 +174,17 @@ class Watcher:
                 if problem.fatal and fatal is None:
                     fatal = problem
             if fatal is not None:
-                if self._acted(fail(environment_id, fatal.message, actor=actor)):
+                if self._acted(self._fail(environment_id, fatal.message, actor)):
                     counts["failed"] += 1
-                    finish_recovery(environment_id, ok=False, reason=fatal.message)
                     drills.environment_failed(environment_id, fatal.message)
             elif components and all(info["ready"] for info in status.values()):
-                if self._acted(mark_ready(environment_id, status, actor=actor)):
+                # A restore's recovery time is recorded with the move, never after it.
+                with transaction.atomic():
+                    done = mark_ready(environment_id, status, actor=actor)
+                    if done:
+                        finish_recovery(environment_id, ok=True)
+                if self._acted(done):
                     counts["ready"] += 1
-                    finish_recovery(environment_id, ok=True)
                     drills.environment_ready(environment_id)
             elif past_deadline:
                 waiting = ", ".join(
@@ -184,9 +197,8 @@ class Watcher:
                     f"not ready after {minutes} min (still waiting for "
                     f"{waiting or 'the components'})."
                 )
-                if self._acted(fail(environment_id, message, actor=actor)):
+                if self._acted(self._fail(environment_id, message, actor)):
                     counts["failed"] += 1
-                    finish_recovery(environment_id, ok=False, reason=message)
                     drills.environment_failed(environment_id, message)
             elif status != current:
                 Environment.objects.filter(pk=environment_id, state=State.PROVISIONING).update(
@@ -220,10 +232,15 @@ class Watcher:
         for environment_id, name in Environment.objects.filter(state=State.READY).values_list(
             "pk", "name"
         ):
-            if self.view.namespace(namespace_for(name)) is not None:
+            standing = self.view.namespace(namespace_for(name))
+            if standing is not None:
+                if standing.terminating:  # the loss starts now: the recovery time too
+                    self.losing.setdefault(str(environment_id), now)
                 continue
             try:
-                outcome = healing.namespace_lost(environment_id)
+                outcome = healing.namespace_lost(
+                    environment_id, lost_since=self.losing.pop(str(environment_id), None)
+                )
             except Exception:
                 log.exception("could not handle the lost namespace of %s", environment_id)
                 continue
@@ -239,6 +256,8 @@ class Watcher:
         ).values_list("pk", flat=True):
             if self._acted(services.retry_after_outage(environment_id)):
                 counts["retried"] += 1
+        if len(self.losing) > 10_000:
+            self.losing.clear()  # bounded: forgetting only shortens a measured recovery
         if len(self.recorded) > 100_000:
             self.recorded.clear()  # bounded: forgetting only means one more get_or_create
         return counts

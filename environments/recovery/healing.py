@@ -11,6 +11,7 @@ fails its checks, the environment fails as before, with the reason in plain word
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from django.utils import timezone
 
@@ -39,12 +40,15 @@ def _fail(environment_id, message: str) -> bool:
     )
 
 
-def namespace_lost(environment_id, *, confirm: bool = True) -> str:
+def namespace_lost(
+    environment_id, *, confirm: bool = True, lost_since: datetime | None = None
+) -> str:
     """A ready environment's namespace is gone: restore it, or fail it. Returns
     "restored", "failed" or why nothing was done (it is there after all, or it moved).
 
     ``confirm`` asks the API server first (the watcher's view may lag behind a namespace
-    that was just created)."""
+    that was just created). ``lost_since``: when the namespace was first seen going
+    (terminating); the recovery time is measured from then."""
     environment = (
         Environment.objects.select_related("blueprint_version")
         .filter(pk=environment_id, state=State.READY)
@@ -83,7 +87,7 @@ def namespace_lost(environment_id, *, confirm: bool = True) -> str:
             request_key=key,
             in_place_of=environment,
             kind=RecoveryRecord.Kind.AUTO,
-            started_at=seen_at,
+            started_at=min(lost_since or seen_at, seen_at),
         )
     except ServiceError as exc:  # a tampered snapshot, quota, a race
         log.warning("automatic restore of %s refused: %s", environment_id, exc)
