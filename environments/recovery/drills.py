@@ -275,7 +275,9 @@ def environment_ready(environment_id) -> bool:
     if drill is None or drill.ready_at is not None:
         return False
     now = timezone.now()
-    record = RecoveryRecord.objects.filter(pk=drill.recovery_id).first()
+    record = (
+        RecoveryRecord.objects.filter(pk=drill.recovery_id).first() if drill.recovery_id else None
+    )
     seconds = (
         record.seconds
         if record is not None and record.seconds is not None
@@ -310,7 +312,7 @@ def fail_overdue(now: datetime | None = None) -> int:
             f"Not ready within the recovery time objective ({format_duration(drill.rto_seconds)}"
             f" = {drill.rto_seconds} s)."
         )
-        RecoveryRecord.objects.filter(pk=drill.recovery_id, ok__isnull=True).update(
+        RecoveryRecord.objects.filter(drill__pk=drill.pk, ok__isnull=True).update(
             ok=False, reason=reason
         )
         failed += _finish(drill.pk, passed=False, reason=reason)
@@ -393,17 +395,15 @@ def check_drill(drill_id) -> str:
             f"({drill.rto_seconds} s).",
         )
         return "failed"
-    count = len([i for i in drill.snapshot.inventory if i["kind"] not in PUBLIC_KINDS])
+    snapshot = drill.snapshot
+    assert snapshot is not None  # inventory_problems said so otherwise
+    count = len([i for i in snapshot.inventory if i["kind"] not in PUBLIC_KINDS])
     _finish(
         drill.pk,
         passed=True,
         reason=f"Ready in {seconds:.1f} s (objective {format_duration(drill.rto_seconds)}); "
         f"all {count} objects of the snapshot's inventory restored"
-        + (
-            f", {len(drill.snapshot.volumes)} volumes from their snapshots"
-            if drill.snapshot.volumes
-            else ""
-        )
+        + (f", {len(snapshot.volumes)} volumes from their snapshots" if snapshot.volumes else "")
         + ".",
     )
     return "passed"

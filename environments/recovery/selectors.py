@@ -74,11 +74,13 @@ def blueprint_recovery(name: str, *, now: datetime | None = None) -> BlueprintRe
     if spec is None:
         return None
     now = now or timezone.now()
-    seconds = list(
-        RecoveryRecord.objects.filter(blueprint=name, ok=True, seconds__isnull=False)
+    seconds = [
+        value
+        for value in RecoveryRecord.objects.filter(blueprint=name, ok=True, seconds__isnull=False)
         .order_by("-started_at")
         .values_list("seconds", flat=True)[:RECENT]
-    )
+        if value is not None
+    ]
     kept = Snapshot.objects.filter(blueprint=name, environment__drill_run__isnull=True)
     snapshots = list(kept.only("size_bytes", "volumes", "created_at"))
     latest = max((s.created_at for s in snapshots), default=None)
