@@ -7,6 +7,7 @@ from environments.web.views import (
     environments,
     governance,
     people,
+    recovery,
 )
 
 urlpatterns = [
@@ -124,4 +125,8 @@ urlpatterns = [
         blueprints.version_diff,
         name="governance_blueprint_diff",
     ),
+    path(
+        "environments/<uuid:pk>/snapshots/", recovery.take_snapshot, name="environment_snapshot"
+    ),
+    path("snapshots/<uuid:pk>/restore/", recovery.restore_snapshot, name="snapshot_restore"),
 ]
