@@ -387,3 +387,53 @@ def test_the_environment_page_takes_lists_and_restores_snapshots(
         b"Take a snapshot"
         not in client_for(teammate).get(f"/environments/{environment.pk}/").content
     )
+
+
+# --- the CLI ----------------------------------------------------------------------------
+
+
+def test_the_cli_snapshots_and_restores_once_per_key(live_server, owner, team, preview):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    environment = ready_environment(owner, team, preview)
+    _, plaintext = tokens.create_token(user=owner, name="cli", scope="write", days=1)
+    environ = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": "/nonexistent",
+        "EPHEMERA_URL": live_server.url,
+        "EPHEMERA_TOKEN": plaintext,
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", "ephemera_cli.main", *args],
+            cwd=ROOT,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert "Traceback" not in result.stderr, result.stderr
+        return result
+
+    taken = cli("snapshot", environment.name)
+    assert taken.returncode == 0, taken.stderr
+    snapshot = environment.snapshots.get()
+    assert f"Snapshot 1 of {environment.name}: {snapshot.pk}" in taken.stdout
+    first = cli("restore", str(snapshot.pk), "--key", "cli-key")
+    again = cli("restore", str(snapshot.pk), "--key", "cli-key")
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    assert first.stdout.split(" (")[0] == again.stdout.split(" (")[0]  # "Restoring into <name>"
+    assert Environment.objects.count() == 2
+    bad = cli("restore", "not-a-snapshot")
+    assert bad.returncode == 1 and "is not a snapshot id" in bad.stderr
+    tamper(
+        "UPDATE environments_snapshot SET signature = repeat('1', 64) WHERE id = %s",
+        [snapshot.pk],
+    )
+    refused = cli("restore", str(snapshot.pk), "--key", "cli-key-2")
+    assert refused.returncode == 1 and "failed its signature check" in refused.stderr
