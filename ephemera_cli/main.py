@@ -7,6 +7,8 @@
     ephemera status ENV
     ephemera extend ENV 1h [--reason ...]
     ephemera down ENV
+    ephemera snapshot ENV
+    ephemera restore SNAPSHOT [--in-place] [--key KEY] [--wait]
 
 ENV is an environment's id or its short name. EPHEMERA_URL and EPHEMERA_TOKEN
 override the saved configuration (~/.config/ephemera/config.json).

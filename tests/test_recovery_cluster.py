@@ -47,9 +47,7 @@ def delete_namespace(environment: Environment) -> None:
     assert cluster.delete(cluster.namespace_manifest(environment.namespace))
 
 
-def test_a_vanished_namespace_is_restored_in_place_within_its_rto(
-    owner, sample_blueprints, worker
-):
+def test_a_vanished_namespace_is_restored_in_place_within_its_rto(owner, sample_blueprints, worker):
     version = preview_with(sample_blueprints, "recovery: {auto: true, rto: 2m, rpo: 1h}\n")
     environment = services.request_environment(user=owner, version=version)
     environment = ready(environment.pk)
@@ -85,9 +83,7 @@ def test_a_vanished_namespace_is_restored_in_place_within_its_rto(
 def test_without_recovery_auto_a_vanished_namespace_fails_with_a_clear_reason(
     owner, sample_blueprints, worker
 ):
-    environment = services.request_environment(
-        user=owner, version=sample_blueprints["pr-preview"]
-    )
+    environment = services.request_environment(user=owner, version=sample_blueprints["pr-preview"])
     environment = ready(environment.pk)
     first_snapshot(environment.pk)
     delete_namespace(environment)

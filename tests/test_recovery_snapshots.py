@@ -350,3 +350,90 @@ def test_the_api_takes_lists_reads_and_restores_snapshots(
     assert api(client, "get", f"/snapshots/{snapshot_id}", mate).status_code == 200
     for path in (f"/environments/{environment.pk}/snapshots", f"/snapshots/{snapshot_id}/restore"):
         assert api(client, "post", path, mate, data={"request_key": "y"}).status_code == 403
+
+
+# --- the environment page ---------------------------------------------------------------
+
+
+def test_the_environment_page_takes_lists_and_restores_snapshots(
+    owner, teammate, outsider, team, preview
+):
+    from tests.conftest import client_for
+
+    environment = ready_environment(owner, team, preview)
+    page = client_for(owner)
+    shown = page.get(f"/environments/{environment.pk}/")
+    assert b"Take a snapshot" in shown.content and b"None yet" in shown.content
+    taken = page.post(f"/environments/{environment.pk}/snapshots/", follow=True)
+    assert b"Snapshot 1 taken." in taken.content
+    snapshot = environment.snapshots.get()
+    assert snapshot.digest[:12].encode() in taken.content
+    assert b"/month" in taken.content  # its storage cost, from the rate card
+
+    key = "page-key-1"
+    first = page.post(f"/snapshots/{snapshot.pk}/restore/", {"request_key": key})
+    again = page.post(f"/snapshots/{snapshot.pk}/restore/", {"request_key": key})
+    assert first.status_code == again.status_code == 302
+    assert first["Location"] == again["Location"]
+    assert Environment.objects.count() == 2
+
+    for person, status in ((outsider, 404), (teammate, 403)):
+        other = client_for(person)
+        assert other.post(f"/environments/{environment.pk}/snapshots/").status_code == status
+        answer = other.post(f"/snapshots/{snapshot.pk}/restore/", {"request_key": "z"})
+        assert answer.status_code == status
+    assert environment.snapshots.count() == 1  # the teammate's attempt was refused
+    assert (
+        b"Take a snapshot"
+        not in client_for(teammate).get(f"/environments/{environment.pk}/").content
+    )
+
+
+# --- the CLI ----------------------------------------------------------------------------
+
+
+def test_the_cli_snapshots_and_restores_once_per_key(live_server, owner, team, preview):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    environment = ready_environment(owner, team, preview)
+    _, plaintext = tokens.create_token(user=owner, name="cli", scope="write", days=1)
+    environ = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": "/nonexistent",
+        "EPHEMERA_URL": live_server.url,
+        "EPHEMERA_TOKEN": plaintext,
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", "ephemera_cli.main", *args],
+            cwd=ROOT,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert "Traceback" not in result.stderr, result.stderr
+        return result
+
+    taken = cli("snapshot", environment.name)
+    assert taken.returncode == 0, taken.stderr
+    snapshot = environment.snapshots.get()
+    assert f"Snapshot 1 of {environment.name}: {snapshot.pk}" in taken.stdout
+    first = cli("restore", str(snapshot.pk), "--key", "cli-key")
+    again = cli("restore", str(snapshot.pk), "--key", "cli-key")
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    assert first.stdout.split(" (")[0] == again.stdout.split(" (")[0]  # "Restoring into <name>"
+    assert Environment.objects.count() == 2
+    bad = cli("restore", "not-a-snapshot")
+    assert bad.returncode == 1 and "is not a snapshot id" in bad.stderr
+    tamper(
+        "UPDATE environments_snapshot SET signature = repeat('1', 64) WHERE id = %s",
+        [snapshot.pk],
+    )
+    refused = cli("restore", str(snapshot.pk), "--key", "cli-key-2")
+    assert refused.returncode == 1 and "failed its signature check" in refused.stderr

@@ -43,6 +43,7 @@ SCHEDULE = {
     "environments.tasks.accrue_cost": 6,
     "environments.tasks.remind_approvers": 30,
     "environments.tasks.reconcile": 30,
+    "environments.tasks.prune_snapshots": 30,
 }
 FAST = "environments.tasks.accrue_cost"
 API = "/api/v1"
@@ -115,6 +116,7 @@ def test_schedulers_in_one_tick_enqueue_each_job_once(monkeypatch):
                 ("accrue_cost", 1893499620),
                 ("remind_approvers", 1893499500),  # 12:05:00
                 ("reconcile", 1893499500),
+                ("prune_snapshots", 1893499500),
             ]
         )
     )

@@ -328,14 +328,17 @@ def _in_place(snapshot: Snapshot, environment: Environment, *, actor) -> Environ
     )
     if environment.pk != snapshot.environment_id:
         raise ServiceError("A snapshot restores in place only of the environment it was taken of.")
-    names = {
-        "old_id": str(environment.pk),
-        "new_id": str(environment.pk),
-        "old_name": environment.name,
-        "new_name": environment.name,
-        "expires_at": environment.expires_at.isoformat() if environment.expires_at else None,
-    }
-    manifests = restored_manifests(snapshot, retarget(snapshot.manifests, **names))
+    manifests = restored_manifests(
+        snapshot,
+        retarget(
+            snapshot.manifests,
+            old_id=str(environment.pk),
+            new_id=str(environment.pk),
+            old_name=environment.name,
+            new_name=environment.name,
+            expires_at=environment.expires_at.isoformat() if environment.expires_at else None,
+        ),
+    )
     now = timezone.now()
     common: dict[str, Any] = {
         "manifests": manifests,

@@ -41,7 +41,7 @@ class HmacSigner:
         # Derived, never SECRET_KEY itself: a snapshot signature reveals nothing usable
         # for sessions or signed cookies.
         return hmac.new(
-            settings.SECRET_KEY.encode(), b"ephemera snapshot signing key", hashlib.sha256
+            str(settings.SECRET_KEY).encode(), b"ephemera snapshot signing key", hashlib.sha256
         ).digest()
 
     @property

@@ -192,9 +192,9 @@ def take_snapshot(
             )
     except IntegrityError:
         # The same revision's job ran twice at once: the other one took it.
-        existing = Snapshot.objects.filter(environment_id=environment_id, source_key=source_key)
-        if source_key and existing.exists():
-            return existing.get()
+        taken = Snapshot.objects.filter(environment_id=environment_id, source_key=source_key)
+        if source_key and taken.exists():
+            return taken.get()
         raise
     return snapshot
 

@@ -127,4 +127,6 @@ urlpatterns = [
         blueprints.version_diff,
         name="governance_blueprint_diff",
     ),
+    path("environments/<uuid:pk>/snapshots/", recovery.take_snapshot, name="environment_snapshot"),
+    path("snapshots/<uuid:pk>/restore/", recovery.restore_snapshot, name="snapshot_restore"),
 ]
