@@ -215,3 +215,28 @@ def test_it_builds_volume_snapshots_and_restored_claims():
     assert others == [
         m for m in objects.build_manifests(SPEC) if m["kind"] != "PersistentVolumeClaim"
     ]
+
+
+def test_a_pod_waiting_for_its_volume_is_not_a_failure():
+    """Scheduled before its claim was bound (a loaded cluster): the scheduler tries again
+    once it is, so the environment must not fail on it. Other scheduling failures do."""
+    from environments.kube.cluster import problems_from
+
+    def event(message: str) -> dict:
+        return {
+            "metadata": {"uid": message[:8]},
+            "reason": "FailedScheduling",
+            "message": message,
+            "involvedObject": {"name": "web-5d4f7c9b8-abcde"},
+        }
+
+    waiting = problems_from(
+        [event("0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims.")],
+        [],
+        ["web"],
+    )
+    assert [(p.fatal, p.message.split(":")[0]) for p in waiting] == [
+        (False, "web is waiting for its volume")
+    ]
+    stuck = problems_from([event("0/1 nodes are available: 1 Insufficient cpu.")], [], ["web"])
+    assert [p.fatal for p in stuck] == [True]

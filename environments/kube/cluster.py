@@ -581,6 +581,10 @@ def _explain_event(event: dict, components: list[str]) -> Problem | None:
     involved = event.get("involvedObject", {})
     component = _component_of(involved.get("name", ""), components)
     key = f"event:{event['metadata'].get('uid', '')}"
+    if reason == "FailedScheduling" and "PersistentVolumeClaim" in message:
+        # Its volume's claim is not bound yet (the storage is still being provisioned):
+        # the scheduler tries again once it is; the deadline fails it if it never is.
+        return Problem(key, f"{component} is waiting for its volume: {message}", False)
     if reason == "FailedScheduling":
         return Problem(key, f"{component} cannot be scheduled: {message}", True)
     if reason == "FailedCreate" and "exceeded quota" in message:
