@@ -503,13 +503,15 @@ def build_manifests(spec: EnvironmentSpec) -> list[dict]:
         namespace(spec),
         resource_quota(spec),
         limit_range(spec),
+        # Claims early (after the quota that counts them): the storage binds them while
+        # the rest is applied, before their pods are scheduled.
+        *[persistent_volume_claim(spec, c) for c in spec.components],
         network_policy(spec),
         service_account(spec),
         user_service_account(spec),
         user_role_binding(spec),
     ]
     objects += [service(spec, c) for c in spec.components]
-    objects += [persistent_volume_claim(spec, c) for c in spec.components]
     objects += [deployment(spec, c) for c in spec.components]
     objects.append(ingress(spec))
     objects += secrets_reader(spec)  # generated credentials (issue 14, finding 4)
