@@ -137,3 +137,24 @@ def test_restoring_twice_with_one_key_makes_one_environment_applying_the_snapsho
             assert [c.get("env") for c in containers] == [c.get("env") for c in wanted]
     record = wait_for(lambda: RecoveryRecord.objects.filter(environment=restored, ok=True).first())
     assert record.kind == "restore" and record.seconds > 0
+
+
+def test_a_tampered_snapshot_is_not_restored_automatically(owner, sample_blueprints, worker):
+    from django.db import connection, transaction
+
+    version = preview_with(sample_blueprints, "recovery: {auto: true, rto: 2m}\n")
+    environment = ready(services.request_environment(user=owner, version=version).pk)
+    snapshot = first_snapshot(environment.pk)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        cursor.execute(
+            "UPDATE environments_snapshot SET images = '[\"evil:latest\"]'::jsonb WHERE id = %s",
+            [snapshot.pk],
+        )
+    delete_namespace(environment)
+    failed = wait_for(
+        lambda: Environment.objects.filter(pk=environment.pk, state=State.FAILED).first(), 90
+    )
+    assert "could not be restored automatically" in failed.last_error
+    assert "Snapshot 1 failed its digest check" in failed.last_error
+    assert not cluster.namespace_exists(environment.namespace)  # nothing was applied
