@@ -179,6 +179,7 @@ def test_restore_twice_with_one_key_gives_one_environment_with_the_snapshots_man
         old_name=source.name,
         new_name=first.name,
         owner_id=str(owner.pk),
+        team=source.team.slug,
         expires_at=first.expires_at.isoformat(),
     )
     # Only names differ: the old environment's name and id appear nowhere.

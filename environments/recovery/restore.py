@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_KEY = 150
 OWNER_LABEL = "ephemera.io/owner"
+TEAM_LABEL = "ephemera.io/team"
 
 
 # --- names that must differ --------------------------------------------------------------
@@ -61,11 +62,12 @@ def retarget(
     old_name: str,
     new_name: str,
     owner_id: str | None = None,
+    team: str | None = None,
     expires_at: str | None = None,
 ) -> Any:
     """``value`` (manifests, URLs) for another environment: its id, its namespace and
-    host names, and, when given, the owner label and the expiry annotation. Nothing
-    else changes, so a restore applies what the snapshot recorded."""
+    host names, and, when given, the owner and team labels and the expiry annotation.
+    Nothing else changes, so a restore applies what the snapshot recorded."""
     old_ns, new_ns = namespace_for(old_name), namespace_for(new_name)
 
     def walk(item: Any, key: str = "") -> Any:
@@ -77,6 +79,8 @@ def retarget(
             return item
         if key == OWNER_LABEL and owner_id is not None:
             return owner_id
+        if key == TEAM_LABEL and team is not None:
+            return team
         if key == EXPIRES_ANNOTATION and expires_at is not None:
             return expires_at
         if item == old_id:
@@ -292,6 +296,7 @@ def _as_new(snapshot: Snapshot, *, actor) -> Environment:
         "old_name": source.name,
         "new_name": environment.name,
         "owner_id": str(actor.pk),
+        "team": team.slug,
         "expires_at": expires_at.isoformat(),
     }
     EnvironmentEvent.objects.create(
