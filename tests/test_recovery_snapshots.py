@@ -438,3 +438,20 @@ def test_the_cli_snapshots_and_restores_once_per_key(live_server, owner, team, p
     )
     refused = cli("restore", str(snapshot.pk), "--key", "cli-key-2")
     assert refused.returncode == 1 and "failed its signature check" in refused.stderr
+
+
+def test_the_reconciler_closes_restores_the_watcher_did_not_see_end(owner, team, preview):
+    from environments.recovery.restore import settle_unfinished
+
+    snapshot = take_snapshot(ready_environment(owner, team, preview).pk, reason="manual")
+    failed = restore(snapshot, actor=owner, request_key="a")
+    ready = restore(snapshot, actor=owner, request_key="b")
+    Environment.objects.filter(pk=failed.pk).update(state=State.FAILED, last_error="image pull")
+    later = timezone.now() + timedelta(seconds=3)
+    Environment.objects.filter(pk=ready.pk).update(state=State.READY, ready_at=later)
+    assert settle_unfinished() == 2
+    assert settle_unfinished() == 0
+    lost = RecoveryRecord.objects.get(environment=failed)
+    assert (lost.ok, lost.reason) == (False, "image pull")
+    done = RecoveryRecord.objects.get(environment=ready)
+    assert done.ok and done.seconds == pytest.approx((later - done.started_at).total_seconds())

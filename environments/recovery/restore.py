@@ -141,6 +141,34 @@ def finish(environment_id, *, ok: bool, reason: str = "") -> RecoveryRecord | No
     return record
 
 
+def settle_unfinished() -> int:
+    """The reconciler's backstop: close the records of restores the watcher did not see
+    end (the provision job failed on its own, the environment was deleted meanwhile, a
+    watcher died between the move and the record). Returns how many it closed."""
+    closed = 0
+    for record in RecoveryRecord.objects.filter(ok__isnull=True).select_related("environment"):
+        environment = record.environment
+        if environment is None or environment.state in {State.TEARING_DOWN, State.DELETED}:
+            closed += RecoveryRecord.objects.filter(pk=record.pk, ok__isnull=True).update(
+                ok=False, reason="The environment was deleted before it was ready."
+            )
+        elif environment.state == State.FAILED:
+            closed += bool(
+                finish(environment.pk, ok=False, reason=environment.last_error or "It failed.")
+            )
+        elif (
+            environment.state == State.READY
+            and environment.ready_at is not None
+            and environment.ready_at >= record.started_at
+        ):
+            closed += RecoveryRecord.objects.filter(pk=record.pk, ok__isnull=True).update(
+                ok=True,
+                ready_at=environment.ready_at,
+                seconds=(environment.ready_at - record.started_at).total_seconds(),
+            )
+    return closed
+
+
 # --- restore ------------------------------------------------------------------------------
 
 
