@@ -37,7 +37,6 @@ from environments.lifecycle.transitions import transition
 from environments.models import (
     Environment,
     EnvironmentEvent,
-    Membership,
     RecoveryRecord,
     RestoreRequest,
     Snapshot,
@@ -289,10 +288,10 @@ def _as_new(snapshot: Snapshot, *, actor) -> Environment:
         raise ServiceError("Only a person can restore into a new environment.")
     source = snapshot.environment
     version = snapshot.blueprint_version
-    team = team_for(
-        actor,
-        source.team if Membership.objects.filter(team=source.team, user=actor).exists() else None,
-    )
+    try:  # the snapshot's team, where the restorer may request (a member, an admin)
+        team = team_for(actor, source.team)
+    except PermissionDenied:
+        team = team_for(actor, None)
     seconds = int(source.ttl.total_seconds())
     demand = quotas.demand_for(version, seconds)
     quotas.lock(team=team, user=actor)
