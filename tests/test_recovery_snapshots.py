@@ -455,3 +455,24 @@ def test_the_reconciler_closes_restores_the_watcher_did_not_see_end(owner, team,
     assert (lost.ok, lost.reason) == (False, "image pull")
     done = RecoveryRecord.objects.get(environment=ready)
     assert done.ok and done.seconds == pytest.approx((later - done.started_at).total_seconds())
+
+
+def test_a_lost_namespace_is_restored_in_place_or_fails_saying_why(owner, team, sample_blueprints):
+    from environments.recovery.healing import namespace_lost
+
+    auto = with_retention(sample_blueprints, "recovery: {auto: true, rto: 2m}\n")
+    without_snapshot = ready_environment(owner, team, auto)
+    assert namespace_lost(without_snapshot.pk) == "failed"  # asks the cluster: it is gone
+    without_snapshot.refresh_from_db()
+    assert without_snapshot.state == State.FAILED
+    assert without_snapshot.last_error.endswith("It could not be restored: it has no snapshot.")
+
+    lost = ready_environment(owner, team, auto)
+    snapshot = take_snapshot(lost.pk, reason="ready")
+    assert namespace_lost(lost.pk, confirm=False) == "restored"
+    assert namespace_lost(lost.pk, confirm=False) == "not ready"  # once per loss
+    lost.refresh_from_db()
+    assert lost.state == State.PROVISIONING and lost.manifests == snapshot.manifests
+    record = RecoveryRecord.objects.get(environment=lost)
+    assert (record.kind, record.ok) == ("auto", None)
+    assert AuditEvent.objects.get(action="snapshot.restore").actor == "system"
