@@ -75,7 +75,10 @@ def test_a_vanished_namespace_is_restored_in_place_within_its_rto(owner, sample_
     messages = list(environment.events.values_list("message", flat=True))
     assert any(m.startswith("Restoring in place from snapshot 1 (automatically)") for m in messages)
     assert any(m.startswith("Restored from snapshot 1: ready") for m in messages)
-    print(f"\nvanished namespace -> ready: {elapsed:.1f} s (recorded {record.seconds:.1f} s)")
+    print(
+        f"\nvanished namespace -> ready: {elapsed:.1f} s (recorded {record.seconds:.1f} s); "
+        f"snapshot {snapshot.size_bytes} bytes, {len(snapshot.inventory)} objects"
+    )
     # The restored revision is snapshotted too.
     wait_for(lambda: Snapshot.objects.filter(environment=environment, number=2).exists(), 60)
 
@@ -120,6 +123,7 @@ def test_restoring_twice_with_one_key_makes_one_environment_applying_the_snapsho
         old_name=source.name,
         new_name=restored.name,
         owner_id=str(owner.pk),
+        team=source.team.slug,
         expires_at=restored.expires_at.isoformat(),
     )
     assert restored.manifests == expected
@@ -137,3 +141,25 @@ def test_restoring_twice_with_one_key_makes_one_environment_applying_the_snapsho
             assert [c.get("env") for c in containers] == [c.get("env") for c in wanted]
     record = wait_for(lambda: RecoveryRecord.objects.filter(environment=restored, ok=True).first())
     assert record.kind == "restore" and record.seconds > 0
+    print(f"\nrestore -> ready: {record.seconds:.1f} s")
+
+
+def test_a_tampered_snapshot_is_not_restored_automatically(owner, sample_blueprints, worker):
+    from django.db import connection, transaction
+
+    version = preview_with(sample_blueprints, "recovery: {auto: true, rto: 2m}\n")
+    environment = ready(services.request_environment(user=owner, version=version).pk)
+    snapshot = first_snapshot(environment.pk)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        cursor.execute(
+            "UPDATE environments_snapshot SET images = '[\"evil:latest\"]'::jsonb WHERE id = %s",
+            [snapshot.pk],
+        )
+    delete_namespace(environment)
+    failed = wait_for(
+        lambda: Environment.objects.filter(pk=environment.pk, state=State.FAILED).first(), 90
+    )
+    assert "could not be restored automatically" in failed.last_error
+    assert "Snapshot 1 failed its digest check" in failed.last_error
+    assert not cluster.namespace_exists(environment.namespace)  # nothing was applied

@@ -179,6 +179,7 @@ def test_restore_twice_with_one_key_gives_one_environment_with_the_snapshots_man
         old_name=source.name,
         new_name=first.name,
         owner_id=str(owner.pk),
+        team=source.team.slug,
         expires_at=first.expires_at.isoformat(),
     )
     # Only names differ: the old environment's name and id appear nowhere.
@@ -437,3 +438,41 @@ def test_the_cli_snapshots_and_restores_once_per_key(live_server, owner, team, p
     )
     refused = cli("restore", str(snapshot.pk), "--key", "cli-key-2")
     assert refused.returncode == 1 and "failed its signature check" in refused.stderr
+
+
+def test_the_reconciler_closes_restores_the_watcher_did_not_see_end(owner, team, preview):
+    from environments.recovery.restore import settle_unfinished
+
+    snapshot = take_snapshot(ready_environment(owner, team, preview).pk, reason="manual")
+    failed = restore(snapshot, actor=owner, request_key="a")
+    ready = restore(snapshot, actor=owner, request_key="b")
+    Environment.objects.filter(pk=failed.pk).update(state=State.FAILED, last_error="image pull")
+    later = timezone.now() + timedelta(seconds=3)
+    Environment.objects.filter(pk=ready.pk).update(state=State.READY, ready_at=later)
+    assert settle_unfinished() == 2
+    assert settle_unfinished() == 0
+    lost = RecoveryRecord.objects.get(environment=failed)
+    assert (lost.ok, lost.reason) == (False, "image pull")
+    done = RecoveryRecord.objects.get(environment=ready)
+    assert done.ok and done.seconds == pytest.approx((later - done.started_at).total_seconds())
+
+
+def test_a_lost_namespace_is_restored_in_place_or_fails_saying_why(owner, team, sample_blueprints):
+    from environments.recovery.healing import namespace_lost
+
+    auto = with_retention(sample_blueprints, "recovery: {auto: true, rto: 2m}\n")
+    without_snapshot = ready_environment(owner, team, auto)
+    assert namespace_lost(without_snapshot.pk) == "failed"  # asks the cluster: it is gone
+    without_snapshot.refresh_from_db()
+    assert without_snapshot.state == State.FAILED
+    assert without_snapshot.last_error.endswith("It could not be restored: it has no snapshot.")
+
+    lost = ready_environment(owner, team, auto)
+    snapshot = take_snapshot(lost.pk, reason="ready")
+    assert namespace_lost(lost.pk, confirm=False) == "restored"
+    assert namespace_lost(lost.pk, confirm=False) == "not ready"  # once per loss
+    lost.refresh_from_db()
+    assert lost.state == State.PROVISIONING and lost.manifests == snapshot.manifests
+    record = RecoveryRecord.objects.get(environment=lost)
+    assert (record.kind, record.ok) == ("auto", None)
+    assert AuditEvent.objects.get(action="snapshot.restore").actor == "system"

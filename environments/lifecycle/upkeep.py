@@ -20,7 +20,7 @@ from environments.lifecycle.queue import enqueue, requeue_revocations
 from environments.lifecycle.states import DELETABLE_STATES, FINAL_STATES, State
 from environments.lifecycle.transitions import transition
 from environments.models import Environment, EnvironmentEvent
-from environments.recovery import healing
+from environments.recovery import healing, restore
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,10 @@ def reconcile() -> dict[str, int]:
                 },
             )
             counts["cleaned"] += 1
+    try:  # restores whose end the watcher did not record
+        counts["recoveries"] = restore.settle_unfinished()
+    except Exception:
+        log.exception("could not settle the unfinished restores")
     try:  # kubeconfig revocations whose job was lost to a Redis outage
         counts["revocations"] = requeue_revocations()
     except Exception:

@@ -79,7 +79,9 @@ def namespace_lost(
             if _fail(environment_id, f"{gone} It could not be restored: it has no snapshot.")
             else "moved"
         )
-    key = f"auto-restore:{environment_id}:{environment.ready_at.isoformat() if environment.ready_at else ''}"
+    # One restore per loss: the revision that was ready when it was lost names it.
+    revision = environment.ready_at or environment.state_changed_at
+    key = f"auto-restore:{environment_id}:{revision.isoformat()}"
     try:
         restore(
             snapshot,

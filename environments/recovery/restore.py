@@ -37,7 +37,6 @@ from environments.lifecycle.transitions import transition
 from environments.models import (
     Environment,
     EnvironmentEvent,
-    Membership,
     RecoveryRecord,
     RestoreRequest,
     Snapshot,
@@ -49,6 +48,7 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_KEY = 150
 OWNER_LABEL = "ephemera.io/owner"
+TEAM_LABEL = "ephemera.io/team"
 
 
 # --- names that must differ --------------------------------------------------------------
@@ -62,11 +62,12 @@ def retarget(
     old_name: str,
     new_name: str,
     owner_id: str | None = None,
+    team: str | None = None,
     expires_at: str | None = None,
 ) -> Any:
     """``value`` (manifests, URLs) for another environment: its id, its namespace and
-    host names, and, when given, the owner label and the expiry annotation. Nothing
-    else changes, so a restore applies what the snapshot recorded."""
+    host names, and, when given, the owner and team labels and the expiry annotation.
+    Nothing else changes, so a restore applies what the snapshot recorded."""
     old_ns, new_ns = namespace_for(old_name), namespace_for(new_name)
 
     def walk(item: Any, key: str = "") -> Any:
@@ -78,6 +79,8 @@ def retarget(
             return item
         if key == OWNER_LABEL and owner_id is not None:
             return owner_id
+        if key == TEAM_LABEL and team is not None:
+            return team
         if key == EXPIRES_ANNOTATION and expires_at is not None:
             return expires_at
         if item == old_id:
@@ -136,6 +139,34 @@ def finish(environment_id, *, ok: bool, reason: str = "") -> RecoveryRecord | No
     )
     record.refresh_from_db()
     return record
+
+
+def settle_unfinished() -> int:
+    """The reconciler's backstop: close the records of restores the watcher did not see
+    end (the provision job failed on its own, the environment was deleted meanwhile, a
+    watcher died between the move and the record). Returns how many it closed."""
+    closed = 0
+    for record in RecoveryRecord.objects.filter(ok__isnull=True).select_related("environment"):
+        environment = record.environment
+        if environment is None or environment.state in {State.TEARING_DOWN, State.DELETED}:
+            closed += RecoveryRecord.objects.filter(pk=record.pk, ok__isnull=True).update(
+                ok=False, reason="The environment was deleted before it was ready."
+            )
+        elif environment.state == State.FAILED:
+            closed += bool(
+                finish(environment.pk, ok=False, reason=environment.last_error or "It failed.")
+            )
+        elif (
+            environment.state == State.READY
+            and environment.ready_at is not None
+            and environment.ready_at >= record.started_at
+        ):
+            closed += RecoveryRecord.objects.filter(pk=record.pk, ok__isnull=True).update(
+                ok=True,
+                ready_at=environment.ready_at,
+                seconds=(environment.ready_at - record.started_at).total_seconds(),
+            )
+    return closed
 
 
 # --- restore ------------------------------------------------------------------------------
@@ -258,10 +289,10 @@ def _as_new(snapshot: Snapshot, *, actor) -> Environment:
         raise ServiceError("Only a person can restore into a new environment.")
     source = snapshot.environment
     version = snapshot.blueprint_version
-    team = team_for(
-        actor,
-        source.team if Membership.objects.filter(team=source.team, user=actor).exists() else None,
-    )
+    try:  # the snapshot's team, where the restorer may request (a member, an admin)
+        team = team_for(actor, source.team)
+    except PermissionDenied:
+        team = team_for(actor, None)
     seconds = int(source.ttl.total_seconds())
     demand = quotas.demand_for(version, seconds)
     quotas.lock(team=team, user=actor)
@@ -293,6 +324,7 @@ def _as_new(snapshot: Snapshot, *, actor) -> Environment:
         "old_name": source.name,
         "new_name": environment.name,
         "owner_id": str(actor.pk),
+        "team": team.slug,
         "expires_at": expires_at.isoformat(),
     }
     EnvironmentEvent.objects.create(
