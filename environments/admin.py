@@ -34,6 +34,7 @@ from environments.models import (
     Blueprint,
     BlueprintVersion,
     CostEntry,
+    Drill,
     Environment,
     EnvironmentEvent,
     ExtensionRequest,
@@ -521,3 +522,12 @@ class RestoreRequestAdmin(ReadOnlyAdmin):
 
     list_display = ["created_at", "key", "snapshot", "environment", "requested_by"]
     list_select_related = ["snapshot", "environment", "requested_by"]
+
+
+@admin.register(Drill)
+class DrillAdmin(ReadOnlyAdmin):
+    """Restore drills (recovery): run from the Recovery page, the API or the schedule."""
+
+    list_display = ["started_at", "blueprint", "trigger", "snapshot_number", "result", "seconds"]
+    list_filter = ["result", "trigger", "blueprint"]
+    list_select_related = ["source_environment"]
