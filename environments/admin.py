@@ -37,6 +37,7 @@ from environments.models import (
     CalendarFeed,
     CapacityReservation,
     CostEntry,
+    Drill,
     Environment,
     EnvironmentEvent,
     ExtensionRequest,
@@ -45,8 +46,11 @@ from environments.models import (
     Membership,
     Profile,
     Quota,
+    RecoveryRecord,
     RepositoryHook,
+    RestoreRequest,
     Seat,
+    Snapshot,
     Team,
     TrainingClass,
     Webhook,
@@ -531,3 +535,37 @@ class AuditedUserAdmin(AuditedAdmin, BaseUserAdmin):
 @admin.register(Group)
 class AuditedGroupAdmin(AuditedAdmin, BaseGroupAdmin):
     pass
+
+
+@admin.register(Snapshot)
+class SnapshotAdmin(ReadOnlyAdmin):
+    """View only: snapshots are immutable; retention deletes them (recovery)."""
+
+    list_display = ["created_at", "environment", "number", "reason", "blueprint", "size_bytes"]
+    list_filter = ["reason", "blueprint"]
+    list_select_related = ["environment"]
+    exclude = ["manifests"]  # large: the API and the environment page show them
+
+
+@admin.register(RecoveryRecord)
+class RecoveryRecordAdmin(ReadOnlyAdmin):
+    list_display = ["started_at", "kind", "blueprint", "environment", "seconds", "ok", "reason"]
+    list_filter = ["kind", "ok", "blueprint"]
+    list_select_related = ["environment"]
+
+
+@admin.register(RestoreRequest)
+class RestoreRequestAdmin(ReadOnlyAdmin):
+    """Restore request keys seen: the same key again answers with the same environment."""
+
+    list_display = ["created_at", "key", "snapshot", "environment", "requested_by"]
+    list_select_related = ["snapshot", "environment", "requested_by"]
+
+
+@admin.register(Drill)
+class DrillAdmin(ReadOnlyAdmin):
+    """Restore drills (recovery): run from the Recovery page, the API or the schedule."""
+
+    list_display = ["started_at", "blueprint", "trigger", "snapshot_number", "result", "seconds"]
+    list_filter = ["result", "trigger", "blueprint"]
+    list_select_related = ["source_environment"]

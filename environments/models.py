@@ -23,12 +23,13 @@ from django.utils import timezone
 
 from environments.access.roles import is_admin
 from environments.catalog.choices import Purpose
-from environments.catalog.pricing import hourly_price
+from environments.catalog.pricing import hourly_price, snapshot_monthly_cost
 from environments.catalog.spec import BlueprintSpec, ComponentSpec, component_totals
 from environments.catalog.variants import default_components, select_components
 from environments.fields import EncryptedSecretField
 from environments.lib.egress import masked_url, refused_url
 from environments.lib.naming import namespace_for
+from environments.lib.quantities import memory_to_bytes
 from environments.lifecycle.states import (
     ACTIVE_STATES,
     FINAL_STATES,
@@ -1067,3 +1068,234 @@ class CalendarFeed(models.Model):
 
     def __str__(self) -> str:
         return f"Calendar feed of {self.user}"
+
+
+class SnapshotQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise PermissionError("snapshots are immutable; take a new snapshot instead")
+
+
+class Snapshot(models.Model):
+    """An immutable, versioned record of one environment (issue 15, ``recovery/``).
+
+    Numbered per environment (1, 2, 3…). What it holds is covered by ``digest`` (SHA-256
+    of the canonical JSON of ``content()``) and ``signature`` (``recovery.signing``):
+    a restore verifies both before anything is applied. Nothing about a snapshot
+    changes after it is taken: the model refuses updates and a database trigger
+    (migration 0013) refuses them too. Retention deletes whole snapshots.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="snapshots")
+    number = models.PositiveIntegerField()
+    # Why it was taken: ready, update, manual, before-restore…
+    reason = models.CharField(max_length=30)
+    # One automatic snapshot per environment revision: "ready:<ready_at>" (blank: on demand).
+    source_key = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    blueprint_version = models.ForeignKey(
+        BlueprintVersion, on_delete=models.PROTECT, related_name="snapshots"
+    )
+    blueprint = models.CharField(max_length=63)
+    blueprint_version_number = models.PositiveIntegerField()
+    parameters = models.JSONField(default=dict, blank=True)
+    # The applied manifests, exactly as recorded on the environment (canonical JSON in
+    # the digest: sorted keys, no whitespace).
+    manifests = models.JSONField(default=list)
+    urls = models.JSONField(default=dict, blank=True)
+    images = models.JSONField(default=list, blank=True)
+    # Every object it owned when taken: [{kind, name, namespace, uid, spec_sha256}].
+    inventory = models.JSONField(default=list, blank=True)
+    # Volume snapshots of the components' volumes: [{pvc, volume_snapshot, size}].
+    volumes = models.JSONField(default=list, blank=True)
+    digest = models.CharField(max_length=64)
+    signature = models.CharField(max_length=200)
+    signature_algorithm = models.CharField(max_length=30, default="hmac-sha256")
+    # Which key signed it (a short fingerprint, never the key): rotation leaves a trail.
+    key_id = models.CharField(max_length=16, blank=True)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+
+    objects = SnapshotQuerySet.as_manager()
+
+    # The columns the digest covers and the trigger protects.
+    CONTENT_FIELDS = (
+        "environment_id",
+        "number",
+        "created_at",
+        "blueprint",
+        "blueprint_version_number",
+        "parameters",
+        "manifests",
+        "urls",
+        "images",
+        "inventory",
+        "volumes",
+    )
+
+    class Meta:
+        ordering = ["environment", "-number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment", "number"], name="snapshot_number_unique"
+            ),
+            models.UniqueConstraint(
+                fields=["environment", "source_key"],
+                condition=~Q(source_key=""),
+                name="snapshot_one_per_revision",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"snapshot {self.number} of {self.environment_id}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and type(self).objects.filter(pk=self.pk).exists():
+            raise PermissionError("snapshots are immutable; take a new snapshot instead")
+        super().save(*args, **kwargs)
+
+    def content(self) -> dict[str, Any]:
+        """What the digest and the signature cover (the format's version included)."""
+        return {
+            "format": 1,
+            "environment": str(self.environment_id),
+            "number": self.number,
+            "created_at": self.created_at.isoformat(),
+            "blueprint": self.blueprint,
+            "blueprint_version": self.blueprint_version_number,
+            "parameters": self.parameters,
+            "manifests": self.manifests,
+            "urls": self.urls,
+            "images": self.images,
+            "inventory": self.inventory,
+            "volumes": self.volumes,
+        }
+
+    @property
+    def storage_cost(self) -> Decimal:
+        """Per month, at the rate card's ``COST_PER_GIB_MONTH_SNAPSHOT`` (volumes included)."""
+        return snapshot_monthly_cost(self.size_bytes + self.volume_bytes)
+
+    @property
+    def volume_bytes(self) -> int:
+        total = 0
+        for volume in self.volumes or []:
+            try:
+                total += memory_to_bytes(str(volume.get("size") or 0))
+            except (TypeError, ValueError):
+                continue
+        return total
+
+
+class RecoveryRecord(models.Model):
+    """One measured recovery: a restore, an automatic restore, or a drill.
+
+    ``seconds`` is from ``started_at`` (the restore was asked for, or the loss was
+    seen) to ``ready_at`` (the watcher saw every component available). The Recovery
+    page reads p50/p95 of these against the blueprint's RTO.
+    """
+
+    class Kind(models.TextChoices):
+        RESTORE = "restore", "Restore"
+        AUTO = "auto", "Automatic restore"
+        DRILL = "drill", "Restore drill"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    blueprint = models.CharField(max_length=63, db_index=True)
+    environment = models.ForeignKey(
+        Environment, null=True, blank=True, on_delete=models.SET_NULL, related_name="recoveries"
+    )
+    snapshot = models.ForeignKey(
+        Snapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="recoveries"
+    )
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+    # None while it runs; True once ready; False with the reason in plain words.
+    ok = models.BooleanField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} of {self.blueprint} at {self.started_at:%Y-%m-%d %H:%M}"
+
+
+class RestoreRequest(models.Model):
+    """A restore request key seen once: the same key again answers with the same
+    environment (``recovery.restore``), so a retried request never restores twice."""
+
+    key = models.CharField(max_length=200, unique=True)
+    # Kept when retention prunes the snapshot: the key still answers with its environment.
+    snapshot = models.ForeignKey(
+        Snapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="+")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Drill(models.Model):
+    """One restore drill (issue 15, ``recovery/drills.py``): a snapshot restored into a
+    scratch environment with no public URLs, checked, timed and torn down.
+
+    ``result`` is running until the watcher sees the scratch environment ready (then a
+    job checks its inventory against the snapshot's) or its RTO passes; it ends passed
+    or failed, with the reason in plain words. ``seconds`` is the measured recovery time
+    (the drill's ``RecoveryRecord`` holds it too, for the Recovery page's percentiles).
+    """
+
+    class Result(models.TextChoices):
+        RUNNING = "running", "Running"
+        PASSED = "passed", "Passed"
+        FAILED = "failed", "Failed"
+
+    class Trigger(models.TextChoices):
+        SCHEDULED = "scheduled", "Scheduled"
+        MANUAL = "manual", "On demand"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    blueprint = models.CharField(max_length=63, db_index=True)
+    # The environment whose snapshot is drilled, and the snapshot (kept by number when
+    # retention prunes it).
+    source_environment = models.ForeignKey(
+        Environment, null=True, blank=True, on_delete=models.SET_NULL, related_name="drills"
+    )
+    snapshot = models.ForeignKey(
+        Snapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="drills"
+    )
+    snapshot_number = models.PositiveIntegerField(null=True, blank=True)
+    # The scratch environment the snapshot was restored into (None if refused before).
+    environment = models.OneToOneField(
+        Environment, null=True, blank=True, on_delete=models.SET_NULL, related_name="drill_run"
+    )
+    recovery = models.OneToOneField(
+        RecoveryRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="drill"
+    )
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Idempotency: "scheduled:<blueprint>:<period>" or the person's request key.
+    key = models.CharField(max_length=200, unique=True)
+    rto_seconds = models.PositiveIntegerField()
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+    result = models.CharField(max_length=10, choices=Result.choices, default=Result.RUNNING)
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"Drill of {self.blueprint} at {self.started_at:%Y-%m-%d %H:%M}: {self.result}"

@@ -13,6 +13,7 @@ from environments.access import credentials
 from environments.governance import billing
 from environments.integrations import notifications
 from environments.lifecycle import pools, provisioning, upkeep
+from environments.recovery import drills, retention, snapshots
 from environments.scheduling import services as scheduling
 
 
@@ -81,3 +82,28 @@ def run_schedule() -> dict[str, int]:
     """Classes and booked demos: warm up what starts within the lead time, remind,
     tear down what is over (environments.scheduling)."""
     return scheduling.tick()
+
+
+def snapshot_after_ready(environment_id: str, revision: str) -> str:
+    """Snapshot an environment that became ready (once per revision)."""
+    return snapshots.snapshot_after_ready(environment_id, revision)
+
+
+def prune_snapshots() -> int:
+    """Delete the snapshots past each blueprint's retention (audited)."""
+    return retention.prune()
+
+
+def check_drill(drill_id: str) -> str:
+    """A restore drill's scratch environment became ready: check, record, tear down."""
+    return drills.check_drill(drill_id)
+
+
+def run_drills() -> list[str]:
+    """Start the restore drills due by each blueprint's ``drill.every``."""
+    return drills.run_due()
+
+
+def deliver_drill_notification(drill_id: str, key: str = "") -> str:
+    """Tell a failed drill's blueprint owners."""
+    return notifications.deliver_drill(drill_id, key)

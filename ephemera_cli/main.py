@@ -7,6 +7,8 @@
     ephemera status ENV
     ephemera extend ENV... 1h [--reason ...]
     ephemera down ENV...
+    ephemera snapshot ENV
+    ephemera restore SNAPSHOT [--in-place] [--key KEY] [--wait]
 
 ENV is an environment's id or its short name. EPHEMERA_URL and EPHEMERA_TOKEN
 override the saved configuration (~/.config/ephemera/config.json).
@@ -485,6 +487,33 @@ def add_scheduling_commands(commands) -> None:
     seats.set_defaults(handler=cmd_class_seats)
 
 
+def cmd_snapshot(args, client: Client) -> int:
+    env = client.environment(args.env)
+    answer = client.call("POST", f"/environments/{env['id']}/snapshots")
+    print(
+        f"Snapshot {answer['number']} of {env['name']}: {answer['id']} "
+        f"({answer['size_bytes']} bytes, {answer['objects']} objects, "
+        f"digest {answer['digest'][:12]}…)"
+    )
+    return 0
+
+
+def cmd_restore(args, client: Client) -> int:
+    if not re.fullmatch(r"[0-9a-fA-F-]{36}", args.snapshot):
+        raise CliError(f"{args.snapshot!r} is not a snapshot id (as `ephemera snapshot` prints)")
+    # Run it again with the same --key and you get the same environment, not a second.
+    key = args.key or str(uuid.uuid4())
+    env = client.call(
+        "POST",
+        f"/snapshots/{args.snapshot}/restore",
+        {"request_key": key, "in_place": args.in_place},
+    )
+    print(f"Restoring into {env['name']} ({env['state']}); request key {key}")
+    if args.wait:
+        return wait_until_settled(client, env, timeout=args.timeout)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ephemera", description="Short-lived Kubernetes environments from the command line."
@@ -568,6 +597,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kubeconfig.set_defaults(handler=cmd_kubeconfig)
     add_scheduling_commands(commands)
+
+    snapshot = commands.add_parser("snapshot", help="take a snapshot of a ready environment")
+    snapshot.add_argument("env", metavar="ENV", help="id or short name")
+    snapshot.set_defaults(handler=cmd_snapshot)
+
+    restore = commands.add_parser("restore", help="restore a snapshot into an environment")
+    restore.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id")
+    restore.add_argument("--in-place", action="store_true", help="into its own (lost) environment")
+    restore.add_argument("--key", help="request key: the same key again restores nothing twice")
+    restore.add_argument("--wait", action="store_true", help="wait until it is ready or failed")
+    restore.add_argument("--timeout", type=float, default=900, help="seconds to wait (default 900)")
+    restore.set_defaults(handler=cmd_restore)
     return parser
 
 

@@ -505,6 +505,20 @@ if not re.fullmatch(r"[0-9]+(\.[0-9]+)?([KMGTPE]i?)?", EPHEMERAL_STORAGE_DEFAULT
         f"EPHEMERAL_STORAGE_DEFAULT: {EPHEMERAL_STORAGE_DEFAULT!r} is not a quantity (such as 1Gi)"
     )
 
+# --- Data volumes (issue 15) ---
+# The StorageClass of blueprints' volumes ("" for the cluster's default) and the
+# VolumeSnapshotClass of their snapshots ("" for the default; choose one whose
+# deletionPolicy is Retain, so a snapshot outlives a lost namespace).
+_K8S_NAME = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
+VOLUME_STORAGE_CLASS: str = env("VOLUME_STORAGE_CLASS", "")
+VOLUME_SNAPSHOT_CLASS: str = env("VOLUME_SNAPSHOT_CLASS", "")
+for _name, _class in (
+    ("VOLUME_STORAGE_CLASS", VOLUME_STORAGE_CLASS),
+    ("VOLUME_SNAPSHOT_CLASS", VOLUME_SNAPSHOT_CLASS),
+):
+    if _class and not re.fullmatch(_K8S_NAME, _class):
+        raise ImproperlyConfigured(f"{_name}: {_class!r} is not a Kubernetes object name")
+
 # --- Cost (rate card) ---------------------------------------------------------------
 # Defaults: GKE Autopilot general-purpose pod list prices.
 COST_CURRENCY = env("COST_CURRENCY", "USD")
@@ -514,6 +528,15 @@ if COST_CURRENCY not in {"USD", "EUR", "GBP", "CHF", "JPY", "CAD", "AUD"}:
     )
 COST_PER_CPU_HOUR = env_decimal("COST_PER_CPU_HOUR", "0.0445")
 COST_PER_GIB_HOUR = env_decimal("COST_PER_GIB_HOUR", "0.0049")
+# Keeping snapshots (recovery): per GiB-month, like cloud disk snapshot storage.
+COST_PER_GIB_MONTH_SNAPSHOT = env_decimal("COST_PER_GIB_MONTH_SNAPSHOT", "0.05")
+
+# --- Recovery (docs/recovery.md) ---------------------------------------------------------
+# The HMAC-SHA256 key that signs snapshots. Unset: derived from SECRET_KEY (so rotating
+# SECRET_KEY without setting this makes older snapshots fail their signature check).
+SNAPSHOT_SIGNING_KEY: str = env("SNAPSHOT_SIGNING_KEY", "")
+if SNAPSHOT_SIGNING_KEY and len(SNAPSHOT_SIGNING_KEY) < 32:
+    raise ImproperlyConfigured("SNAPSHOT_SIGNING_KEY: must be at least 32 characters")
 
 # --- Governance ------------------------------------------------------------------------
 EXPIRY_WARNING_MINUTES = env_int("EXPIRY_WARNING_MINUTES", 30, minimum=1)

@@ -308,3 +308,65 @@ def test_it_node_offers_ephemeral_storage(kube_client):
     their pods never schedule."""
     node = client.CoreV1Api(kube_client).read_node("kwok-node-0")
     assert "ephemeral-storage" in node.status.allocatable
+
+
+def test_it_simulates_storage_and_volume_snapshots(kube_client, kube_namespace):
+    """A claim binds (the PV controller, to a pool volume), a VolumeSnapshot of it
+    becomes readyToUse (the kwok-storage stage), a claim made from the snapshot binds,
+    and a deleted claim's volume goes back to the pool (Available)."""
+    core = client.CoreV1Api(kube_client)
+    snapshots = client.CustomObjectsApi(kube_client)
+
+    def claim(name: str, source: str | None = None) -> dict:
+        spec: dict = {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}},
+        }
+        if source:
+            spec["dataSource"] = {
+                "apiGroup": "snapshot.storage.k8s.io",
+                "kind": "VolumeSnapshot",
+                "name": source,
+            }
+        return {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+
+    def bound(name: str):
+        found = core.read_namespaced_persistent_volume_claim(name, kube_namespace)
+        return found.spec.volume_name if found.status.phase == "Bound" else None
+
+    core.create_namespaced_persistent_volume_claim(kube_namespace, claim("data"))
+    volume = wait_for("the claim to bind", lambda: bound("data"))
+    snapshots.create_namespaced_custom_object(
+        "snapshot.storage.k8s.io",
+        "v1",
+        kube_namespace,
+        "volumesnapshots",
+        {
+            "apiVersion": "snapshot.storage.k8s.io/v1",
+            "kind": "VolumeSnapshot",
+            "metadata": {"name": "snap"},
+            "spec": {"source": {"persistentVolumeClaimName": "data"}},
+        },
+    )
+    wait_for(
+        "the VolumeSnapshot to be readyToUse",
+        lambda: (
+            snapshots.get_namespaced_custom_object(
+                "snapshot.storage.k8s.io", "v1", kube_namespace, "volumesnapshots", "snap"
+            )
+            .get("status", {})
+            .get("readyToUse")
+        ),
+    )
+    core.create_namespaced_persistent_volume_claim(kube_namespace, claim("copy", source="snap"))
+    wait_for("the claim made from the snapshot to bind", lambda: bound("copy"))
+    core.delete_namespaced_persistent_volume_claim("data", kube_namespace)
+    wait_for(
+        "the volume to go back to the pool",
+        lambda: core.read_persistent_volume(volume).status.phase == "Available",
+    )

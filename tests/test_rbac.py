@@ -341,6 +341,12 @@ def test_what_each_identity_may_and_may_not_do(chart_release, kube_client):
         # Each person's kubeconfig identity: written and deleted, never read.
         ("create", "secrets", env_ns, "", ""),
         ("delete", "secrets", env_ns, "", ""),
+        # Data volumes and their snapshots (issue 15).
+        ("create", "persistentvolumeclaims", env_ns, "", ""),
+        ("patch", "persistentvolumeclaims", env_ns, "", ""),
+        ("create", "volumesnapshots", env_ns, "snapshot.storage.k8s.io", ""),
+        ("get", "volumesnapshots", env_ns, "snapshot.storage.k8s.io", ""),
+        ("delete", "volumesnapshots", env_ns, "snapshot.storage.k8s.io", ""),
     ]:
         assert can(
             kube_client, controller, verb, resource, namespace=namespace, group=group, name=name
@@ -380,6 +386,11 @@ def test_what_each_identity_may_and_may_not_do(chart_release, kube_client):
         ("create", "validatingadmissionpolicies", "", "admissionregistration.k8s.io", ""),
         ("delete", "validatingadmissionpolicybindings", "", "admissionregistration.k8s.io", ""),
         ("create", "nodes", "", "", ""),
+        ("create", "persistentvolumes", "", "", ""),
+        ("delete", "persistentvolumes", "", "", ""),
+        ("create", "volumesnapshotcontents", "", "snapshot.storage.k8s.io", ""),
+        ("delete", "volumesnapshotcontents", "", "snapshot.storage.k8s.io", ""),
+        ("create", "volumesnapshotclasses", "", "snapshot.storage.k8s.io", ""),
     ]:
         assert not can(
             kube_client, controller, verb, resource, namespace=namespace, group=group, name=name

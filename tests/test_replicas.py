@@ -45,6 +45,8 @@ SCHEDULE = {
     "environments.tasks.run_schedule": 6,
     "environments.tasks.remind_approvers": 30,
     "environments.tasks.reconcile": 30,
+    "environments.tasks.prune_snapshots": 30,
+    "environments.tasks.run_drills": 30,
 }
 FAST = "environments.tasks.accrue_cost"
 API = "/api/v1"
@@ -118,6 +120,8 @@ def test_schedulers_in_one_tick_enqueue_each_job_once(monkeypatch):
                 ("refill_pools", 1893499620),
                 ("remind_approvers", 1893499500),  # 12:05:00
                 ("reconcile", 1893499500),
+                ("prune_snapshots", 1893499500),
+                ("run_drills", 1893499500),
             ]
         )
     )

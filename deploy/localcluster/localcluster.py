@@ -19,6 +19,12 @@ Importable API (stdlib only; load this file by path, deploy/ is not a package):
     binaries_missing() -> list[str]
     access_rules() -> dict     the "Download kubeconfig" rules per access level
     ensure_user_cluster_roles()  the ClusterRoles environments bind (see below)
+    ensure_storage()           the VolumeSnapshot CRDs, StorageClass and volume pool
+
+Simulated storage (issue 15): a second kwok process, "kwok-storage", managing no
+nodes, plays kwok-storage-stages.yaml: VolumeSnapshots become readyToUse, and the pool
+of PersistentVolumes made by ensure_storage() is reused once a claim lets go. PVC
+binding itself is the real PV controller's (static provisioning from that pool).
 """
 
 from __future__ import annotations
@@ -41,6 +47,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 STAGES_FILE = HERE / "kwok-stages.yaml"
+STORAGE_STAGES_FILE = HERE / "kwok-storage-stages.yaml"
+# snapshot.storage.k8s.io/v1 CRDs, vendored from github.com/kubernetes-csi/external-snapshotter
+# client/v8 v8.7.0 (config/crd), unchanged.
+SNAPSHOT_CRDS_DIR = HERE / "volumesnapshot-crds"
 LOGS_TEMPLATE = HERE / "kwok-logs.yaml"  # ClusterLogs: what `kubectl logs` shows
 # The one home of the per-environment user rights; the Helm chart reads it too.
 ACCESS_RULES_FILE = HERE.parent / "chart" / "files" / "access-rules.yaml"
@@ -54,6 +64,7 @@ APISERVER_PORT = 36443
 KCM_PORT = 36257
 SCHEDULER_PORT = 36259
 KWOK_PORT = 36247  # kwok's fake-kubelet server (logs/exec/healthz); loopback only
+KWOK_STORAGE_PORT = 36248  # the storage kwok's server (unused, but kwok always serves)
 
 SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_IP = "10.0.0.1"  # first IP of SERVICE_CIDR: the `kubernetes` Service
@@ -96,7 +107,28 @@ NODE_KUBELET_STATUS = {
     }
 }
 
-COMPONENTS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
+COMPONENTS = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "kwok-storage",
+]
+# A component run from another component's binary.
+BINARIES = {"kwok-storage": "kwok"}
+
+# --- simulated storage (issue 15) ---
+STORAGE_CLASS = "ephemera-simulated"
+SIMULATED_VOLUME_LABEL = "ephemera.io/simulated-volume"
+VOLUME_POOL_SIZE = 100
+VOLUME_POOL_CAPACITY = "100Gi"
+SNAPSHOT_CLASS = "ephemera-simulated"
+
+
+def binary(name: str) -> str:
+    """The file name of a component's binary."""
+    return BINARIES.get(name, name)
 
 
 class ClusterError(RuntimeError):
@@ -163,7 +195,8 @@ def _logs_config() -> Path:
 
 def binaries_missing() -> list[str]:
     """Paths of required binaries that are not built yet (empty list: all there)."""
-    return [str(bin_dir() / b) for b in COMPONENTS if not os.access(bin_dir() / b, os.X_OK)]
+    names = sorted({binary(c) for c in COMPONENTS})
+    return [str(bin_dir() / b) for b in names if not os.access(bin_dir() / b, os.X_OK)]
 
 
 def _say(msg: str) -> None:
@@ -447,6 +480,16 @@ def _cmdline(name: str) -> list[str]:
             # the node's kubelet endpoint port, kept by kwok's node stages
             f"--node-port={KWOK_PORT}",
         ]
+    if name == "kwok-storage":
+        return [
+            str(b / "kwok"),
+            f"--kubeconfig={kubeconfig_path()}",
+            f"--config={STORAGE_STAGES_FILE}",
+            # No node is managed by this one: the annotation is on none.
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=storage-only",
+            f"--server-address={HOST}:{KWOK_STORAGE_PORT}",
+        ]
     raise KeyError(name)
 
 
@@ -457,6 +500,7 @@ def _ports(name: str) -> list[int]:
         "kube-controller-manager": [KCM_PORT],
         "kube-scheduler": [SCHEDULER_PORT],
         "kwok": [KWOK_PORT],
+        "kwok-storage": [KWOK_STORAGE_PORT],
     }[name]
 
 
@@ -483,7 +527,7 @@ def _alive(pid: int, name: str | None = None) -> bool:
         return True
     try:
         exe = os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
-        return Path(exe).name == name
+        return Path(exe).name == binary(name)
     except OSError:
         pass
     for _ in range(3):
@@ -492,7 +536,7 @@ def _alive(pid: int, name: str | None = None) -> bool:
         except OSError:
             return False
         if argv0:
-            return Path(argv0).name == name
+            return Path(argv0).name == binary(name)
         time.sleep(0.05)
     return False
 
@@ -540,7 +584,8 @@ def _orphans(name: str) -> list[int]:
     """Our own binary serving this state dir, with no pid file pointing at it (left
     behind by a launcher that was killed mid-start)."""
     found = []
-    binary = str(bin_dir() / name)
+    path = str(bin_dir() / binary(name))
+    port = str(_ports(name)[0])  # two components may share a binary (kwok)
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -549,7 +594,7 @@ def _orphans(name: str) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if exe == binary and str(state_dir()) in cmdline:
+        if exe == path and str(state_dir()) in cmdline and port in cmdline:
             found.append(int(entry.name))
     return found
 
@@ -659,8 +704,9 @@ def _http(
     timeout: float = 3,
     verify: bool = True,
     content_type: str = "application/json",
+    raw: bytes | None = None,
 ) -> tuple[int, bytes]:
-    data = json.dumps(body).encode() if body is not None else None
+    data = raw if raw is not None else json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     if data is not None:
         req.add_header("Content-Type", content_type)
@@ -680,9 +726,15 @@ def _api(
     body: dict | None = None,
     timeout: float = 3,
     content_type: str = "application/json",
+    raw: bytes | None = None,
 ) -> tuple[int, bytes]:
     return _http(
-        method, f"https://{HOST}:{APISERVER_PORT}{path}", body, timeout, content_type=content_type
+        method,
+        f"https://{HOST}:{APISERVER_PORT}{path}",
+        body,
+        timeout,
+        content_type=content_type,
+        raw=raw,
     )
 
 
@@ -874,6 +926,123 @@ def ensure_user_cluster_roles() -> None:
             )
 
 
+def _apply(path: str, body: dict | None = None, raw: bytes | None = None) -> None:
+    """Server-side apply (idempotent), retried while the server is busy."""
+    url = f"{path}?fieldManager=ephemera-localcluster&force=true"
+    for attempt in range(5):
+        code, answer = _api(
+            "PATCH", url, body, timeout=10, content_type="application/apply-patch+yaml", raw=raw
+        )
+        if code in (200, 201) or 400 <= code < 500:
+            break
+        time.sleep(0.5 * (attempt + 1))
+    if code not in (200, 201):
+        raise ClusterError(f"applying {path} failed: HTTP {code} {answer[:300]!r}")
+
+
+def snapshot_crds_served() -> bool:
+    code, _ = _api("GET", "/apis/snapshot.storage.k8s.io/v1")
+    return code == 200
+
+
+def storage_objects() -> list[dict]:
+    """The default StorageClass and VolumeSnapshotClass of the simulated data plane."""
+    labels = {"app.kubernetes.io/managed-by": "ephemera-localcluster"}
+    return [
+        {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {
+                "name": STORAGE_CLASS,
+                "labels": labels,
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            },
+            # Static provisioning: claims bind to the pool's volumes (the PV controller).
+            "provisioner": "kubernetes.io/no-provisioner",
+            "reclaimPolicy": "Retain",
+            "volumeBindingMode": "Immediate",
+        },
+        {
+            "apiVersion": "snapshot.storage.k8s.io/v1",
+            "kind": "VolumeSnapshotClass",
+            "metadata": {
+                "name": SNAPSHOT_CLASS,
+                "labels": labels,
+                "annotations": {"snapshot.storage.kubernetes.io/is-default-class": "true"},
+            },
+            "driver": "simulated.ephemera.io",
+            "deletionPolicy": "Delete",
+        },
+    ]
+
+
+def pool_volume(index: int) -> dict:
+    name = f"{STORAGE_CLASS}-{index:03d}"
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "app.kubernetes.io/managed-by": "ephemera-localcluster",
+                SIMULATED_VOLUME_LABEL: "true",
+            },
+        },
+        "spec": {
+            "capacity": {"storage": VOLUME_POOL_CAPACITY},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": STORAGE_CLASS,
+            # Never mounted: kwok runs no containers.
+            "hostPath": {"path": f"/var/lib/ephemera-simulated/{name}"},
+        },
+    }
+
+
+def ensure_storage(timeout: float = 30) -> None:
+    """The simulated storage data plane (idempotent): the VolumeSnapshot CRDs (served
+    once Established), the default StorageClass and VolumeSnapshotClass, and a pool of
+    PersistentVolumes for claims to bind to."""
+    for crd in sorted(SNAPSHOT_CRDS_DIR.glob("*.yaml")):
+        name = crd.name.split("_", 1)[1].removesuffix(".yaml") + ".snapshot.storage.k8s.io"
+        text = crd.read_text().removeprefix("---\n")
+        _apply(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}", raw=text.encode())
+    deadline = time.monotonic() + timeout
+    while not snapshot_crds_served():
+        if time.monotonic() > deadline:
+            raise ClusterError("snapshot.storage.k8s.io/v1 is not served after installing its CRDs")
+        time.sleep(0.2)
+    storage_class, snapshot_class = storage_objects()
+    _apply(f"/apis/storage.k8s.io/v1/storageclasses/{STORAGE_CLASS}", storage_class)
+    # The VolumeSnapshot CRD's discovery may lag its Established condition a moment.
+    for attempt in range(20):
+        try:
+            _apply(f"/apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses/{SNAPSHOT_CLASS}",
+                   snapshot_class)  # fmt: skip
+            break
+        except ClusterError:
+            if attempt == 19:
+                raise
+            time.sleep(0.25)
+    code, body = _api(
+        "GET",
+        f"/api/v1/persistentvolumes?labelSelector={SIMULATED_VOLUME_LABEL}%3Dtrue",
+        timeout=10,
+    )
+    have = (
+        {item["metadata"]["name"] for item in json.loads(body).get("items", [])}
+        if code == 200
+        else set()
+    )
+    for index in range(VOLUME_POOL_SIZE):
+        volume = pool_volume(index)
+        if volume["metadata"]["name"] in have:
+            continue
+        code, answer = _api("POST", "/api/v1/persistentvolumes", volume, timeout=10)
+        if code not in (201, 409):
+            raise ClusterError(f"creating PersistentVolume failed: HTTP {code} {answer[:300]!r}")
+
+
 def _create_node() -> None:
     code, body = _api("POST", "/api/v1/nodes", NODE_MANIFEST)
     if code not in (201, 409):
@@ -892,6 +1061,7 @@ def start(timeout: float = 120) -> Path:
     with _lock():
         if healthy():
             ensure_user_cluster_roles()
+            ensure_storage()
             _say(f"already running and healthy; kubeconfig: {kubeconfig_path()}")
             return kubeconfig_path()
         t0 = time.monotonic()
@@ -949,6 +1119,10 @@ def start(timeout: float = 120) -> Path:
                 _api("DELETE", LEASE_PATH)
             for n in ("kube-controller-manager", "kube-scheduler", "kwok"):
                 up(n)
+            # The storage kwok looks the VolumeSnapshot kind up when it starts.
+            ensure_storage()
+            _say(f"{elapsed()} VolumeSnapshot CRDs, StorageClass and volume pool in place")
+            up("kwok-storage")
             _create_node()
             _wait(f"node {NODE_NAME} Ready", node_ready, timeout, COMPONENTS, respawn=respawn)
             t_node = time.monotonic() - t0
@@ -985,6 +1159,7 @@ def ensure_running(timeout: float = 120) -> Path:
     Raises BinariesMissing (a ClusterError) when `make cluster` has not been run."""
     if not binaries_missing() and healthy():
         ensure_user_cluster_roles()
+        ensure_storage()
         return kubeconfig_path()
     return start(timeout)
 

@@ -152,6 +152,8 @@ def _service_error(request: HttpRequest, exc: ServiceError) -> HttpResponse:
 @api.exception_handler(VariantInvalid)
 def _variant_invalid(request: HttpRequest, exc: VariantInvalid) -> HttpResponse:
     return _error(request, 422, str(exc))
+
+
 def too_big_detail() -> str:
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     return (

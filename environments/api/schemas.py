@@ -422,3 +422,126 @@ def extension_request_out(extension: ExtensionRequest) -> dict[str, Any]:
         "decided_at": extension.decided_at,
         "decision_reason": extension.decision_reason,
     }
+
+
+# --- Snapshots (recovery) ----------------------------------------------------------------
+
+
+class InventoryItemOut(Schema):
+    kind: str
+    name: str
+    namespace: str = ""
+    uid: str = ""
+    spec_sha256: str
+
+
+class SnapshotOut(Schema):
+    id: uuid.UUID
+    environment: uuid.UUID
+    environment_name: str
+    number: int
+    reason: str
+    created_at: datetime
+    created_by: str | None
+    blueprint: str
+    blueprint_version: int
+    digest: str
+    signature_algorithm: str
+    size_bytes: int
+    storage_cost_per_month: Decimal
+    currency: str
+    images: list[str]
+    objects: int
+    volumes: list[dict[str, Any]]
+
+
+class SnapshotDetailOut(SnapshotOut):
+    parameters: dict[str, Any]
+    inventory: list[InventoryItemOut]
+    manifests: list[dict[str, Any]]
+
+
+class RestoreIn(Schema):
+    # Or the Idempotency-Key header: the same key twice gives one environment.
+    request_key: str | None = Field(None, max_length=150)
+    # Restore into the snapshot's own environment (lost, or failed) instead of a new one.
+    in_place: bool = False
+
+
+def snapshot_out(snapshot, *, detail: bool = False) -> dict[str, Any]:
+    environment = snapshot.environment
+    answer: dict[str, Any] = {
+        "id": snapshot.pk,
+        "environment": environment.pk,
+        "environment_name": environment.name,
+        "number": snapshot.number,
+        "reason": snapshot.reason,
+        "created_at": snapshot.created_at,
+        "created_by": snapshot.created_by.email if snapshot.created_by else None,
+        "blueprint": snapshot.blueprint,
+        "blueprint_version": snapshot.blueprint_version_number,
+        "digest": snapshot.digest,
+        "signature_algorithm": snapshot.signature_algorithm,
+        "size_bytes": snapshot.size_bytes,
+        "storage_cost_per_month": snapshot.storage_cost,
+        "currency": settings.COST_CURRENCY,
+        "images": snapshot.images,
+        "objects": len(snapshot.inventory),
+        "volumes": snapshot.volumes,
+    }
+    if detail:
+        answer.update(
+            parameters=snapshot.parameters,
+            inventory=snapshot.inventory,
+            manifests=snapshot.manifests,
+        )
+    return answer
+
+
+# --- Restore drills (issue 15) -----------------------------------------------------------
+
+
+class DrillIn(Schema):
+    blueprint: str = Field(..., min_length=1, max_length=63)
+    # Drill the latest snapshot of this environment, or this snapshot; neither: the
+    # blueprint's most recently snapshotted ready environment.
+    environment: uuid.UUID | None = None
+    snapshot: uuid.UUID | None = None
+    # Or the Idempotency-Key header: the same key twice gives one drill.
+    request_key: str | None = Field(None, max_length=150)
+
+
+class DrillOut(Schema):
+    id: uuid.UUID
+    blueprint: str
+    trigger: str
+    result: str
+    reason: str
+    snapshot: uuid.UUID | None
+    snapshot_number: int | None
+    source_environment: uuid.UUID | None
+    scratch_environment: uuid.UUID | None
+    rto_seconds: int
+    started_at: datetime
+    ready_at: datetime | None
+    finished_at: datetime | None
+    seconds: float | None
+
+
+def drill_out(drill) -> dict[str, Any]:
+    return {
+        "id": drill.pk,
+        "blueprint": drill.blueprint,
+        "trigger": drill.trigger,
+        "result": drill.result,
+        "reason": drill.reason,
+        "snapshot": drill.snapshot_id,
+        "snapshot_number": drill.snapshot_number,
+        "source_environment": drill.source_environment_id,
+        "scratch_environment": drill.environment_id,
+        "rto_seconds": drill.rto_seconds,
+        "started_at": drill.started_at,
+        "ready_at": drill.ready_at,
+        "finished_at": drill.finished_at,
+        "seconds": drill.seconds,
+    }

@@ -6,7 +6,16 @@ The routers are mounted here, once, in the order the OpenAPI document lists them
 
 from django.urls import path, re_path
 
-from environments.api import blueprints, errors, extensions, hooks, scheduling, variants
+from environments.api import (
+    blueprints,
+    drills,
+    errors,
+    extensions,
+    hooks,
+    scheduling,
+    snapshots,
+    variants,
+)
 from environments.api import environments as environments_api
 from environments.api.app import api
 
@@ -17,6 +26,9 @@ api.add_router("/hooks", hooks.router)
 api.add_router("/extension-requests", extensions.router)
 api.add_router("/classes", scheduling.classes_router)
 api.add_router("/bookings", scheduling.bookings_router)
+api.add_router("/environments", snapshots.environment_router)
+api.add_router("/snapshots", snapshots.router)
+api.add_router("/drills", drills.router)
 
 urlpatterns = [
     path("", api.urls),

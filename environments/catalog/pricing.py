@@ -55,6 +55,14 @@ def price_for(
     )
 
 
+def snapshot_monthly_cost(size_bytes: int) -> Decimal:
+    """What keeping a snapshot of ``size_bytes`` costs per month, at the rate card's
+    ``COST_PER_GIB_MONTH_SNAPSHOT`` (manifests and volume snapshots alike)."""
+    return (Decimal(size_bytes) / GIB * settings.COST_PER_GIB_MONTH_SNAPSHOT).quantize(
+        Decimal("0.0001"), rounding=ROUND_HALF_UP
+    )
+
+
 def _symbol() -> str:
     return CURRENCY_SYMBOLS.get(settings.COST_CURRENCY, settings.COST_CURRENCY + " ")
 

@@ -165,6 +165,22 @@ class Resources(_Spec):
         return {key: value for key, value in handler(self).items() if value is not None}
 
 
+class VolumeSpec(_Spec):
+    """A component's data volume (issue 15): a PersistentVolumeClaim of ``size``,
+    mounted at ``path``; ``snapshot``: taken with each environment snapshot (a
+    VolumeSnapshot, where the cluster serves snapshot.storage.k8s.io/v1)."""
+
+    size: str
+    path: str
+    snapshot: bool = False
+
+
+class DrillSpec(_Spec):
+    """Scheduled restore drills (issue 15): every ``every`` seconds."""
+
+    every: int
+
+
 class ComponentSpec(_Spec):
     name: str
     image: str
@@ -182,15 +198,19 @@ class ComponentSpec(_Spec):
     optional: bool = False
     # Env variables a variant may set to another value (a clone's ``env``).
     overridable: list[str] = Field(default_factory=list)
+    # A data volume (issue 15); None: none (and no key in the stored spec).
+    volume: VolumeSpec | None = None
 
     @model_serializer(mode="wrap")
     def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Specs stored before variants existed keep their digest.
+        # Specs stored before variants and volumes existed keep their digest.
         stored = handler(self)
         if not stored.get("optional"):
             stored.pop("optional", None)
         if not stored.get("overridable"):
             stored.pop("overridable", None)
+        if stored.get("volume") is None:
+            stored.pop("volume", None)
         return stored
 
 
@@ -244,6 +264,31 @@ class QuotaSpec(_Spec):
     @model_serializer(mode="wrap")
     def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         return {key: value for key, value in handler(self).items() if value is not None}
+
+
+# --- recovery (issue 15) ------------------------------------------------------------
+
+DEFAULT_RETENTION_KEEP = 10
+MAX_RETENTION_KEEP = 1000
+DEFAULT_RTO_SECONDS = 120
+DEFAULT_RPO_SECONDS = 3600
+
+
+class RetentionSpec(_Spec):
+    """How many snapshots of each environment to keep, and for how long (seconds;
+    None: no age limit). Pruned by a scheduled job (``recovery.retention``)."""
+
+    keep: int = DEFAULT_RETENTION_KEEP
+    max_age: int | None = None
+
+
+class RecoverySpec(_Spec):
+    """Whether a ready environment whose namespace vanished is restored automatically
+    from its latest snapshot, and the objectives it is measured against (seconds)."""
+
+    auto: bool = False
+    rto: int = DEFAULT_RTO_SECONDS
+    rpo: int = DEFAULT_RPO_SECONDS
 
 
 # --- egress (issue 14, finding 1) ---------------------------------------------------
@@ -367,12 +412,25 @@ class BlueprintSpec(_Spec):
     secrets: list[SecretSpec] = Field(default_factory=list)
     # A warm pool of ready environments (issue 16), or None.
     pool: PoolSpec | None = None
+    # Snapshots and restores (issue 15); None: not written (the defaults apply).
+    retention: RetentionSpec | None = None
+    recovery: RecoverySpec | None = None
+    # Scheduled restore drills (issue 15); None: on demand only.
+    drill: DrillSpec | None = None
+
+    @property
+    def snapshot_retention(self) -> RetentionSpec:
+        return self.retention or RetentionSpec()
+
+    @property
+    def recovery_objectives(self) -> RecoverySpec:
+        return self.recovery or RecoverySpec()
 
     def to_dict(self) -> dict[str, Any]:
         """The plain, JSON-ready dict stored in the database and hashed."""
         stored = self.model_dump(mode="json")
         # Specs stored before these fields existed keep their digest.
-        for optional in ("egress", "secrets", "pool"):
+        for optional in ("egress", "secrets", "pool", "retention", "recovery", "drill"):
             if not stored[optional]:
                 del stored[optional]
         return stored
@@ -826,6 +884,78 @@ class _RawResources(_Raw):
         return quantity
 
 
+MIN_DRILL_INTERVAL = 60 * 60  # a drill at most every hour
+MAX_MOUNT_PATH = 4096
+
+
+class _RawVolume(_Raw):
+    """A component's ``volume``: size (a quantity), an absolute mount path, snapshot."""
+
+    check_order = ("size", "path", "snapshot")
+
+    size: Any = Field(_ABSENT, validate_default=True)
+    path: Any = Field(_ABSENT, validate_default=True)
+    snapshot: Any = False
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: Any, info: ValidationInfo) -> str:
+        if value is _ABSENT:
+            raise _problem("missing required field", _MISSING)
+        quantity = _quantity(value)
+        _context(info)["this_component"]["volume_bytes"] = memory_to_bytes(quantity)
+        return quantity
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: Any) -> str:
+        if value is _ABSENT:
+            raise _problem("missing required field", _MISSING)
+        if (
+            not isinstance(value, str)
+            or not value.startswith("/")
+            or len(value) > MAX_MOUNT_PATH
+            or any(c in value for c in ":\n\0")
+        ):
+            raise _problem(f"{value!r} is not an absolute path such as /var/lib/data")
+        if ".." in value.split("/"):
+            raise _problem(f"{value!r} must not contain '..'")
+        if value.rstrip("/") == "":
+            raise _problem("must not be / (mount the volume on a directory)")
+        return value.rstrip("/")
+
+    @field_validator("snapshot")
+    @classmethod
+    def _snapshot(cls, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise _problem("must be true or false")
+        return value
+
+    def normalised(self) -> VolumeSpec:
+        return VolumeSpec(size=self.size, path=self.path, snapshot=self.snapshot)
+
+
+class _RawDrill(_Raw):
+    """The blueprint's ``drill``: how often a restore drill runs."""
+
+    check_order = ("every",)
+
+    every: Any = Field(_ABSENT, validate_default=True)
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: Any) -> int:
+        if value is _ABSENT:
+            raise _problem("missing required field", _MISSING)
+        seconds = _duration(value)
+        if seconds < MIN_DRILL_INTERVAL:
+            raise _problem(f"{value!r} is too often: at most one drill an hour (1h)")
+        return seconds
+
+    def normalised(self) -> DrillSpec:
+        return DrillSpec(every=self.every)
+
+
 class _RawComponent(_Raw):
     check_order = (
         "name",
@@ -839,8 +969,9 @@ class _RawComponent(_Raw):
         "expose",
         "optional",
         "overridable",
+        "volume",
     )
-    nested = {"resources": _RawResources}
+    nested = {"resources": _RawResources, "volume": _RawVolume}
 
     name: Any = Field(_ABSENT, validate_default=True)
     image: Any = Field(_ABSENT, validate_default=True)
@@ -853,6 +984,7 @@ class _RawComponent(_Raw):
     expose: Any = False
     optional: Any = False
     overridable: Any = Field(default_factory=list)
+    volume: _RawVolume | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -1032,6 +1164,7 @@ class _RawComponent(_Raw):
             expose=self.expose,
             optional=self.optional,
             overridable=self.overridable,
+            volume=self.volume.normalised() if self.volume is not None else None,
         )
 
 
@@ -1151,6 +1284,55 @@ class _RawQuota(_Raw):
         )
 
 
+class _RawRetention(_Raw):
+    check_order = ("keep", "max_age")
+
+    keep: Any = DEFAULT_RETENTION_KEEP
+    max_age: Any = None
+
+    @field_validator("keep")
+    @classmethod
+    def _keep(cls, value: Any) -> int:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not 1 <= value <= MAX_RETENTION_KEEP
+        ):
+            raise _problem(f"{value!r} is not a whole number from 1 to {MAX_RETENTION_KEEP}")
+        return value
+
+    @field_validator("max_age")
+    @classmethod
+    def _max_age(cls, value: Any) -> int | None:
+        return None if value is None else _duration(value)
+
+    def normalised(self) -> RetentionSpec:
+        return RetentionSpec(keep=self.keep, max_age=self.max_age)
+
+
+class _RawRecovery(_Raw):
+    check_order = ("auto", "rto", "rpo")
+
+    auto: Any = False
+    rto: Any = DEFAULT_RTO_SECONDS
+    rpo: Any = DEFAULT_RPO_SECONDS
+
+    @field_validator("auto")
+    @classmethod
+    def _auto(cls, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise _problem(f"{value!r} is not true or false")
+        return value
+
+    @field_validator("rto", "rpo")
+    @classmethod
+    def _objective(cls, value: Any) -> int:
+        return _duration(value)
+
+    def normalised(self) -> RecoverySpec:
+        return RecoverySpec(auto=self.auto, rto=self.rto, rpo=self.rpo)
+
+
 class _RawEgressRule(_Raw):
     """One ``egress`` entry; checked against the platform's limits (``EgressLimits``)."""
 
@@ -1242,6 +1424,9 @@ class _RawBlueprint(_Raw):
         "list_parameter",
         "egress",
         "pool",
+        "retention",
+        "recovery",
+        "drill",
     )
     nested = {
         "ttl": _RawTTL,
@@ -1250,6 +1435,9 @@ class _RawBlueprint(_Raw):
         "quota": _RawQuota,
         "egress": _RawEgressRule,
         "secrets": _RawSecret,
+        "retention": _RawRetention,
+        "recovery": _RawRecovery,
+        "drill": _RawDrill,
     }
 
     name: Any
@@ -1298,6 +1486,10 @@ class _RawBlueprint(_Raw):
                     "starts its environments with the defaults"
                 )
         return {"size": size}
+
+    retention: _RawRetention | None = None
+    recovery: _RawRecovery | None = None
+    drill: _RawDrill | None = None
 
     @field_validator("egress", mode="before")
     @classmethod
@@ -1446,6 +1638,9 @@ class _RawBlueprint(_Raw):
             egress=[rule.normalised() for rule in self.egress],
             secrets=[secret.normalised() for secret in self.secrets],
             pool=PoolSpec(**self.pool) if self.pool else None,
+            retention=self.retention.normalised() if self.retention else None,
+            recovery=self.recovery.normalised() if self.recovery else None,
+            drill=self.drill.normalised() if self.drill is not None else None,
         )
 
 

@@ -32,7 +32,7 @@ from environments.catalog.pricing import money
 from environments.lib import egress
 from environments.lib.durations import format_duration
 from environments.lib.signing import sign
-from environments.models import Environment, Webhook, WebhookDelivery
+from environments.models import BlueprintVersion, Drill, Environment, Webhook, WebhookDelivery
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ REMINDER = "reminder"
 EXTENSION_REQUESTED = "extension_requested"
 EXTENSION_APPROVED = "extension_approved"
 EXTENSION_REJECTED = "extension_rejected"
+DRILL_FAILED = "drill_failed"  # a restore drill failed (issue 15): the blueprint's owners
 EVENTS = (
     REQUESTED,
     APPROVED,
@@ -59,6 +60,7 @@ EVENTS = (
     EXTENSION_REQUESTED,
     EXTENSION_APPROVED,
     EXTENSION_REJECTED,
+    DRILL_FAILED,
 )
 
 
@@ -187,6 +189,8 @@ def deliver(event: str, environment_id: str, key: str = "") -> str:
         return "no such environment"
     if environment.pooled:
         return "pooled: nobody to tell until it is claimed"
+    if Drill.objects.filter(environment_id=environment.pk).exists():
+        return "a restore drill's scratch environment: nobody is told"
     subject, body, recipients = message_for(event, environment)
     done_for = 7 * 86400
     emailed = 0
@@ -286,3 +290,88 @@ def send_webhook(delivery_id: int) -> str:
         log.warning("webhook %s failed: %s", where, error)
         raise WebhookFailed(f"{where}: {error}")
     return f"delivered ({status})"
+
+
+# --- Restore drills (issue 15) ---------------------------------------------------------
+
+
+def send_drill_failed(drill_id) -> None:
+    """After the caller commits: tell the blueprint's owners a drill failed (their email,
+    and the webhooks of the drilled environment's team that take ``drill_failed``)."""
+    key = uuid.uuid4().hex
+
+    def enqueue() -> None:
+        try:
+            django_rq.get_queue("default").enqueue(
+                "environments.tasks.deliver_drill_notification",
+                str(drill_id),
+                key,
+                retry=Retry(max=len(DELIVERY_RETRY), interval=list(DELIVERY_RETRY)),
+            )
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            log.warning("could not queue the drill notification for %s: %s", drill_id, exc)
+
+    transaction.on_commit(enqueue)
+
+
+def drill_recipients(blueprint: str) -> list[str]:
+    """The blueprint's owners (who published its versions); the admins if none is left."""
+    ids = BlueprintVersion.objects.filter(
+        blueprint__name=blueprint, published_by__isnull=False
+    ).values_list("published_by", flat=True)
+    owners = get_user_model().objects.filter(pk__in=ids, is_active=True)
+    emails = sorted({u.email for u in owners if u.email})
+    if emails:
+        return emails
+    admins = get_user_model().objects.filter(
+        Q(is_superuser=True) | Q(groups__name="admin"), is_active=True
+    )
+    return sorted({u.email for u in admins if u.email})
+
+
+def deliver_drill(drill_id: str, key: str = "") -> str:
+    """Email the owners of a failed drill's blueprint and queue its webhook deliveries
+    (once each, like ``deliver``)."""
+    drill = Drill.objects.select_related("source_environment").filter(pk=drill_id).first()
+    if drill is None or drill.result != Drill.Result.FAILED:
+        return "nothing to tell"
+    subject = f"Restore drill failed: {drill.blueprint}"
+    body = (
+        f"The restore drill of {drill.blueprint} (snapshot {drill.snapshot_number}, "
+        f"{drill.get_trigger_display().lower()}) failed: {drill.reason}\n\n"
+        f"{settings.SITE_URL}/recovery/"
+    )
+    done_for = 7 * 86400
+    recipients = drill_recipients(drill.blueprint)
+    emailed = 0
+    if recipients and not (key and cache.get(_done_key(key, "email"))):
+        send_mail(subject, body, None, recipients)
+        emailed = len(recipients)
+        if key:
+            cache.set(_done_key(key, "email"), 1, done_for)
+    hooks = 0
+    source = drill.source_environment
+    if source is not None:
+        for webhook in Webhook.objects.filter(team_id=source.team_id, active=True):
+            if webhook.events and DRILL_FAILED not in webhook.events:
+                continue
+            if key and cache.get(_done_key(key, f"webhook:{webhook.pk}")):
+                continue
+            payload = webhook_payload(DRILL_FAILED, source, subject)
+            payload["drill"] = {"id": str(drill.pk), "reason": drill.reason}
+            delivery = WebhookDelivery.objects.create(
+                webhook=webhook, event=DRILL_FAILED, payload=payload
+            )
+            try:
+                django_rq.get_queue("default").enqueue(
+                    "environments.tasks.send_webhook",
+                    delivery.pk,
+                    retry=Retry(max=4, interval=[10, 60, 300, 900]),
+                )
+            except Exception:
+                WebhookDelivery.objects.filter(pk=delivery.pk).delete()
+                raise
+            if key:
+                cache.set(_done_key(key, f"webhook:{webhook.pk}"), 1, done_for)
+            hooks += 1
+    return f"emailed {emailed}, {hooks} webhook(s)"

@@ -66,6 +66,12 @@ RESOURCES: dict[tuple[str, str], tuple[str, str, bool]] = {
     ("v1", "ServiceAccount"): ("/api/v1", "serviceaccounts", True),
     ("v1", "Service"): ("/api/v1", "services", True),
     ("v1", "Secret"): ("/api/v1", "secrets", True),
+    ("v1", "PersistentVolumeClaim"): ("/api/v1", "persistentvolumeclaims", True),
+    ("snapshot.storage.k8s.io/v1", "VolumeSnapshot"): (
+        "/apis/snapshot.storage.k8s.io/v1",
+        "volumesnapshots",
+        True,
+    ),
     ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments", True),
     ("networking.k8s.io/v1", "NetworkPolicy"): (
         "/apis/networking.k8s.io/v1",
@@ -115,6 +121,7 @@ def api_client() -> client.ApiClient:
 
 def reset_client() -> None:
     """Forget the cached client (after KUBECONFIG changes, e.g. in tests)."""
+    _volume_snapshots_served.clear()
     api_client.cache_clear()
 
 
@@ -161,6 +168,29 @@ def with_retries(
             raise ClusterUnavailable(f"{what}: the API server kept failing ({last_error})")
         log.warning("%s failed (%s); retrying in %.1fs", what, last_error, wait)
         time.sleep(wait)
+
+
+# Whether the cluster serves snapshot.storage.k8s.io/v1, looked up once per process and
+# client (reset_client forgets it).
+_volume_snapshots_served: dict[str, bool] = {}
+
+
+def serves_volume_snapshots() -> bool:
+    """Whether the cluster serves VolumeSnapshots (snapshot.storage.k8s.io/v1), from API
+    discovery, once. An unreachable server raises ``ClusterUnavailable``; not cached."""
+    if "answer" not in _volume_snapshots_served:
+        try:
+            with_retries(
+                lambda: _request("GET", "/apis/snapshot.storage.k8s.io/v1"),
+                what="discover snapshot.storage.k8s.io/v1",
+            )
+            served = True
+        except ClusterError as exc:
+            if exc.status != 404:
+                raise
+            served = False
+        _volume_snapshots_served["answer"] = served
+    return _volume_snapshots_served["answer"]
 
 
 def api_server_reachable(*, timeout: float = 2.0) -> None:
@@ -247,11 +277,21 @@ def describe(manifest: dict) -> str:
     return f"{manifest['kind']} {where}{meta['name']}"
 
 
+# Kinds whose spec cannot change once made (a claim's size, class and data source, a
+# VolumeSnapshot's source): ``apply`` creates them once and leaves an existing one be.
+CREATE_ONLY_KINDS = frozenset({"PersistentVolumeClaim", "VolumeSnapshot"})
+
+
 def apply(manifest: dict) -> dict:
     """Server-side apply: create or update, a no-op when nothing changed.
 
     A RoleBinding's roleRef cannot change: one that points elsewhere (an environment
-    provisioned by an older release bound a Role of its own) is deleted and made again."""
+    provisioned by an older release bound a Role of its own) is deleted and made again.
+    ``CREATE_ONLY_KINDS`` are created if missing and otherwise left as they are (returns
+    the manifest then, not the live object)."""
+    if manifest["kind"] in CREATE_ONLY_KINDS:
+        _create_if_missing(manifest)
+        return manifest
     try:
         return _apply(manifest)
     except ClusterError as exc:
@@ -300,6 +340,53 @@ def delete(manifest: dict) -> bool:
         if exc.status == 404:
             return False
         raise
+
+
+def _create_if_missing(manifest: dict) -> bool:
+    """POST with our field manager; 409 (it exists) is not a failure."""
+    key = (manifest["apiVersion"], manifest["kind"])
+    prefix, plural, _ = RESOURCES[key]
+    namespace = manifest["metadata"]["namespace"]
+    try:
+        with_retries(
+            lambda: _request(
+                "POST",
+                f"{prefix}/namespaces/{namespace}/{plural}",
+                query=[("fieldManager", FIELD_MANAGER)],
+                body=manifest,
+            ),
+            what=f"create {describe(manifest)}",
+        )
+        return True
+    except ClusterError as exc:
+        if exc.status == 409:
+            return False
+        raise
+
+
+def create_or_get(manifest: dict) -> dict:
+    """Create ``manifest`` and return the object made, or the one of that name already
+    there (a retried job): its uid is what the caller records."""
+    key = (manifest["apiVersion"], manifest["kind"])
+    prefix, plural, _ = RESOURCES[key]
+    namespace = manifest["metadata"]["namespace"]
+    try:
+        return with_retries(
+            lambda: _request(
+                "POST",
+                f"{prefix}/namespaces/{namespace}/{plural}",
+                query=[("fieldManager", FIELD_MANAGER)],
+                body=manifest,
+            ),
+            what=f"create {describe(manifest)}",
+        )
+    except ClusterError as exc:
+        if exc.status != 409:
+            raise
+    live = get(manifest)
+    if live is None:
+        raise ClusterError(f"create {describe(manifest)}: it exists and is gone again", 409)
+    return live
 
 
 def create_once(manifest: dict) -> bool:
@@ -494,6 +581,10 @@ def _explain_event(event: dict, components: list[str]) -> Problem | None:
     involved = event.get("involvedObject", {})
     component = _component_of(involved.get("name", ""), components)
     key = f"event:{event['metadata'].get('uid', '')}"
+    if reason == "FailedScheduling" and "PersistentVolumeClaim" in message:
+        # Its volume's claim is not bound yet (the storage is still being provisioned):
+        # the scheduler tries again once it is; the deadline fails it if it never is.
+        return Problem(key, f"{component} is waiting for its volume: {message}", False)
     if reason == "FailedScheduling":
         return Problem(key, f"{component} cannot be scheduled: {message}", True)
     if reason == "FailedCreate" and "exceeded quota" in message:

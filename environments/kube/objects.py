@@ -65,6 +65,8 @@ class EnvironmentSpec:
     # Generated credentials declared by the blueprint: [{"name": ..., "length": ...}].
     secrets: list[dict] = field(default_factory=list)
     cluster_domain: str = "cluster.local"  # settings.CLUSTER_DOMAIN: Service DNS names
+    # Data volumes (issue 15): the claims' StorageClass; "" for the cluster's default.
+    storage_class: str = ""  # settings.VOLUME_STORAGE_CLASS
 
     @property
     def namespace(self) -> str:
@@ -175,7 +177,19 @@ def resource_quota(spec: EnvironmentSpec) -> dict:
         "apiVersion": "v1",
         "kind": "ResourceQuota",
         "metadata": _meta(spec, "ephemera-quota"),
-        "spec": {"hard": hard},
+        "spec": {"hard": {**hard, **_volume_quota(spec)}},
+    }
+
+
+def _volume_quota(spec: EnvironmentSpec) -> dict[str, str]:
+    """Exactly the declared data volumes: their claims and the storage they request
+    (nothing at all without volumes, so older manifests stay as they were)."""
+    volumes = [c["volume"] for c in spec.components if c.get("volume")]
+    if not volumes:
+        return {}
+    return {
+        "persistentvolumeclaims": str(len(volumes)),
+        "requests.storage": str(sum(memory_to_bytes(v["size"]) for v in volumes)),
     }
 
 
@@ -374,14 +388,28 @@ def deployment(spec: EnvironmentSpec, component: dict) -> dict:
         container["env"] = [env_var(k, v) for k, v in sorted(component["env"].items())]
     if component.get("args"):
         container["args"] = list(component["args"])
+    volume = component.get("volume")
+    pod_volumes: dict = {}
+    if volume:
+        container["volumeMounts"] = [{"name": DATA_VOLUME, "mountPath": volume["path"]}]
+        pod_volumes = {
+            "volumes": [
+                {
+                    "name": DATA_VOLUME,
+                    "persistentVolumeClaim": {"claimName": volume_claim_name(component["name"])},
+                }
+            ]
+        }
+    # With a quota of exactly the billed pods there is no room for a surge pod; a
+    # ReadWriteOnce claim cannot be mounted by the old and the new pod on two nodes.
+    recreate = spec.kube_access == "edit" or bool(volume)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _meta(spec, component["name"], {COMPONENT_LABEL: component["name"]}),
         "spec": {
             "replicas": component["replicas"],
-            # With a quota of exactly the billed pods there is no room for a surge pod.
-            **({"strategy": {"type": "Recreate"}} if spec.kube_access == "edit" else {}),
+            **({"strategy": {"type": "Recreate"}} if recreate else {}),
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {
@@ -403,6 +431,7 @@ def deployment(spec: EnvironmentSpec, component: dict) -> dict:
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [container],
+                    **pod_volumes,
                 },
             },
         },
@@ -492,6 +521,9 @@ def build_manifests(spec: EnvironmentSpec) -> list[dict]:
         namespace(spec),
         resource_quota(spec),
         limit_range(spec),
+        # Claims early (after the quota that counts them): the storage binds them while
+        # the rest is applied, before their pods are scheduled.
+        *[persistent_volume_claim(spec, c) for c in spec.components],
         network_policy(spec),
         service_account(spec),
         user_service_account(spec),
@@ -591,3 +623,98 @@ def secrets_reader(spec: EnvironmentSpec) -> list[dict]:
             ],
         },
     ]
+
+
+# --- Data volumes and their snapshots (issue 15) -------------------------------------
+# A component's ``volume`` is a PersistentVolumeClaim "<component>-data" in the
+# namespace, mounted at its path. An environment snapshot takes a VolumeSnapshot of each
+# claim whose volume says ``snapshot: true`` (where the cluster serves
+# snapshot.storage.k8s.io/v1); a restore makes the claims with ``dataSource`` naming
+# those VolumeSnapshots.
+
+DATA_VOLUME = "data"
+VOLUME_SNAPSHOT_API = "snapshot.storage.k8s.io/v1"
+SNAPSHOT_LABEL = "ephemera.io/snapshot"
+
+
+def volume_claim_name(component_name: str) -> str:
+    return f"{component_name}-data"
+
+
+def persistent_volume_claim(spec: EnvironmentSpec, component: dict) -> dict | None:
+    volume = component.get("volume")
+    if not volume:
+        return None
+    body: dict = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": volume["size"]}},
+    }
+    if spec.storage_class:
+        body["storageClassName"] = spec.storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _meta(
+            spec, volume_claim_name(component["name"]), {COMPONENT_LABEL: component["name"]}
+        ),
+        "spec": body,
+    }
+
+
+def volume_snapshot_name(claim_name: str, snapshot_id: str) -> str:
+    """The VolumeSnapshot of one claim for one environment snapshot (a DNS subdomain:
+    the claim's name is at most 45 characters, the id's first 12 are kept)."""
+    return f"{claim_name}-{snapshot_id.replace('-', '')[:12]}"
+
+
+def volume_snapshot(claim: dict, *, name: str, snapshot_id: str, snapshot_class: str = "") -> dict:
+    """A VolumeSnapshot of the claim ``claim`` (its manifest), in its namespace."""
+    meta = claim["metadata"]
+    body: dict = {"source": {"persistentVolumeClaimName": meta["name"]}}
+    if snapshot_class:
+        body["volumeSnapshotClassName"] = snapshot_class
+    return {
+        "apiVersion": VOLUME_SNAPSHOT_API,
+        "kind": "VolumeSnapshot",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": {**meta.get("labels", {}), SNAPSHOT_LABEL: snapshot_id},
+        },
+        "spec": body,
+    }
+
+
+def volume_snapshot_from_content(
+    *, namespace: str, name: str, content: str, labels: dict[str, str]
+) -> dict:
+    """The same VolumeSnapshot in another namespace (a restore elsewhere): bound to the
+    VolumeSnapshotContent the original was cut into (pre-provisioned)."""
+    return {
+        "apiVersion": VOLUME_SNAPSHOT_API,
+        "kind": "VolumeSnapshot",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+        "spec": {"source": {"volumeSnapshotContentName": content}},
+    }
+
+
+def restored_claims(manifests: list[dict], sources: dict[str, str]) -> list[dict]:
+    """``manifests`` with each claim named in ``sources`` (claim name -> VolumeSnapshot
+    name) made from that VolumeSnapshot (``dataSource``); everything else unchanged."""
+    restored = []
+    for manifest in manifests:
+        name = manifest["metadata"]["name"]
+        if manifest["kind"] == "PersistentVolumeClaim" and name in sources:
+            manifest = {
+                **manifest,
+                "spec": {
+                    **manifest["spec"],
+                    "dataSource": {
+                        "apiGroup": VOLUME_SNAPSHOT_API.split("/")[0],
+                        "kind": "VolumeSnapshot",
+                        "name": sources[name],
+                    },
+                },
+            }
+        restored.append(manifest)
+    return restored

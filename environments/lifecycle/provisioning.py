@@ -93,6 +93,7 @@ def _environment_spec(environment: Environment, components: list[dict]) -> Envir
         storage_default=settings.EPHEMERAL_STORAGE_DEFAULT,
         secrets=[secret.model_dump() for secret in blueprint.secrets],
         cluster_domain=settings.CLUSTER_DOMAIN,
+        storage_class=settings.VOLUME_STORAGE_CLASS,
     )
 
 
@@ -204,6 +205,8 @@ def mark_ready(environment_id, component_status: dict, *, actor: str = "") -> bo
         if started is not None:
             telemetry.observe_duration("provision", (now - started).total_seconds())
         notifications.send_later(notifications.READY, environment_id)
+        # Recovery: one snapshot of each revision that became ready (recovery.snapshots).
+        queue.enqueue_snapshot_on_commit(environment_id, f"ready:{now.isoformat()}")
         return True
     return False
 

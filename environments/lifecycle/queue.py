@@ -13,6 +13,7 @@ database, a refused request) means nothing was created.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import uuid
@@ -23,7 +24,7 @@ import redis.exceptions
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
 from environments.models import AuditEvent, EnvironmentEvent
@@ -104,6 +105,60 @@ def _delete(queue, job: Job) -> None:
                 redis.zrem(registry.key, entry)
     queue.remove(job.id)
     redis.delete(job.key, job.dependents_key, job.dependencies_key, job.execution_registry.key)
+
+
+SNAPSHOT_TASK = "environments.tasks.snapshot_after_ready"
+
+
+def enqueue_snapshot_on_commit(environment_id, revision: str) -> None:
+    """After the caller commits: the job that snapshots an environment that became ready
+    (recovery). Its id names the revision, so each revision is snapshotted once however
+    often this is called; the job is idempotent too (one snapshot per ``revision``)."""
+
+    def send() -> None:
+        ident = f"snapshot-{environment_id}-{hashlib.sha256(revision.encode()).hexdigest()[:16]}"
+        try:
+            django_rq.get_queue("default").enqueue(
+                SNAPSHOT_TASK,
+                str(environment_id),
+                revision,
+                job_id=ident,
+                unique=True,
+                result_ttl=3600,
+                failure_ttl=7 * 86400,
+            )
+        except DuplicateJobError:
+            pass
+        except QUEUE_DOWN as exc:
+            log.warning("could not queue the snapshot of %s: %s", environment_id, exc)
+
+    transaction.on_commit(send)
+
+
+DRILL_CHECK_TASK = "environments.tasks.check_drill"
+
+
+def enqueue_drill_check_on_commit(drill_id) -> None:
+    """After the caller commits: the job that checks a restore drill whose scratch
+    environment became ready (recovery.drills). One job per drill (its id names it);
+    the job is idempotent too (it acts only on a running drill)."""
+
+    def send() -> None:
+        try:
+            django_rq.get_queue("default").enqueue(
+                DRILL_CHECK_TASK,
+                str(drill_id),
+                job_id=f"drill-check-{drill_id}",
+                unique=True,
+                result_ttl=3600,
+                failure_ttl=7 * 86400,
+            )
+        except DuplicateJobError:
+            pass
+        except QUEUE_DOWN as exc:
+            log.warning("could not queue the check of drill %s: %s", drill_id, exc)
+
+    transaction.on_commit(send)
 
 
 def enqueue_on_commit(action: str, environment_id) -> None:

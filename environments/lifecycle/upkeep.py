@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from environments.governance.billing import accrue
 from environments.integrations import notifications
 from environments.kube import cluster
 from environments.lib.naming import namespace_for
@@ -21,6 +20,7 @@ from environments.lifecycle.queue import enqueue, requeue_revocations
 from environments.lifecycle.states import DELETABLE_STATES, FINAL_STATES, State
 from environments.lifecycle.transitions import transition
 from environments.models import Environment, EnvironmentEvent
+from environments.recovery import healing, restore
 
 log = logging.getLogger(__name__)
 
@@ -164,16 +164,9 @@ def reconcile() -> dict[str, int]:
         namespace = namespace_for(name)
         if namespace in namespaces or cluster.namespace_exists(namespace):
             continue
-        gone = f"The namespace {namespace} disappeared from the cluster."
-        accrue(environment_id)  # bill up to now, then stop
-        if transition(
-            environment_id,
-            from_states=State.READY,
-            to_state=State.FAILED,
-            message=gone,
-            last_error=gone,
-            accrued_until=None,
-        ):
+        # Restored from its snapshot with recovery.auto, else failed (the watcher does
+        # this within seconds; this is the backstop).
+        if healing.namespace_lost(environment_id, confirm=False) in {"restored", "failed"}:
             counts["vanished"] += 1
 
     failure_cutoff = now - timedelta(minutes=settings.FAILURE_TTL_MINUTES)
@@ -193,6 +186,10 @@ def reconcile() -> dict[str, int]:
                 },
             )
             counts["cleaned"] += 1
+    try:  # restores whose end the watcher did not record
+        counts["recoveries"] = restore.settle_unfinished()
+    except Exception:
+        log.exception("could not settle the unfinished restores")
     try:  # kubeconfig revocations whose job was lost to a Redis outage
         counts["revocations"] = requeue_revocations()
     except Exception:

@@ -17,7 +17,10 @@ leader (``lifecycle.leader``) makes one pass over the environments in flight:
 - tearing_down whose namespace is gone -> ``deleted`` (billed up to now first); whose
   namespace still stands, not terminating, after a while -> the teardown job again;
 - failed only because the API server was unreachable -> retried once it answers
-  (``OUTAGE_RETRY_LIMIT`` times), with an event saying so.
+  (``OUTAGE_RETRY_LIMIT`` times), with an event saying so;
+- ready whose namespace is gone -> restored in place from its latest snapshot when its
+  blueprint says ``recovery: {auto: true}``, else failed with the reason
+  (``recovery.healing``); a restored one that becomes ready records its recovery time.
 
 Level-triggered: a pass looks at the whole state, never at the event that woke it, so a
 missed event, a 410, an outage (the view re-lists itself) or a new leader can never
@@ -30,11 +33,11 @@ import logging
 import os
 import socket
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import django_rq
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, transaction
 from django.db.models import JSONField
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
@@ -53,6 +56,8 @@ from environments.lifecycle.provisioning import (
 from environments.lifecycle.queue import enqueue
 from environments.lifecycle.states import State
 from environments.models import Environment
+from environments.recovery import drills, healing
+from environments.recovery.restore import finish as finish_recovery
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +92,8 @@ class Watcher:
         self.view = view
         self.name = name
         self.recorded: set[tuple[str, str]] = set()  # problems already recorded
+        # Ready environments whose namespace was seen terminating, and since when.
+        self.losing: dict[str, datetime] = {}
 
     def _acted(self, done: bool) -> bool:
         if done:
@@ -94,6 +101,14 @@ class Watcher:
                 django_rq.get_connection("default").hincrby(acted_key(), self.name, 1)
             except Exception as exc:  # a counter, never a reason to stop
                 log.warning("could not count the change: %s", exc)
+        return done
+
+    @staticmethod
+    def _fail(environment_id, message: str, actor: str) -> bool:
+        with transaction.atomic():
+            done = fail(environment_id, message, actor=actor)
+            if done:
+                finish_recovery(environment_id, ok=False, reason=message)
         return done
 
     def run_pass(self) -> dict[str, int]:
@@ -159,11 +174,18 @@ class Watcher:
                 if problem.fatal and fatal is None:
                     fatal = problem
             if fatal is not None:
-                if self._acted(fail(environment_id, fatal.message, actor=actor)):
+                if self._acted(self._fail(environment_id, fatal.message, actor)):
                     counts["failed"] += 1
+                    drills.environment_failed(environment_id, fatal.message)
             elif components and all(info["ready"] for info in status.values()):
-                if self._acted(mark_ready(environment_id, status, actor=actor)):
+                # A restore's recovery time is recorded with the move, never after it.
+                with transaction.atomic():
+                    done = mark_ready(environment_id, status, actor=actor)
+                    if done:
+                        finish_recovery(environment_id, ok=True)
+                if self._acted(done):
                     counts["ready"] += 1
+                    drills.environment_ready(environment_id)
             elif past_deadline:
                 waiting = ", ".join(
                     f"{component} {info['available']}/{info['replicas']}"
@@ -175,8 +197,9 @@ class Watcher:
                     f"not ready after {minutes} min (still waiting for "
                     f"{waiting or 'the components'})."
                 )
-                if self._acted(fail(environment_id, message, actor=actor)):
+                if self._acted(self._fail(environment_id, message, actor)):
                     counts["failed"] += 1
+                    drills.environment_failed(environment_id, message)
             elif status != current:
                 Environment.objects.filter(pk=environment_id, state=State.PROVISIONING).update(
                     component_status=status
@@ -198,11 +221,43 @@ class Watcher:
                 except Exception as exc:
                     log.warning("could not enqueue teardown for %s: %s", environment_id, exc)
 
+        # Restore drills not ready by their RTO fail (and are torn down).
+        try:
+            counts["drills_failed"] = drills.fail_overdue()
+        except Exception:
+            log.exception("could not check the running restore drills")
+
+        # Ready, but its namespace is gone (kubectl delete namespace, a recycled
+        # cluster): restored from its latest snapshot with recovery.auto, else failed.
+        for environment_id, name in Environment.objects.filter(state=State.READY).values_list(
+            "pk", "name"
+        ):
+            standing = self.view.namespace(namespace_for(name))
+            if standing is not None:
+                if standing.terminating:  # the loss starts now: the recovery time too
+                    self.losing.setdefault(str(environment_id), now)
+                continue
+            try:
+                outcome = healing.namespace_lost(
+                    environment_id, lost_since=self.losing.pop(str(environment_id), None)
+                )
+            except Exception:
+                log.exception("could not handle the lost namespace of %s", environment_id)
+                continue
+            if outcome == "restored":
+                self._acted(True)
+                counts["restored"] = counts.get("restored", 0) + 1
+            elif outcome == "failed":
+                self._acted(True)
+                counts["failed"] += 1
+
         for environment_id in Environment.objects.filter(
             state=State.FAILED, failed_unreachable=True
         ).values_list("pk", flat=True):
             if self._acted(services.retry_after_outage(environment_id)):
                 counts["retried"] += 1
+        if len(self.losing) > 10_000:
+            self.losing.clear()  # bounded: forgetting only shortens a measured recovery
         if len(self.recorded) > 100_000:
             self.recorded.clear()  # bounded: forgetting only means one more get_or_create
         return counts

@@ -9,6 +9,7 @@ from environments.web.views import (
     governance,
     people,
     pools,
+    recovery,
     scheduling,
 )
 
@@ -56,6 +57,8 @@ urlpatterns = [
         environments.environment_logs,
         name="environment_logs",
     ),
+    path("recovery/", recovery.recovery, name="recovery"),
+    path("recovery/drills/", recovery.run_drill, name="recovery_drill"),
     path("approvals/", approvals.approvals, name="approvals"),
     path(
         "approvals/classes/<uuid:pk>/<slug:verdict>/",
@@ -162,4 +165,6 @@ urlpatterns = [
     path("calendar/feed/", scheduling.feed_create, name="calendar_feed_create"),
     path("calendar/feed/revoke/", scheduling.feed_revoke, name="calendar_feed_revoke"),
     path("calendar/feed/<str:token>.ics", scheduling.feed, name="calendar_feed"),
+    path("environments/<uuid:pk>/snapshots/", recovery.take_snapshot, name="environment_snapshot"),
+    path("snapshots/<uuid:pk>/restore/", recovery.restore_snapshot, name="snapshot_restore"),
 ]

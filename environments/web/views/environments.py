@@ -33,6 +33,7 @@ from environments.lib.errors import ServiceError
 from environments.lifecycle import logs, selectors, services
 from environments.lifecycle.states import DELETABLE_STATES, EXTENDABLE_STATES, State
 from environments.models import Environment, ExtensionRequest, Team
+from environments.recovery import selectors as recovery_selectors
 from environments.web.forms import ExtendForm, RenameForm
 from environments.web.navigation import back
 from environments.web.views.bulk import EXTEND_CHOICES
@@ -181,6 +182,7 @@ def _detail_context(request, environment: Environment) -> dict:
         "rename_form": RenameForm(initial={"display_name": environment.display_name}),
         "is_htmx": bool(request.htmx),
         "tail_choices": logs.TAIL_CHOICES,
+        **recovery_selectors.environment_panel(user=request.user, environment=environment),
     }
 
 
