@@ -1,1 +1,0 @@
-"""The ephemera command line (standard library only)."""
