@@ -145,6 +145,9 @@ def children_commands(host: str, port: str) -> dict[str, list[str]]:
             f"{host}:{port}",
             "--workers",
             os.environ.get("WEB_CONCURRENCY", "2"),
+            # An API call waiting for an environment (?wait=) holds a thread, not a worker.
+            "--threads",
+            os.environ.get("WEB_THREADS", "8"),
             "--access-logfile",
             "-",
         ],

@@ -351,8 +351,9 @@ class Environment(models.Model):
     accrued_until = models.DateTimeField(null=True, blank=True)
     cpu_millicores = models.PositiveIntegerField(default=0)
     memory_bytes = models.PositiveBigIntegerField(default=0)
-    # Set for environments driven from outside, e.g. "github:acme/shop#42": one live
-    # environment per key, so a replayed or repeated event cannot create a second.
+    # Set for environments driven from outside, e.g. "github:acme/shop#42" (a hook) or
+    # "acme/shop#42" (a pipeline, through the API): one active environment per key and
+    # team, so a replayed or repeated event cannot create a second.
     external_key = models.CharField(max_length=200, blank=True, db_index=True)
 
     objects = EnvironmentQuerySet.as_manager()
@@ -361,7 +362,7 @@ class Environment(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(
-                fields=["external_key"],
+                fields=["team", "external_key"],
                 condition=~Q(external_key="")
                 # The order is the migration's: a set would look like a change.
                 & Q(state__in=[s for s in State if s in ACTIVE_STATES]),
@@ -694,6 +695,32 @@ class HookDelivery(models.Model):
 
     def __str__(self) -> str:
         return self.delivery_id
+
+
+class IdempotencyKey(models.Model):
+    """An API client's ``Idempotency-Key`` and the first answer given for it.
+
+    Written in the same transaction as what the request created, so a retry (or a
+    concurrent twin, which waits on the unique index) replays that answer instead of
+    creating again. Pruned a day after (``lifecycle.idempotency.prune``).
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=200)
+    # SHA-256 of the method, path and canonical JSON body: the same key with another
+    # request is refused.
+    request_hash = models.CharField(max_length=64)
+    status = models.PositiveSmallIntegerField()
+    body = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_once_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return self.key
 
 
 class Invitation(models.Model):

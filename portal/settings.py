@@ -139,6 +139,8 @@ MIDDLEWARE = [
     "environments.web.metrics.RequestMetricsMiddleware",
     # A PostgreSQL or Redis outage: 503 + Retry-After (JSON for the API), never a trace.
     "environments.web.errors.OutageMiddleware",
+    # Under /api/ every error is JSON: unknown paths, other methods (405), big bodies.
+    "environments.api.errors.JsonErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -530,6 +532,14 @@ except (ValueError, KeyError) as exc:
     raise ImproperlyConfigured(
         f"API_RATE_LIMIT: expected calls per s, m or h like 600/m, got {_rate!r}"
     ) from exc
+
+# ?wait=N on the environment endpoints: the longest a request waits for an environment to
+# settle, and how many may wait at once per web process (each holds a worker thread;
+# the others answer at once and the client polls).
+API_WAIT_MAX_SECONDS = env_int("API_WAIT_MAX_SECONDS", 120, minimum=0)
+API_WAIT_MAX_CONCURRENT = env_int("API_WAIT_MAX_CONCURRENT", 4, minimum=1)
+# The largest request body (JSON) accepted, in bytes; larger ones get a JSON 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440, minimum=1024)
 
 # --- Outgoing webhooks ------------------------------------------------------------------
 # Webhooks may not reach loopback, private, link-local or other internal addresses (the

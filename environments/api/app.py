@@ -11,6 +11,7 @@ from their schemas (schemas.py), and tests/test_schemathesis.py checks the API a
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import threading
@@ -20,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
@@ -31,6 +32,7 @@ from environments.access import tokens
 from environments.catalog.spec import ParametersInvalid
 from environments.lib.errors import ServiceError
 from environments.lib.outages import dependency_down
+from environments.lifecycle import idempotency
 from environments.models import ApiToken
 
 log = logging.getLogger(__name__)
@@ -141,7 +143,23 @@ def _throttled(request: HttpRequest, exc: Throttled) -> HttpResponse:
 
 @api.exception_handler(ServiceError)
 def _service_error(request: HttpRequest, exc: ServiceError) -> HttpResponse:
+    if isinstance(exc, (idempotency.KeyReused, idempotency.KeyInvalid)):
+        return _error(request, 422, str(exc))  # the request itself is wrong, not the state
     return _error(request, 409, str(exc))
+
+
+def too_big_detail() -> str:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return (
+        f"The request body is larger than the limit of {limit / 1048576:.1f} MiB ({limit} bytes)."
+    )
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    # Django refuses to read a body over DATA_UPLOAD_MAX_MEMORY_SIZE; that is the
+    # client's doing (413), not a failure to log with a trace.
+    return _error(request, 413, too_big_detail())
 
 
 @api.exception_handler(PermissionDenied)
@@ -187,7 +205,7 @@ def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
 
 
 # A parameter value may be any of these; pydantic reports one error per member.
-_VALUE_TYPES = {"str", "int", "float", "bool", "none"}
+_VALUE_TYPES = {"str", "constrained-str", "int", "float", "bool", "none"}
 
 
 def _plain_location(loc: Sequence[Any]) -> str:
@@ -207,8 +225,8 @@ def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespons
             problems[_plain_location(loc[:-1])] = "must be a string, a number, true/false or null"
             continue
         where = _plain_location(loc)
-        message = str(error.get("msg"))
-        if where == "body" and error.get("type") == "missing":
+        message = _plain_message(error)
+        if where == "body" and error.get("type") in {"missing", "model_type", "dict_type"}:
             message = 'send a JSON object, for example {"blueprint": "shop-demo"}'
         problems.setdefault(where, message)
     errors = [
@@ -217,3 +235,37 @@ def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespons
     ]
     detail = "; ".join(f"{where}: {message}" for where, message in problems.items())
     return _error(request, 422, "Invalid request: " + detail, errors)
+
+
+# Every field any request body declares: a misspelt one gets a suggestion.
+_KNOWN_FIELDS = (
+    "blueprint",
+    "parameters",
+    "ttl_seconds",
+    "team",
+    "reason",
+    "display_name",
+    "external_key",
+    "seconds",
+)
+_JSON_TYPES = {
+    "int_type": 'a whole number (3600, not "3600")',
+    "int_from_float": "a whole number (3600, not 3600.5)",
+    "string_type": 'a string (in "quotes")',
+    "bool_type": "true or false",
+    "float_type": "a number",
+    "dict_type": "a JSON object",
+}
+
+
+def _plain_message(error: dict[str, Any]) -> str:
+    """pydantic's message, said for someone writing JSON by hand, on one line."""
+    kind = str(error.get("type", ""))
+    if kind == "extra_forbidden":
+        name = str(error.get("loc", ("",))[-1])
+        close = difflib.get_close_matches(name, _KNOWN_FIELDS, n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'?" if close else "remove it"
+        return f"unknown field; {hint}"
+    if kind in _JSON_TYPES:
+        return f"must be {_JSON_TYPES[kind]}"
+    return " ".join(str(error.get("msg", "")).split())

@@ -6,13 +6,16 @@ environment is addressed by id or short name, and only if the token may see it.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
+from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
-from ninja import Path, Query, Router, Status
+from ninja import Header, Path, Query, Router, Status
 from ninja.errors import HttpError
+from ninja.responses import NinjaJSONEncoder
 
 from environments.access.kubeconfig import kubeconfig_for
 from environments.api.app import _require_write, _token, bearer
@@ -22,18 +25,20 @@ from environments.api.schemas import (
     EnvironmentIn,
     EnvironmentListQuery,
     EnvironmentOut,
+    EnvironmentPatchIn,
     EventOut,
     ExtendIn,
     ExtensionRequestOut,
     KubeconfigOut,
-    RenameIn,
+    WaitQuery,
     environment_out,
     event_out,
     extension_request_out,
 )
 from environments.catalog.selectors import requestable_version
 from environments.governance import audit
-from environments.lifecycle import queue, selectors, services
+from environments.lifecycle import idempotency, pipelines, queue, selectors, services
+from environments.lifecycle.states import State
 from environments.models import ApiToken, Environment, Team
 
 router = Router(auth=bearer, tags=["environments"])
@@ -78,7 +83,9 @@ def _environment(token: ApiToken, ref: str) -> Environment:
     summary="Your environments (scope=mine) or your teams' (scope=team)",
     description=(
         "Newest first, one page at a time (`limit`, `offset`). `X-Total-Count` gives the "
-        'number of rows, and a `Link: <...>; rel="next"` header points at the next page.'
+        'number of rows, and a `Link: <...>; rel="next"` header points at the next page. '
+        "Filters: `state` (repeat it or separate with commas), `blueprint`, `reason` and "
+        "`external_key` (exact values)."
     ),
     operation_id="environments_api_routes_list_environments",
 )
@@ -94,6 +101,7 @@ def list_environments(
     )
     if token.team_id is not None:
         rows = rows.filter(team_id=token.team_id)
+    rows = _filtered(rows, filters)
     total = rows.count()
     end = filters.offset + filters.limit
     response["X-Total-Count"] = str(total)
@@ -107,13 +115,70 @@ def list_environments(
     return [environment_out(e) for e in rows[filters.offset : end]]
 
 
+CREATE_DESCRIPTION = (
+    "201 with the new environment. With `external_key`, if your team already has an "
+    "active environment of this blueprint with that key, its parameters are updated "
+    "instead (as with PATCH) and the answer is 200.\n\n"
+    "`Idempotency-Key` (1-200 printable characters): a retry with the same key within "
+    "24 hours gets the first answer again (same status and body, header "
+    "`Idempotent-Replayed: true`) and creates nothing; the same key with another body is "
+    "refused (422). Refusals are not remembered: after fixing the cause, retry with the "
+    "same key.\n\n"
+    "`wait`: see GET /environments/{ref}."
+)
+
+
 @router.post(
     "",
-    response={201: EnvironmentOut, **ERRORS},
-    summary="Request an environment",
+    response={200: EnvironmentOut, 201: EnvironmentOut, **ERRORS},
+    summary="Request an environment (or update the one with the same external key)",
+    description=CREATE_DESCRIPTION,
     operation_id="environments_api_routes_create_environment",
+    openapi_extra={
+        "responses": {
+            "201": {
+                "description": "Created",
+                "links": {
+                    "GetEnvironment": {
+                        "operationId": "environments_api_routes_get_environment",
+                        "parameters": {"ref": "$response.body#/id"},
+                    },
+                    "ListEvents": {
+                        "operationId": "environments_api_routes_list_events",
+                        "parameters": {"ref": "$response.body#/id"},
+                    },
+                    "ExtendEnvironment": {
+                        "operationId": "environments_api_routes_extend_environment",
+                        "parameters": {"ref": "$response.body#/id"},
+                    },
+                    "ChangeEnvironment": {
+                        "operationId": "environments_api_rename_environment",
+                        "parameters": {"ref": "$response.body#/id"},
+                    },
+                    "DeleteEnvironment": {
+                        "operationId": "environments_api_routes_delete_environment",
+                        "parameters": {"ref": "$response.body#/id"},
+                    },
+                },
+            }
+        }
+    },
 )
-def create_environment(request: HttpRequest, payload: EnvironmentIn) -> Status[dict[str, Any]]:
+def create_environment(
+    request: HttpRequest,
+    response: HttpResponse,
+    payload: EnvironmentIn,
+    waiting: Query[WaitQuery],
+    idempotency_key: str | None = Header(
+        None,
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=idempotency.KEY_MAX_LENGTH,
+        pattern=r"^[\x20-\x7e]+$",
+        description="Makes a retry safe: the same key within 24 hours replays the first "
+        "answer instead of creating again.",
+    ),
+) -> Status[dict[str, Any]]:
     token = _require_write(request)
     version = requestable_version(payload.blueprint)
     # Whether the user may request for the team is the service's decision (team_for);
@@ -126,17 +191,76 @@ def create_environment(request: HttpRequest, payload: EnvironmentIn) -> Status[d
             raise Http404(f"No team {payload.team!r}.")
         if token_team is not None and team.pk != token_team.pk:
             raise HttpError(403, f"This token acts for team {token_team.slug} only.")
-    environment = services.request_environment(
-        user=token.user,
-        version=version,
-        parameters=payload.parameters,
-        ttl_seconds=payload.ttl_seconds,
-        team=team,
-        reason=payload.reason,
-        display_name=payload.display_name,
-        ip=audit.client_ip(request),
+
+    def act() -> tuple[int, dict[str, Any]]:
+        fields = {
+            "user": token.user,
+            "version": version,
+            "parameters": payload.parameters,
+            "ttl_seconds": payload.ttl_seconds,
+            "team": team,
+            "reason": payload.reason,
+            "display_name": payload.display_name,
+            "ip": audit.client_ip(request),
+        }
+        if payload.external_key:
+            environment, created = pipelines.request_or_update(
+                external_key=payload.external_key, **fields
+            )
+        else:
+            environment, created = services.request_environment(**fields), True
+        answer = environment_out(_environment(token, str(environment.pk)))
+        return (201 if created else 200), answer
+
+    if idempotency_key is None:
+        status, answer = act()
+        return Status(status, _waited(request, _with_notice(answer), waiting.wait))
+
+    key = idempotency.check_key(idempotency_key)
+    request_hash = idempotency.fingerprint(
+        method="POST", path=request.path, body=payload.model_dump(mode="json")
     )
-    return Status(201, _with_notice(environment_out(_environment(token, str(environment.pk)))))
+    stored = idempotency.replay(user=token.user, key=key, request_hash=request_hash)
+    if stored is None:
+        with transaction.atomic():
+            claimed = idempotency.claim(user=token.user, key=key, request_hash=request_hash)
+            if isinstance(claimed, idempotency.Replay):
+                stored = claimed
+            else:
+                status, answer = act()
+                idempotency.remember(claimed, status=status, body=_json(answer))
+    if stored is not None:
+        response["Idempotent-Replayed"] = "true"
+        return Status(stored.status, stored.body)
+    answer = _waited(request, _with_notice(answer), waiting.wait)
+    if waiting.wait:  # a retry gets exactly what this caller got
+        idempotency.remember(claimed, status=status, body=_json(answer))
+    return Status(status, answer)
+
+
+def _json(answer: dict[str, Any]) -> Any:
+    """The answer as stored JSON (ids, times and decimals as the API writes them)."""
+    return json.loads(json.dumps(answer, cls=NinjaJSONEncoder))
+
+
+def _waited(request: HttpRequest, answer: dict[str, Any], seconds: int) -> dict[str, Any]:
+    """``answer`` again after waiting up to ``seconds`` for the environment to settle
+    (outside any transaction: lifecycle.pipelines.wait_until_settled)."""
+    if seconds <= 0 or answer["state"] in _SETTLED:
+        return answer
+    with pipelines.wait_slot() as may_wait:
+        if not may_wait:
+            answer["notice"] = (
+                "The server is busy with other waiting calls; this answer did not wait. "
+                "Ask again (GET with ?wait=) in a few seconds."
+            )
+            return answer
+        pipelines.wait_until_settled(answer["id"], seconds)
+    token = _token(request)
+    return environment_out(_environment(token, str(answer["id"])))
+
+
+_SETTLED = {str(state) for state in pipelines.SETTLED_STATES}
 
 
 def _with_notice(answer: dict[str, Any]) -> dict[str, Any]:
@@ -150,12 +274,19 @@ def _with_notice(answer: dict[str, Any]) -> dict[str, Any]:
     "/{ref}",
     response={200: EnvironmentOut, **READ_ERRORS},
     summary="One environment, by id or short name",
+    description=(
+        "`wait=N`: answer as soon as the environment is settled (ready, failed, "
+        "pending_approval, rejected or deleted), or after N seconds (at most "
+        "`API_WAIT_MAX_SECONDS`, 120 by default), whichever comes first; `state` says "
+        "which. Without it (or 0) the answer is immediate."
+    ),
     operation_id="environments_api_routes_get_environment",
 )
 def get_environment(
-    request: HttpRequest, ref: str = Path(..., pattern=ENVIRONMENT_REF)
+    request: HttpRequest, waiting: Query[WaitQuery], ref: str = Path(..., pattern=ENVIRONMENT_REF)
 ) -> dict[str, Any]:
-    return environment_out(_environment(_token(request), ref))
+    answer = environment_out(_environment(_token(request), ref))
+    return _waited(request, answer, waiting.wait)
 
 
 @router.get(
@@ -174,17 +305,27 @@ def list_events(
 @router.patch(
     "/{ref}",
     response={200: EnvironmentOut, **ERRORS},
-    summary="Rename: set or clear the name people call it by",
+    summary="Change parameters (a new commit) and/or rename",
+    description=(
+        "`parameters`: only the ones to change; the others keep their values. They are "
+        "checked with the blueprint's rules and the environment is provisioned again "
+        "(state `provisioning`, then `ready`; only what changed is re-applied). "
+        "`display_name`: the name people call it by; empty removes it. Fields left out "
+        "are not changed."
+    ),
     operation_id="environments_api_rename_environment",
 )
 def rename_environment(
-    request: HttpRequest, payload: RenameIn, ref: str = Path(..., pattern=ENVIRONMENT_REF)
+    request: HttpRequest,
+    payload: EnvironmentPatchIn,
+    ref: str = Path(..., pattern=ENVIRONMENT_REF),
 ) -> dict[str, Any]:
     token = _require_write(request)
-    environment = services.rename_environment(
+    environment = pipelines.change_environment(
         environment=_environment(token, ref),
         user=token.user,
         display_name=payload.display_name,
+        parameters=payload.parameters,
         ip=audit.client_ip(request),
     )
     return environment_out(_environment(token, str(environment.pk)))
@@ -254,3 +395,24 @@ def environment_kubeconfig(
         "expires_at": environment.expires_at,
         "kubeconfig": text,
     }
+
+
+def _filtered(rows: QuerySet[Environment], filters: EnvironmentListQuery) -> QuerySet[Environment]:
+    """The list's filters: states (repeated or comma-separated), blueprint, reason, key."""
+    states = {part.strip() for value in filters.state for part in value.split(",")} - {""}
+    unknown = sorted(states - set(State.values))
+    if unknown:
+        raise HttpError(
+            422,
+            f"state: unknown state {', '.join(map(repr, unknown))}; "
+            f"the states are {', '.join(State.values)}.",
+        )
+    if states:
+        rows = rows.filter(state__in=states)
+    if filters.blueprint:
+        rows = rows.filter(blueprint_version__blueprint__name=filters.blueprint)
+    if filters.reason is not None:
+        rows = rows.filter(reason=filters.reason)
+    if filters.external_key is not None:
+        rows = rows.filter(external_key=filters.external_key)
+    return rows

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from ninja import Field, Schema
-from pydantic import field_validator
+from pydantic import ConfigDict, StrictInt
 
 from environments.catalog.choices import ApprovalPolicy, Purpose
 from environments.catalog.spec import ParameterSpec
@@ -85,6 +85,7 @@ class EnvironmentOut(Schema):
     hourly_price: str
     currency: str
     last_error: str
+    external_key: str = Field(description="The key given when it was requested; empty if none.")
     notice: str = Field(
         default="",
         description="Something the client should know about this answer, e.g. that the "
@@ -133,56 +134,73 @@ class HookOut(Schema):
 # --- In ---------------------------------------------------------------------------------
 
 
-ParameterValue = str | int | float | bool | None
+class StrictIn(Schema):
+    """A request body: a field it does not declare, or a value of the wrong JSON type
+    (``"3600"`` for a number), is refused with a 422 that names it, never ignored or
+    converted. A misspelt ``ttl`` would otherwise give the blueprint's default TTL."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def _not_a_boolean(value: Any) -> Any:
-    # JSON true is not a 1-second TTL (pydantic would read it as 1); 3600.0 is 3600.
-    if isinstance(value, bool):
-        raise ValueError("must be a number of seconds, not true or false")
-    return value
+# PostgreSQL text cannot hold NUL: the schema says so (a pattern), so clients, generated
+# ones and schemathesis included, know before sending.
+NO_NUL = r"^[^\x00]*$"
+NulFree = Annotated[str, Field(pattern=NO_NUL)]
+# A parameter value is checked against the blueprint's own rules by the service.
+ParameterValue = NulFree | int | float | bool | None
+Parameters = dict[NulFree, ParameterValue]
 
-
-# PostgreSQL text cannot hold NUL: refuse it here as bad input rather than fail later.
-Text = Annotated[str, Field(max_length=2000, pattern=r"^[^\x00]*$")]
+Text = Annotated[str, Field(max_length=2000, pattern=NO_NUL)]
 # Unique per owner among live environments, and tidied, by the service (the same rules
 # as the portal and the CLI); here only what PostgreSQL text can hold.
 DisplayName = Annotated[
-    str, Field(max_length=DISPLAY_NAME_MAX_LENGTH, pattern=r"^[^\x00]*$", description="Optional.")
+    str, Field(max_length=DISPLAY_NAME_MAX_LENGTH, pattern=NO_NUL, description="Optional.")
+]
+# Printable, no NUL: "org/repo#12", "gitlab:group/app!7", "nightly-benchmark".
+EXTERNAL_KEY_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+ExternalKey = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        pattern=EXTERNAL_KEY_PATTERN,
+        description="Your own key for this environment, e.g. `org/repo#12`. With a key, "
+        "a POST updates the team's active environment of that blueprint with that key "
+        "(200) instead of creating another (201).",
+    ),
 ]
 
 
-class EnvironmentIn(Schema):
+class EnvironmentIn(StrictIn):
     blueprint: str = Field(..., min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9-]*$")
-    parameters: dict[str, ParameterValue] = Field(default_factory=dict)
-    ttl_seconds: int | None = Field(None, ge=services.MIN_TTL_SECONDS, le=MAX_SECONDS)
+    parameters: Parameters = Field(
+        default_factory=dict, description="Missing ones take the blueprint's defaults."
+    )
+    ttl_seconds: StrictInt | None = Field(None, ge=services.MIN_TTL_SECONDS, le=MAX_SECONDS)
     team: str | None = Field(None, min_length=1, max_length=50, pattern=r"^[-a-zA-Z0-9_]+$")
     reason: Text = ""
     display_name: DisplayName = ""
-
-    _ttl_not_a_boolean = field_validator("ttl_seconds", mode="before")(_not_a_boolean)
-
-    @field_validator("parameters")
-    @classmethod
-    def _no_nul(cls, value: dict[str, ParameterValue]) -> dict[str, ParameterValue]:
-        for name, item in value.items():
-            if "\x00" in name or (isinstance(item, str) and "\x00" in item):
-                raise ValueError("parameter names and values cannot contain NUL characters")
-        return value
+    external_key: ExternalKey | None = None
 
 
-class RenameIn(Schema):
-    display_name: DisplayName = Field(..., description="The new name; empty removes it.")
+class EnvironmentPatchIn(StrictIn):
+    display_name: DisplayName | None = Field(
+        None, description="The new name; empty removes it; absent leaves it."
+    )
+    parameters: Parameters | None = Field(
+        None,
+        description="Only the parameters to change; the others keep their current values. "
+        "Checked against the blueprint like a new request; the environment is provisioned "
+        "again with them (only what changed is re-applied).",
+    )
 
 
-class ExtendIn(Schema):
-    seconds: int = Field(..., ge=services.MIN_EXTENSION_SECONDS, le=MAX_SECONDS)
+class ExtendIn(StrictIn):
+    seconds: StrictInt = Field(..., ge=services.MIN_EXTENSION_SECONDS, le=MAX_SECONDS)
     reason: Text = ""
 
-    _seconds_not_a_boolean = field_validator("seconds", mode="before")(_not_a_boolean)
 
-
-class RejectIn(Schema):
+class RejectIn(StrictIn):
     reason: Text = Field(..., min_length=1, description="Why; the requester reads it.")
 
 
@@ -197,6 +215,28 @@ class EnvironmentListQuery(Schema):
     scope: Literal["mine", "team"] = "mine"
     limit: int = Field(100, ge=1, le=500, description="Page size (at most 500).")
     offset: int = Field(0, ge=0, le=1_000_000, description="Rows to skip, newest first.")
+    state: list[str] = Field(
+        default_factory=list,
+        description="Only these states; repeat it or separate with commas (`state=ready,failed`).",
+    )
+    blueprint: str | None = Field(None, max_length=63, description="Only this blueprint.")
+    reason: str | None = Field(
+        None, max_length=2000, pattern=NO_NUL, description="Only this exact reason."
+    )
+    external_key: str | None = Field(
+        None, max_length=200, pattern=NO_NUL, description="Only this external key."
+    )
+
+
+class WaitQuery(Schema):
+    wait: int = Field(
+        0,
+        ge=0,
+        le=3600,
+        description="Wait up to this many seconds (capped by the server, 120 by default) "
+        "for the environment to settle: ready, failed, rejected, deleted or "
+        "pending_approval. The answer's `state` says which, or that the wait ended first.",
+    )
 
 
 # --- Converters -------------------------------------------------------------------------
@@ -252,6 +292,7 @@ def environment_out(environment: Environment) -> dict[str, Any]:
         "hourly_price": f"{environment.hourly_price:.4f}",
         "currency": settings.COST_CURRENCY,
         "last_error": environment.last_error,
+        "external_key": environment.external_key,
     }
 
 

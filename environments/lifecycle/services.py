@@ -140,6 +140,7 @@ def request_environment(
     display_name: str = "",
     ip: str | None = None,
     action: str = "environment.request",
+    external_key: str = "",
 ) -> Environment:
     """Create an environment request, apply the approval policy and quotas.
 
@@ -176,6 +177,7 @@ def request_environment(
             hourly_price=version.hourly_price,
             cpu_millicores=version.cpu_millicores,
             memory_bytes=version.memory_bytes,
+            external_key=external_key,
         )
     EnvironmentEvent.objects.create(
         environment=environment,

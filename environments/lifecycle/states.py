@@ -50,6 +50,11 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     State.REJECTED: frozenset(),
 }
 
+# Where an API client waiting for an environment (``?wait=``) stops waiting: it is
+# ready, it failed, a person must act (approve) or it is over.
+SETTLED_STATES = frozenset(
+    {State.READY, State.FAILED, State.PENDING_APPROVAL, State.REJECTED, State.DELETED}
+)
 # States in which an environment holds (or may soon hold) cluster resources and quota.
 LIVE_STATES = frozenset(
     {

@@ -15,7 +15,7 @@ from environments.governance.billing import accrue
 from environments.integrations import notifications
 from environments.kube import cluster
 from environments.lib.naming import namespace_for
-from environments.lifecycle import services, telemetry
+from environments.lifecycle import idempotency, services, telemetry
 from environments.lifecycle.provisioning import job_lost, start_deleting
 from environments.lifecycle.queue import enqueue, requeue_revocations
 from environments.lifecycle.states import DELETABLE_STATES, FINAL_STATES, State
@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def reap_expired() -> int:
-    """Scheduled every minute: tear down whatever is past its expiry."""
+    """Scheduled every minute: tear down whatever is past its expiry (and forget API
+    idempotency keys older than a day)."""
     count = 0
     stale = timezone.now() - timedelta(days=settings.PENDING_APPROVAL_DAYS)
     for environment_id in Environment.objects.filter(
@@ -55,6 +56,7 @@ def reap_expired() -> int:
             reaped.append(environment_id)
     if len(reaped) > 1:  # a class or a batch ending together: overlap the waits
         start_deleting(reaped)
+    idempotency.prune()  # API Idempotency-Keys older than a day
     return count + len(reaped)
 
 
