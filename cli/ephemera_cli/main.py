@@ -256,7 +256,8 @@ class Client:
         # The same filters here too: a portal that does not know one yet ignores it.
         for name, value in filters.items():
             if value:
-                rows = [row for row in rows if name not in row or str(row[name]) == value]
+                wanted = set(value.split(",")) if name == "state" else {value}
+                rows = [row for row in rows if name not in row or str(row[name]) in wanted]
         return rows
 
 
