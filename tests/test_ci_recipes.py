@@ -116,13 +116,17 @@ def _expand(value: str, environ: dict[str, str]) -> str:
     return re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: environ.get(m.group(1), ""), value)
 
 
-def gitlab_job(pipeline: dict, job: str, workdir: Path, environ: dict[str, str]):
+def gitlab_job(
+    pipeline: dict, job: str, workdir: Path, environ: dict[str, str], settings: dict[str, str]
+):
     """Run one job's script the way a GitLab runner's bash does (set -eo pipefail;
-    variables expanded, job variables over global ones)."""
+    variables expanded, job variables over global ones, and the project's CI/CD
+    variables, ``settings``, over both)."""
     spec = pipeline[job]
-    variables = dict(environ)
+    variables = {**environ, **settings}
     for name, value in {**pipeline.get("variables", {}), **spec.get("variables", {})}.items():
-        variables[name] = _expand(str(value), variables)
+        if name not in settings:
+            variables[name] = _expand(str(value), variables)
     workdir.mkdir(exist_ok=True)
     script = workdir / f"{job}.sh"
     script.write_text("set -eo pipefail\n" + "\n".join(spec["script"]) + "\n")
@@ -132,9 +136,10 @@ def gitlab_job(pipeline: dict, job: str, workdir: Path, environ: dict[str, str])
 def test_the_gitlab_recipe_upserts_by_key_waits_and_stops_without_an_artifact(portal, tmp_path):
     pipeline = yaml.safe_load(recipe("gitlab"))
     assert "artifacts" not in pipeline["stop_review"]  # nothing handed between jobs
+    # Settings -> CI/CD -> Variables; EPHEMERA_CLI: the same code as the docs' git URL,
+    # offline (a project variable overrides the one in .gitlab-ci.yml).
+    settings = {**portal, "EPHEMERA_CLI": str(ROOT / "cli")}
     merge_request = {
-        **portal,
-        "EPHEMERA_CLI": str(ROOT / "cli"),  # the docs' git URL, here the same code offline
         "CI_PIPELINE_SOURCE": "merge_request_event",
         "CI_PROJECT_PATH": "acme/shop",
         "CI_MERGE_REQUEST_IID": "12",
@@ -146,6 +151,7 @@ def test_the_gitlab_recipe_upserts_by_key_waits_and_stops_without_an_artifact(po
         "review",
         tmp_path / "job-1",
         {**merge_request, "CI_COMMIT_SHA": SHA_1, "CI_JOB_ID": "1001"},
+        settings,
     )
     assert first.returncode == 0, first.stdout + first.stderr
     environment = the_environment(key)
@@ -160,6 +166,7 @@ def test_the_gitlab_recipe_upserts_by_key_waits_and_stops_without_an_artifact(po
         "review",
         tmp_path / "job-2",
         {**merge_request, "CI_COMMIT_SHA": SHA_2, "CI_JOB_ID": "1002"},
+        settings,
     )
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"Updated {environment.name}" in second.stderr  # --json: messages on stderr
@@ -169,10 +176,10 @@ def test_the_gitlab_recipe_upserts_by_key_waits_and_stops_without_an_artifact(po
     assert environment.state == State.READY  # it waited for the new commit to be ready
 
     # Merged: GitLab runs stop_review, a fresh job with no checkout and no artifact.
-    stop = gitlab_job(pipeline, "stop_review", tmp_path / "stop", {**merge_request})
+    stop = gitlab_job(pipeline, "stop_review", tmp_path / "stop", merge_request, settings)
     assert stop.returncode == 0, stop.stdout + stop.stderr
     torn_down(environment)
-    again = gitlab_job(pipeline, "stop_review", tmp_path / "stop-again", {**merge_request})
+    again = gitlab_job(pipeline, "stop_review", tmp_path / "stop-again", merge_request, settings)
     assert again.returncode == 0, again.stderr
     assert "Nothing to tear down" in again.stdout
 
@@ -211,7 +218,8 @@ def test_the_jenkins_recipe_runs_and_always_tears_down_by_key(portal, tmp_path):
         "EXECUTOR_NUMBER": "0",
     }
     variables, stages, post = jenkinsfile(recipe("jenkins"), build)
-    variables["EPHEMERA_CLI"] = str(ROOT / "cli")  # the same code, offline
+    # The docs' example address and git URL: here the live portal and the same code offline.
+    variables.update(EPHEMERA_URL=portal["EPHEMERA_URL"], EPHEMERA_CLI=str(ROOT / "cli"))
     assert len(stages) == 2 and len(post) == 1
     environ = {**build, **variables}
     for script in stages:  # Jenkins' sh: /bin/sh -xe
@@ -230,7 +238,8 @@ def test_the_jenkins_recipe_fails_the_stage_with_the_reason_and_still_cleans_up(
     # nothing hidden by a pipe; post's teardown then finds nothing and still succeeds.
     build = {**portal, "JOB_NAME": "shop", "BUILD_NUMBER": "32", "GIT_COMMIT": "not-a-sha"}
     variables, stages, post = jenkinsfile(recipe("jenkins"), build)
-    variables["EPHEMERA_CLI"] = str(ROOT / "cli")
+    # The docs' example address and git URL: here the live portal and the same code offline.
+    variables.update(EPHEMERA_URL=portal["EPHEMERA_URL"], EPHEMERA_CLI=str(ROOT / "cli"))
     environ = {**build, **variables}
     result = run(["/bin/sh", "-xe", "-c", stages[0]], tmp_path, environ)
     assert result.returncode == 4, result.stderr
@@ -401,6 +410,8 @@ def test_no_recipe_hides_a_failure_or_tears_down_without_saying_what():
         ROOT / "action.yml",
     ):
         text = path.read_text()
+        if path.suffix == ".md":  # the commands, not the prose that warns against these
+            text = "\n".join(re.findall(r"^ *```\w*\n(.*?)^ *```", text, re.S | re.M))
         assert not re.search(r"curl -\w*f\w*", text), path
         assert "| tee" not in text, path
         for line in re.findall(r"ephemera\"? down(?!`)[^\n]*", text):
