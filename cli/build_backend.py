@@ -1,5 +1,9 @@
 """A PEP 517 build backend in the standard library alone, for this one pure-Python package.
 
+The package's code is ../ephemera_cli/ in the repository (where the portal's tests and
+`make install` use it too; it imports only the standard library, an import-linter
+contract checks it never imports the portal); in an sdist it sits beside this file.
+
 Why not setuptools: the setuptools that `python -m venv` ships (65 on Python 3.11) cannot
 build a wheel without the separate `wheel` package, so `pip install ./cli` would need the
 network. With this backend it needs nothing: `pip install ./cli` works offline, in a fresh
@@ -20,6 +24,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PACKAGE = "ephemera_cli"
+# Beside this file in an sdist; one level up in the repository (pip builds in place).
+SOURCE = HERE if (HERE / PACKAGE).is_dir() else HERE.parent
 TAG = "py3-none-any"
 
 
@@ -29,7 +35,7 @@ def _project() -> dict:
     except ImportError:  # Python 3.10: install a wheel built elsewhere instead
         raise RuntimeError("building ephemera-cli from source needs Python 3.11+") from None
     project = tomllib.loads((HERE / "pyproject.toml").read_text())["project"]
-    init = (HERE / PACKAGE / "__init__.py").read_text()
+    init = (SOURCE / PACKAGE / "__init__.py").read_text()
     version = re.search(r'__version__ = "([^"]+)"', init)
     if version is None or version.group(1) != project["version"]:
         raise RuntimeError("the version in pyproject.toml and ephemera_cli/__init__.py differ")
@@ -48,7 +54,9 @@ def _metadata(project: dict) -> str:
 
 
 def _files() -> list[Path]:
-    return sorted(p for p in (HERE / PACKAGE).rglob("*.py") if "__pycache__" not in p.parts)
+    if not (SOURCE / PACKAGE).is_dir():
+        raise RuntimeError(f"no {PACKAGE}/ beside or above {HERE}: build from a checkout")
+    return sorted(p for p in (SOURCE / PACKAGE).rglob("*.py") if "__pycache__" not in p.parts)
 
 
 def _dist_info(project: dict) -> str:
@@ -95,7 +103,7 @@ def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None) -
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None) -> str:
     project = _project()
     filename = f"{project['name'].replace('-', '_')}-{project['version']}-{TAG}.whl"
-    contents = {str(p.relative_to(HERE)): p.read_bytes() for p in _files()}
+    contents = {str(p.relative_to(SOURCE)): p.read_bytes() for p in _files()}
     contents.update(_write_dist_info(project))
     record_name = f"{_dist_info(project)}/RECORD"
     record = [_record_line(name, data) for name, data in contents.items()] + [f"{record_name},,"]
@@ -112,10 +120,14 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None) 
 def build_sdist(sdist_directory, config_settings=None) -> str:
     project = _project()
     base = f"{project['name'].replace('-', '_')}-{project['version']}"
-    files = [HERE / "pyproject.toml", HERE / "build_backend.py", *_files()]
+    files = [
+        (HERE / "pyproject.toml", "pyproject.toml"),
+        (HERE / "build_backend.py", "build_backend.py"),
+        *((path, str(path.relative_to(SOURCE))) for path in _files()),
+    ]
     with tarfile.open(Path(sdist_directory) / f"{base}.tar.gz", "w:gz") as sdist:
-        for path in files:
-            sdist.add(path, arcname=f"{base}/{path.relative_to(HERE)}")
+        for path, name in files:
+            sdist.add(path, arcname=f"{base}/{name}")
         info = tarfile.TarInfo(f"{base}/PKG-INFO")
         data = _metadata(project).encode()
         info.size = len(data)

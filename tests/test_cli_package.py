@@ -13,7 +13,7 @@ import pytest
 from environments.lib import durations as portal_durations
 from tests.conftest import ROOT
 
-CLI = ROOT / "cli"
+CLI = ROOT / "cli"  # the distribution; the code is ROOT / "ephemera_cli"
 
 # Valid, invalid and edge-case durations: the CLI's copy and the portal's module must
 # agree on every one (the same value, or both refuse).
@@ -46,7 +46,7 @@ def test_it_formats_durations_and_knows_the_minimum_like_the_portal():
 
 def test_its_code_imports_only_the_standard_library():
     imported = set()
-    for path in (CLI / "ephemera_cli").glob("*.py"):
+    for path in (ROOT / "ephemera_cli").glob("*.py"):
         for line in path.read_text().splitlines():
             match = re.match(r"^\s*(?:from|import) ([a-zA-Z_][\w]*)", line)
             if match:
@@ -68,8 +68,12 @@ def fresh_venv(tmp_path_factory) -> Path:
         "PIP_NO_INDEX": "1",  # offline: nothing may be downloaded
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }
-    build = where.parent / "src"  # a copy, so the build leaves nothing in the checkout
-    subprocess.run(["cp", "-r", str(CLI), str(build)], check=True)
+    # A copy of what the build reads, so it leaves nothing in the checkout.
+    source = where.parent / "src"
+    source.mkdir()
+    for part in ("cli", "ephemera_cli"):
+        subprocess.run(["cp", "-r", str(ROOT / part), str(source / part)], check=True)
+    build = source / "cli"
     subprocess.run(
         [python, "-m", "pip", "install", "-q", str(build)],
         env=environ,
@@ -184,4 +188,4 @@ def test_it_tells_a_network_error_apart(tmp_path):
 
 
 def _python_path() -> dict[str, str]:
-    return {"PYTHONPATH": str(CLI), "PYTHONDONTWRITEBYTECODE": "1"}
+    return {"PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
