@@ -13,6 +13,7 @@ import pytest
 from environments.access import tokens
 from environments.catalog.publishing import publish_blueprint
 from environments.kube import cluster
+from environments.lifecycle import services
 from environments.lifecycle.states import State
 from environments.models import Environment
 from tests.conftest import ROOT, wait_for
@@ -47,6 +48,7 @@ def cli(live_server, owner, tmp_path):
         return result
 
     run.token = plaintext
+    run.environ = environ
     return run
 
 
@@ -199,7 +201,7 @@ def test_an_extension_past_what_is_approved_automatically_waits_for_an_approver(
     assert environment.extension_requests.filter(state="pending").count() == 1
 
 
-def test_up_wait_exits_5_while_the_request_waits_for_an_approver(cli, owner, team):
+def test_up_wait_exits_5_while_the_request_waits_for_an_approver(cli, owner, team, approver):
     # Issue 17: `up --wait` exited 0 here, and the pipeline carried on with nothing running.
     from tests.test_blueprints import GOOD
 
@@ -221,6 +223,24 @@ def test_up_wait_exits_5_while_the_request_waits_for_an_approver(cli, owner, tea
     assert events.returncode == 0, events.stderr
     assert [e["state"] for e in json.loads(events.stdout)][-1] == "pending_approval"
     assert "pending_approval" in cli("events", environment.name).stdout
+
+    # events --follow prints what happens next (one JSON object a line) until it is final.
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "ephemera_cli", "events", environment.name, "--follow", "--json"],
+        cwd=ROOT,
+        env={**cli.environ},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        services.reject_environment(environment=environment, approver=approver, reason="No.")
+        out, err = follow.communicate(timeout=60)
+    finally:
+        follow.kill()
+    assert follow.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["state"] == "rejected"
+    assert cli("wait", environment.name).returncode == 4  # rejected: refused
 
 
 def test_every_command_answers_json_and_ls_filters(cli, owner, team, sample_blueprints):
