@@ -263,7 +263,8 @@ def _plain_message(error: dict[str, Any]) -> str:
     kind = str(error.get("type", ""))
     if kind == "extra_forbidden":
         name = str(error.get("loc", ("",))[-1])
-        close = difflib.get_close_matches(name, _KNOWN_FIELDS, n=1, cutoff=0.5)
+        close = [f for f in _KNOWN_FIELDS if f.startswith(name) or name.startswith(f)]
+        close = close or difflib.get_close_matches(name, _KNOWN_FIELDS, n=1, cutoff=0.5)
         hint = f"did you mean '{close[0]}'?" if close else "remove it"
         return f"unknown field; {hint}"
     if kind in _JSON_TYPES:

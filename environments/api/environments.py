@@ -73,6 +73,30 @@ def _environment(token: ApiToken, ref: str) -> Environment:
     return found
 
 
+# OpenAPI links: what a client (or schemathesis, statefully) can do next with the id in
+# an answer. Operation ids as published below.
+_NEXT = {
+    "get": ("GetEnvironment", "environments_api_routes_get_environment"),
+    "events": ("ListEvents", "environments_api_routes_list_events"),
+    "extend": ("ExtendEnvironment", "environments_api_routes_extend_environment"),
+    "change": ("ChangeEnvironment", "environments_api_rename_environment"),
+    "delete": ("DeleteEnvironment", "environments_api_routes_delete_environment"),
+}
+
+
+def _links(status: int, *steps: str) -> dict[str, Any]:
+    """``openapi_extra`` declaring links from the ``status`` answer's ``id`` to ``steps``."""
+    links = {
+        _NEXT[step][0]: {
+            "operationId": _NEXT[step][1],
+            "parameters": {"ref": "$response.body#/id"},
+        }
+        for step in steps
+    }
+    # An int key, like ninja's own: deep-merged into the generated response, not beside it.
+    return {"responses": {status: {"links": links}}}
+
+
 # Operation ids name the module the endpoints were first published from
 # (environments/api/routes.py); clients generated from the OpenAPI document use them.
 
@@ -134,35 +158,7 @@ CREATE_DESCRIPTION = (
     summary="Request an environment (or update the one with the same external key)",
     description=CREATE_DESCRIPTION,
     operation_id="environments_api_routes_create_environment",
-    openapi_extra={
-        "responses": {
-            "201": {
-                "description": "Created",
-                "links": {
-                    "GetEnvironment": {
-                        "operationId": "environments_api_routes_get_environment",
-                        "parameters": {"ref": "$response.body#/id"},
-                    },
-                    "ListEvents": {
-                        "operationId": "environments_api_routes_list_events",
-                        "parameters": {"ref": "$response.body#/id"},
-                    },
-                    "ExtendEnvironment": {
-                        "operationId": "environments_api_routes_extend_environment",
-                        "parameters": {"ref": "$response.body#/id"},
-                    },
-                    "ChangeEnvironment": {
-                        "operationId": "environments_api_rename_environment",
-                        "parameters": {"ref": "$response.body#/id"},
-                    },
-                    "DeleteEnvironment": {
-                        "operationId": "environments_api_routes_delete_environment",
-                        "parameters": {"ref": "$response.body#/id"},
-                    },
-                },
-            }
-        }
-    },
+    openapi_extra=_links(201, "get", "events", "extend", "change", "delete"),
 )
 def create_environment(
     request: HttpRequest,
@@ -281,6 +277,7 @@ def _with_notice(answer: dict[str, Any]) -> dict[str, Any]:
         "which. Without it (or 0) the answer is immediate."
     ),
     operation_id="environments_api_routes_get_environment",
+    openapi_extra=_links(200, "events", "extend", "change", "delete"),
 )
 def get_environment(
     request: HttpRequest, waiting: Query[WaitQuery], ref: str = Path(..., pattern=ENVIRONMENT_REF)
@@ -314,6 +311,7 @@ def list_events(
         "are not changed."
     ),
     operation_id="environments_api_rename_environment",
+    openapi_extra=_links(200, "get", "extend", "delete"),
 )
 def rename_environment(
     request: HttpRequest,
@@ -342,6 +340,7 @@ def rename_environment(
         "current expiry meanwhile."
     ),
     operation_id="environments_api_routes_extend_environment",
+    openapi_extra=_links(200, "get", "delete"),
 )
 def extend_environment(
     request: HttpRequest, payload: ExtendIn, ref: str = Path(..., pattern=ENVIRONMENT_REF)
@@ -365,6 +364,7 @@ def extend_environment(
     response={202: EnvironmentOut, **ERRORS},
     summary="Start teardown",
     operation_id="environments_api_routes_delete_environment",
+    openapi_extra=_links(202, "get"),
 )
 def delete_environment(
     request: HttpRequest, ref: str = Path(..., pattern=ENVIRONMENT_REF)

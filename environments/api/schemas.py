@@ -13,11 +13,13 @@ from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from ninja import Field, Schema
-from pydantic import ConfigDict, StrictInt
+from pydantic import BeforeValidator, ConfigDict, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from environments.catalog.choices import ApprovalPolicy, Purpose
 from environments.catalog.spec import ParameterSpec
 from environments.lifecycle import services
+from environments.lifecycle.states import State
 from environments.models import (
     DISPLAY_NAME_MAX_LENGTH,
     BlueprintVersion,
@@ -142,13 +144,55 @@ class StrictIn(Schema):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+def _whole_number(value: Any) -> Any:
+    """A JSON number with no fraction (3600 or 3600.0, which JSON Schema also calls an
+    integer); never a string ("3600") or true/false, which pydantic would convert."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("whole_number", "must be a whole number, not true or false")
+    if not isinstance(value, (int, float)):
+        raise PydanticCustomError("whole_number", 'must be a whole number (3600, not "3600")')
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise PydanticCustomError("whole_number", "must be a whole number, without a fraction")
+        return int(value)
+    return value
+
+
+def whole_number(*, ge: int, le: int) -> Any:
+    """A whole number between ``ge`` and ``le`` (the bounds inside, so the OpenAPI
+    document says minimum and maximum)."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_whole_number)]
+
+
+TtlSeconds = whole_number(ge=services.MIN_TTL_SECONDS, le=MAX_SECONDS)
+ExtensionSeconds = whole_number(ge=services.MIN_EXTENSION_SECONDS, le=MAX_SECONDS)
+
 # PostgreSQL text cannot hold NUL: the schema says so (a pattern), so clients, generated
 # ones and schemathesis included, know before sending.
 NO_NUL = r"^[^\x00]*$"
 NulFree = Annotated[str, Field(pattern=NO_NUL)]
 # A parameter value is checked against the blueprint's own rules by the service.
 ParameterValue = NulFree | int | float | bool | None
-Parameters = dict[NulFree, ParameterValue]
+# Said as JSON Schema's propertyNames (pydantic would write patternProperties, which lets
+# any other name through): names and string values without NUL.
+Parameters = Annotated[
+    dict[NulFree, ParameterValue],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": {
+                "anyOf": [
+                    {"type": "string", "pattern": NO_NUL},
+                    {"type": "integer"},
+                    {"type": "number"},
+                    {"type": "boolean"},
+                    {"type": "null"},
+                ]
+            },
+        }
+    ),
+]
 
 Text = Annotated[str, Field(max_length=2000, pattern=NO_NUL)]
 # Unique per owner among live environments, and tidied, by the service (the same rules
@@ -176,7 +220,7 @@ class EnvironmentIn(StrictIn):
     parameters: Parameters = Field(
         default_factory=dict, description="Missing ones take the blueprint's defaults."
     )
-    ttl_seconds: StrictInt | None = Field(None, ge=services.MIN_TTL_SECONDS, le=MAX_SECONDS)
+    ttl_seconds: TtlSeconds | None = Field(None, description="Default: the blueprint's.")
     team: str | None = Field(None, min_length=1, max_length=50, pattern=r"^[-a-zA-Z0-9_]+$")
     reason: Text = ""
     display_name: DisplayName = ""
@@ -196,7 +240,7 @@ class EnvironmentPatchIn(StrictIn):
 
 
 class ExtendIn(StrictIn):
-    seconds: StrictInt = Field(..., ge=services.MIN_EXTENSION_SECONDS, le=MAX_SECONDS)
+    seconds: ExtensionSeconds = Field(...)
     reason: Text = ""
 
 
@@ -211,15 +255,27 @@ class ExtensionRequestListQuery(Schema):
     )
 
 
+_ONE_STATE = "|".join(State.values)
+# One or more states, comma-separated. Only the document says it with a pattern: the
+# endpoint refuses an unknown state itself, naming the states (pydantic would quote
+# this pattern instead).
+StateFilter = Annotated[
+    str,
+    WithJsonSchema({"type": "string", "pattern": f"^({_ONE_STATE})(,({_ONE_STATE}))*$"}),
+]
+
+
 class EnvironmentListQuery(Schema):
     scope: Literal["mine", "team"] = "mine"
     limit: int = Field(100, ge=1, le=500, description="Page size (at most 500).")
     offset: int = Field(0, ge=0, le=1_000_000, description="Rows to skip, newest first.")
-    state: list[str] = Field(
+    state: list[StateFilter] = Field(
         default_factory=list,
         description="Only these states; repeat it or separate with commas (`state=ready,failed`).",
     )
-    blueprint: str | None = Field(None, max_length=63, description="Only this blueprint.")
+    blueprint: str | None = Field(
+        None, max_length=63, pattern=NO_NUL, description="Only this blueprint."
+    )
     reason: str | None = Field(
         None, max_length=2000, pattern=NO_NUL, description="Only this exact reason."
     )

@@ -9,12 +9,13 @@ among a team's active environments (the database constraint
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from contextlib import contextmanager
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from environments.access.teams import team_for
 from environments.lib.errors import ServiceError
@@ -34,6 +35,24 @@ def active_with_key(team: Team, external_key: str) -> Environment | None:
     )
 
 
+def _lock_key(team: Team, external_key: str) -> None:
+    """Serialise requests for one team's key until the transaction ends.
+
+    The unique constraint alone would keep the key unique, but two requests racing on
+    it can deadlock: one updates the winner's row (a new index entry for the key) while
+    the other inserts its own, and each waits for the other's transaction. A
+    transaction-level advisory lock makes the second wait for the first to commit,
+    then find its environment and update it.
+    """
+    digest = hashlib.blake2b(f"external-key:{team.pk}:{external_key}".encode(), digest_size=8)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s)",
+            [int.from_bytes(digest.digest(), "big", signed=True)],
+        )
+
+
+@transaction.atomic
 def request_or_update(
     *,
     user,
@@ -54,10 +73,11 @@ def request_or_update(
     are the first request's. The same key on another blueprint is refused.
     """
     team = team_for(user, team)
+    _lock_key(team, external_key)
     existing = active_with_key(team, external_key)
     if existing is None:
         try:
-            with transaction.atomic():
+            with transaction.atomic():  # a savepoint: the constraint is the backstop
                 created = services.request_environment(
                     user=user,
                     version=version,
