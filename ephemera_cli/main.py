@@ -15,9 +15,10 @@ ENV is an environment's id or its short name. EPHEMERA_URL and EPHEMERA_TOKEN
 override the saved configuration (~/.config/ephemera/config.json). Every command takes
 --json (one JSON document on stdout; messages go to stderr).
 
-Adding a command: write ``cmd_<verb>(args, client) -> int`` (print with ``say``, give the
-JSON document to ``emit``, raise ``CliError`` with an exit code from ``Exit``) and add a
-parser for it in ``build_parser``.
+Adding a command: write ``cmd_<verb>(args, client) -> int`` (its answer as text with
+``show`` and as the --json document with ``emit``; progress and warnings with ``say``;
+refusals as ``CliError`` with an exit code from ``Exit``) and add its ``command(...)``
+line in ``build_parser``.
 """
 
 from __future__ import annotations
@@ -107,6 +108,13 @@ def say(*parts: Any, error: bool = False) -> None:
     """A line for people: stdout, or stderr with --json (stdout is the JSON document)."""
     stream = sys.stderr if (error or JSON_OUTPUT) else sys.stdout
     print(*parts, file=stream, flush=True)
+
+
+def show(*parts: Any) -> None:
+    """The answer for people (a table, a listing): stdout, and nothing with --json (the
+    JSON document says it)."""
+    if not JSON_OUTPUT:
+        print(*parts, flush=True)
 
 
 def emit(document: Any) -> None:
@@ -321,7 +329,7 @@ def show_environment(env: dict) -> None:
     if env["last_error"]:
         rows.append(("Last error", env["last_error"]))
     for label, value in rows:
-        say(f"{label + ':':<13}{value}")
+        show(f"{label + ':':<13}{value}")
 
 
 def cmd_login(args, _client) -> int:
@@ -339,13 +347,13 @@ def cmd_blueprints(_args, client: Client) -> int:
     emit(rows)
     for row in rows:
         params = ", ".join(p["name"] for p in row["parameters"]) or "-"
-        say(
+        show(
             f"{row['name']:<20} {row['title']:<32} {row['hourly_price']}/h  "
             f"ttl {format_duration(row['ttl_default_seconds'])}"
             f" (max {format_duration(row['ttl_max_seconds'])})  params: {params}"
         )
     if not rows:
-        say("No blueprints are open to requests.")
+        show("No blueprints are open to requests.")
     return 0
 
 
@@ -481,7 +489,7 @@ def cmd_events(args, client: Client) -> int:
             if JSON_OUTPUT and args.follow:
                 print(json.dumps(event, sort_keys=True), flush=True)  # one per line
             else:
-                say(f"{event['created_at']}  {event['state']:<16} {event['message']}")
+                show(f"{event['created_at']}  {event['state']:<16} {event['message']}")
         seen = len(events)
         if not args.follow:
             emit(events)
@@ -498,17 +506,17 @@ def cmd_ls(args, client: Client) -> int:
     )
     emit(rows)
     if not rows:
-        say("No environments.")
+        show("No environments.")
         return 0
     labels = [_label(env) for env in rows]
     width = min(max([len("LABEL"), *map(len, labels)]) + 2, 42)
-    say(
+    show(
         f"{'NAME':<10}{'LABEL':<{width}}{'BLUEPRINT':<18}{'STATE':<18}{'TIME LEFT':<11}"
         f"{'TEAM':<14}URL"
     )
     for env, label in zip(rows, labels, strict=True):
         url = next(iter(env["urls"].values()), "")
-        say(
+        show(
             f"{env['name']:<10}{label:<{width}}{env['blueprint']:<18}{env['state']:<18}"
             f"{format_duration(env['time_left_seconds']):<11}{env['team']:<14}{url}"
         )
