@@ -532,3 +532,20 @@ def test_it_waits_for_ready_and_patches_the_deployment_on_the_cluster(
     finally:
         client.delete(f"{API}/environments/{environment.pk}", **auth)
         wait_for(lambda: not cluster.namespace_exists(environment.namespace), timeout=120)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_wait_past_the_limit_answers_at_once_and_says_so(
+    client, auth, owner, team, shop, monkeypatch
+):
+    from environments.lifecycle import pipelines
+
+    environment = make_environment(owner=owner, team=team, version=shop, state=State.PROVISIONING)
+    full = threading.BoundedSemaphore(1)
+    full.acquire()  # every waiting slot of this process is taken
+    monkeypatch.setattr(pipelines, "_waiting", full)
+    started = time.monotonic()
+    response = client.get(f"{API}/environments/{environment.pk}", {"wait": 60}, **auth)
+    assert time.monotonic() - started < 5
+    assert response.json()["state"] == State.PROVISIONING
+    assert "did not wait" in response.json()["notice"]

@@ -39,7 +39,7 @@ from environments.catalog.selectors import requestable_version
 from environments.governance import audit
 from environments.lifecycle import idempotency, pipelines, queue, selectors, services
 from environments.lifecycle.states import State
-from environments.models import ApiToken, Environment, Team
+from environments.models import ApiToken, Environment, IdempotencyKey, Team
 
 router = Router(auth=bearer, tags=["environments"])
 
@@ -189,7 +189,7 @@ def create_environment(
             raise HttpError(403, f"This token acts for team {token_team.slug} only.")
 
     def act() -> tuple[int, dict[str, Any]]:
-        fields = {
+        fields: dict[str, Any] = {
             "user": token.user,
             "version": version,
             "parameters": payload.parameters,
@@ -216,18 +216,18 @@ def create_environment(
     request_hash = idempotency.fingerprint(
         method="POST", path=request.path, body=payload.model_dump(mode="json")
     )
-    stored = idempotency.replay(user=token.user, key=key, request_hash=request_hash)
-    if stored is None:
+    claimed: IdempotencyKey | idempotency.Replay | None
+    claimed = idempotency.replay(user=token.user, key=key, request_hash=request_hash)
+    if claimed is None:
+        # The key, the environment and the answer commit together (lifecycle.idempotency).
         with transaction.atomic():
             claimed = idempotency.claim(user=token.user, key=key, request_hash=request_hash)
-            if isinstance(claimed, idempotency.Replay):
-                stored = claimed
-            else:
+            if isinstance(claimed, IdempotencyKey):
                 status, answer = act()
                 idempotency.remember(claimed, status=status, body=_json(answer))
-    if stored is not None:
+    if isinstance(claimed, idempotency.Replay):
         response["Idempotent-Replayed"] = "true"
-        return Status(stored.status, stored.body)
+        return Status(claimed.status, claimed.body)
     answer = _waited(request, _with_notice(answer), waiting.wait)
     if waiting.wait:  # a retry gets exactly what this caller got
         idempotency.remember(claimed, status=status, body=_json(answer))

@@ -158,14 +158,17 @@ def _whole_number(value: Any) -> Any:
     return value
 
 
-def whole_number(*, ge: int, le: int) -> Any:
-    """A whole number between ``ge`` and ``le`` (the bounds inside, so the OpenAPI
-    document says minimum and maximum)."""
-    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_whole_number)]
-
-
-TtlSeconds = whole_number(ge=services.MIN_TTL_SECONDS, le=MAX_SECONDS)
-ExtensionSeconds = whole_number(ge=services.MIN_EXTENSION_SECONDS, le=MAX_SECONDS)
+# The bounds come before the check, so the OpenAPI document says minimum and maximum.
+TtlSeconds = Annotated[
+    int,
+    Field(ge=services.MIN_TTL_SECONDS, le=MAX_SECONDS),
+    BeforeValidator(_whole_number),
+]
+ExtensionSeconds = Annotated[
+    int,
+    Field(ge=services.MIN_EXTENSION_SECONDS, le=MAX_SECONDS),
+    BeforeValidator(_whole_number),
+]
 
 # PostgreSQL text cannot hold NUL: the schema says so (a pattern), so clients, generated
 # ones and schemathesis included, know before sending.
