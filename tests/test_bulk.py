@@ -205,7 +205,7 @@ def test_the_cli_extends_and_deletes_several_through_the_api(live_server, owner,
 
     first, second = (e.name for e in mixed["mine"])
     extended = cli("extend", first, second, mixed["teammate"].name, "30m")
-    assert extended.returncode == 1  # one was not changed
+    assert extended.returncode == 4  # one was not changed (refused)
     assert extended.stdout.splitlines() == [
         f"{first}: extended by 30m",
         f"{second}: extended by 30m",

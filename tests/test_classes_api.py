@@ -163,7 +163,7 @@ def test_the_cli_books_a_demo_and_lists_a_class_s_seats(
     assert Booking.objects.get().customer == "Acme Corp"
 
     result = cli(owner, "book", "shop-demo", "--start", "tomorrow", "--end", "x", "--customer", "A")
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error
     assert "--start 'tomorrow': write it as 2026-12-01 14:00" in result.stderr
 
     training_class = scheduling.create_class(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 from environments.access import tokens
 from environments.catalog.publishing import publish_blueprint
 from environments.kube import cluster
+from environments.lifecycle import services
 from environments.lifecycle.states import State
 from environments.models import Environment
 from tests.conftest import ROOT, wait_for
@@ -46,6 +48,7 @@ def cli(live_server, owner, tmp_path):
         return result
 
     run.token = plaintext
+    run.environ = environ
     return run
 
 
@@ -97,18 +100,18 @@ def test_it_brings_an_environment_up_lists_extends_and_tears_it_down(
     assert not cluster.namespace_exists(environment.namespace)
 
 
-def test_it_explains_api_errors_and_exits_1(cli, sample_blueprints):
+def test_it_explains_api_errors_with_distinct_exit_codes(cli, sample_blueprints):
     result = cli("up", "no-such-blueprint")
     assert result.returncode == 1
     assert result.stderr.startswith("ephemera: ")
     assert "HTTP 404" in result.stderr
 
     result = cli("up", "pr-preview", "--param", "head_sha=NOT-HEX")
-    assert result.returncode == 1
+    assert result.returncode == 4  # refused
     assert "head_sha" in result.stderr
 
     result = cli("up", "pr-preview", "--ttl", "soon")
-    assert result.returncode == 1
+    assert result.returncode == 2  # usage
     assert "not a duration" in result.stderr
 
     result = cli("status", "deadbeef")
@@ -116,12 +119,12 @@ def test_it_explains_api_errors_and_exits_1(cli, sample_blueprints):
     assert "HTTP 404" in result.stderr
 
     result = cli("status", "nope")  # says what it wants, not the API's regular expression
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "'nope' is not an environment: give its name" in result.stderr
     assert "pattern" not in result.stderr
 
     result = cli("ls", EPHEMERA_TOKEN="eph_00000000_wrong")
-    assert result.returncode == 1
+    assert result.returncode == 4
     assert "invalid, expired or revoked" in result.stderr
     assert not Environment.objects.exists()
 
@@ -135,10 +138,10 @@ def test_it_saves_the_login_readable_only_by_you(cli, live_server, tmp_path):
     assert cli("ls", EPHEMERA_URL="", EPHEMERA_TOKEN="").returncode == 0
 
     result = cli("login", "--url", live_server.url, "--token", "eph_00000000_bad")
-    assert result.returncode == 1
+    assert result.returncode == 4
 
 
-def test_it_exits_1_with_the_reason_when_the_environment_fails(cli, worker, sample_blueprints):
+def test_it_exits_3_with_the_reason_when_the_environment_fails(cli, worker, sample_blueprints):
 
     source = (ROOT / "deploy" / "blueprints" / "pr-preview.yaml").read_text()
     publish_blueprint(
@@ -147,7 +150,7 @@ def test_it_exits_1_with_the_reason_when_the_environment_fails(cli, worker, samp
         .replace('quota: {cpu: 500m, memory: 512Mi, pods: "2"}', "")
     )
     up = cli("up", "too-big", "--wait", timeout=300)
-    assert up.returncode == 1, up.stdout + up.stderr
+    assert up.returncode == 3, up.stdout + up.stderr
     environment = Environment.objects.get()
     assert environment.state == State.FAILED
     assert f"{environment.name}: failed" in up.stdout
@@ -165,7 +168,7 @@ def test_it_names_lists_and_renames_with_the_same_rules_as_the_portal(cli, sampl
     environment = Environment.objects.get(display_name="Globex demo")
 
     again = cli("up", "shop-demo", "--name", "globex demo")
-    assert again.returncode == 1
+    assert again.returncode == 4
     assert "You already have an environment named 'globex demo'." in again.stderr
 
     ls = cli("ls")
@@ -196,3 +199,105 @@ def test_an_extension_past_what_is_approved_automatically_waits_for_an_approver(
     environment.refresh_from_db()
     assert environment.expires_at == expires
     assert environment.extension_requests.filter(state="pending").count() == 1
+
+
+def test_up_wait_exits_5_while_the_request_waits_for_an_approver(cli, owner, team, approver):
+    # Issue 17: `up --wait` exited 0 here, and the pipeline carried on with nothing running.
+    from tests.test_blueprints import GOOD
+
+    publish_blueprint(source=GOOD.replace("purpose: demo", "purpose: demo\napproval: required\n"))
+    up = cli("up", "shop", "--wait", "--timeout", "60")
+    assert up.returncode == 5, up.stdout + up.stderr
+    environment = Environment.objects.get()
+    assert environment.state == State.PENDING_APPROVAL
+    assert f"{environment.name} is waiting for an approver." in up.stderr
+
+    # wait: the same code; with --through-approval it keeps waiting, then times out (6).
+    assert cli("wait", environment.name).returncode == 5
+    waited = cli("wait", environment.name, "--through-approval", "--timeout", "3", "--json")
+    assert waited.returncode == 6, waited.stderr
+    assert "still pending_approval after 3s" in waited.stderr
+    assert json.loads(waited.stdout)["state"] == "pending_approval"
+
+    events = cli("events", environment.name, "--json")
+    assert events.returncode == 0, events.stderr
+    assert [e["state"] for e in json.loads(events.stdout)][-1] == "pending_approval"
+    assert "pending_approval" in cli("events", environment.name).stdout
+
+    # events --follow prints what happens next (one JSON object a line) until it is final.
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "ephemera_cli", "events", environment.name, "--follow", "--json"],
+        cwd=ROOT,
+        env={**cli.environ},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        services.reject_environment(environment=environment, approver=approver, reason="No.")
+        out, err = follow.communicate(timeout=60)
+    finally:
+        follow.kill()
+    assert follow.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["state"] == "rejected"
+    assert cli("wait", environment.name).returncode == 4  # rejected: refused
+
+
+def test_every_command_answers_json_and_ls_filters(cli, owner, team, sample_blueprints):
+    # No worker: the environments stay approved; this needs only the API.
+    first = cli("up", "shop-demo", "--external-key", "acme/shop#1", "--json")
+    assert first.returncode == 0, first.stderr
+    created = json.loads(first.stdout)
+    assert created["external_key"] == "acme/shop#1"
+    cli("up", "pr-preview", "--json")
+
+    # The same key again: the same environment (updated), not a second one.
+    again = cli("up", "shop-demo", "--external-key", "acme/shop#1", "--param", "customer=initech")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith(f"Updated {created['name']}")
+    assert Environment.objects.count() == 2
+
+    listed = json.loads(cli("ls", "--json", "--blueprint", "shop-demo").stdout)
+    assert [row["id"] for row in listed] == [created["id"]]
+    assert (
+        json.loads(cli("--json", "ls", "--external-key", "acme/shop#1").stdout)[0]["id"]
+        == (created["id"])
+    )
+    assert json.loads(cli("ls", "--json", "--state", "ready").stdout) == []
+    assert len(json.loads(cli("ls", "--json", "--state", "approved,ready").stdout)) == 2
+
+    status = json.loads(cli("status", "--external-key", "acme/shop#1", "--json").stdout)
+    assert status["parameters"]["customer"] == "initech"
+    assert {row["name"] for row in json.loads(cli("blueprints", "--json").stdout)} >= {"shop-demo"}
+    renamed = json.loads(cli("rename", created["name"], "Acme", "--json").stdout)
+    assert renamed["display_name"] == "Acme"
+    down = cli("down", "--external-key", "acme/shop#1", "--json")
+    assert down.returncode == 0, down.stderr
+    assert json.loads(down.stdout)["state"] == "tearing_down"
+
+    failed = cli("status", "deadbeef", "--json")
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout) == {
+        "error": failed.stderr.removeprefix("ephemera: ").strip(),
+        "exit_code": 1,
+        "http_status": 404,
+    }
+    version = cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("ephemera ")
+
+
+def test_a_retried_up_with_the_same_idempotency_key_creates_nothing_new(cli, sample_blueprints):
+    ci = {"GITHUB_RUN_ID": "42", "GITHUB_RUN_ATTEMPT": "1", "GITHUB_JOB": "e2e",
+          "GITHUB_REPOSITORY": "acme/shop"}  # fmt: skip
+    first = cli("up", "shop-demo", "--json", **ci)
+    assert first.returncode == 0, first.stderr
+    retried = cli("up", "shop-demo", "--json", **ci)
+    assert retried.returncode == 0, retried.stderr
+    assert "replayed" in retried.stderr
+    assert json.loads(retried.stdout)["id"] == json.loads(first.stdout)["id"]
+    assert Environment.objects.count() == 1
+    # A re-run (a new attempt) is a new request; so is an explicit other key.
+    assert cli("up", "shop-demo", **{**ci, "GITHUB_RUN_ATTEMPT": "2"}).returncode == 0
+    assert cli("up", "shop-demo", "--idempotency-key", "k-1").returncode == 0
+    assert "replayed" in cli("up", "shop-demo", "--idempotency-key", "k-1").stdout
+    assert Environment.objects.count() == 3

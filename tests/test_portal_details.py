@@ -182,7 +182,7 @@ def test_the_cli_says_a_ttl_is_under_the_minimum(tmp_path):
         text=True,
         timeout=60,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error (ephemera --help: exit codes)
     assert result.stderr.strip() == "ephemera: --ttl 4m is under the 5m minimum"
 
 

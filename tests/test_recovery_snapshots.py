@@ -431,13 +431,13 @@ def test_the_cli_snapshots_and_restores_once_per_key(live_server, owner, team, p
     assert first.stdout.split(" (")[0] == again.stdout.split(" (")[0]  # "Restoring into <name>"
     assert Environment.objects.count() == 2
     bad = cli("restore", "not-a-snapshot")
-    assert bad.returncode == 1 and "is not a snapshot id" in bad.stderr
+    assert bad.returncode == 2 and "is not a snapshot id" in bad.stderr  # usage
     tamper(
         "UPDATE environments_snapshot SET signature = repeat('1', 64) WHERE id = %s",
         [snapshot.pk],
     )
     refused = cli("restore", str(snapshot.pk), "--key", "cli-key-2")
-    assert refused.returncode == 1 and "failed its signature check" in refused.stderr
+    assert refused.returncode == 4 and "failed its signature check" in refused.stderr  # refused
 
 
 def test_the_reconciler_closes_restores_the_watcher_did_not_see_end(owner, team, preview):
