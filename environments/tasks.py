@@ -12,6 +12,7 @@ from __future__ import annotations
 from environments.access import credentials
 from environments.governance import billing
 from environments.integrations import notifications
+from environments.integrations.forges import feedback
 from environments.lifecycle import provisioning, upkeep
 
 
@@ -69,3 +70,8 @@ def grant_person_access(environment_id: str, user_id: str) -> str:
 def sync_person_access(user_id: str) -> str:
     """After a membership or activity change: revoke (or grant) that person's identities."""
     return credentials.sync_person(int(user_id))
+
+
+def post_pull_request_feedback(pull_request_id: str) -> str:
+    """Commit status and comment on a pull request (retried with backoff by RQ)."""
+    return feedback.post(pull_request_id)
