@@ -47,7 +47,10 @@ class Repo:
         return answer["commit"]["sha"]
 
     def statuses(self, sha: str) -> list[dict]:
-        return [s for s in self.api("GET", f"/statuses/{sha}") if s["context"] == CONTEXT]
+        # Newest first by index: the default order (created second) ties within a second.
+        # Gitea's sort names are inverted: "leastindex" is ORDER BY index DESC.
+        statuses = self.api("GET", f"/statuses/{sha}", params={"sort": "leastindex"})
+        return [s for s in statuses if s["context"] == CONTEXT]
 
     def our_comments(self, number: int) -> list[dict]:
         return [c for c in self.api("GET", f"/issues/{number}/comments") if MARKER in c["body"]]
@@ -100,8 +103,21 @@ def forge_hook(gitea, live_server, owner, team, sample_blueprints, settings):
     return make
 
 
+def settled(predicate, environment, repo, sha, logs):
+    """wait_for, and on a timeout say where it stood (state, statuses, hook events, logs)."""
+    try:
+        return wait_for(predicate, timeout=240, interval=1)
+    except AssertionError as exc:
+        environment.refresh_from_db()
+        events = list(HookEvent.objects.values_list("kind", "message"))
+        tails = {p.name: p.read_text()[-1500:] for p in logs.glob("*.log")}
+        raise AssertionError(
+            f"{exc}: state {environment.state} ({environment.last_error}), statuses "
+            f"{repo.statuses(sha)}, hook events {events}, logs {tails}"
+        ) from None
+
+
 def latest(statuses: list[dict]) -> dict | None:
-    # Gitea lists a commit's statuses newest first.
     return statuses[0] if statuses else None
 
 
@@ -135,7 +151,7 @@ def test_a_pull_request_gets_an_environment_a_status_and_one_edited_comment(
             assert environment.state != State.FAILED, environment.last_error
             return None
 
-        status = wait_for(lambda: ready_and_posted(first_sha), timeout=240, interval=1)
+        status = settled(lambda: ready_and_posted(first_sha), environment, repo, first_sha, tmp_path)
         assert status["target_url"] == environment.urls["app"]
         assert environment.name in status["description"]
         comments = repo.our_comments(number)
@@ -151,7 +167,9 @@ def test_a_pull_request_gets_an_environment_a_status_and_one_edited_comment(
             == second_sha,
             timeout=60,
         )
-        status = wait_for(lambda: ready_and_posted(second_sha), timeout=240, interval=1)
+        status = settled(
+            lambda: ready_and_posted(second_sha), environment, repo, second_sha, tmp_path
+        )
         assert status["target_url"] == environment.urls["app"]
         assert Environment.objects.filter(external_key=key).count() == 1
         deployment = cluster.list_deployments(environment.namespace)["items"][0]
