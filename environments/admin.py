@@ -396,7 +396,20 @@ class RepositoryHookForm(forms.ModelForm):
 
     class Meta:
         model = RepositoryHook
-        fields = "__all__"
+        fields = [
+            "forge",
+            "repository",
+            "secret",
+            "blueprint",
+            "sha_parameter",
+            "team",
+            "owner",
+            "policy",
+            "label",
+            "max_environments",
+            "api_url",
+            "token",
+        ]
 
     def clean(self):
         data = super().clean()
@@ -440,6 +453,7 @@ class RepositoryHookForm(forms.ModelForm):
 @admin.register(RepositoryHook)
 class RepositoryHookAdmin(AuditedAdmin):
     form = RepositoryHookForm
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ["repository", "forge", "blueprint", "team", "owner", "policy"]
     list_filter = ["forge", "policy"]
     autocomplete_fields = ["team", "owner"]

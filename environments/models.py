@@ -700,9 +700,7 @@ class RepositoryHook(models.Model):
         help_text="An access token that may set commit statuses and comment on pull "
         "requests. Blank: nothing is posted back.",
     )
-    policy = models.CharField(
-        max_length=20, choices=Policy.choices, default=Policy.SAME_REPOSITORY
-    )
+    policy = models.CharField(max_length=20, choices=Policy.choices, default=Policy.SAME_REPOSITORY)
     label = models.CharField(
         max_length=50, default="preview", help_text="The label the label policy looks for."
     )

@@ -151,7 +151,9 @@ def test_a_pull_request_gets_an_environment_a_status_and_one_edited_comment(
             assert environment.state != State.FAILED, environment.last_error
             return None
 
-        status = settled(lambda: ready_and_posted(first_sha), environment, repo, first_sha, tmp_path)
+        status = settled(
+            lambda: ready_and_posted(first_sha), environment, repo, first_sha, tmp_path
+        )
         assert status["target_url"] == environment.urls["app"]
         assert environment.name in status["description"]
         comments = repo.our_comments(number)
@@ -163,8 +165,7 @@ def test_a_pull_request_gets_an_environment_a_status_and_one_edited_comment(
         # A new commit: the same environment is updated, the same comment edited.
         second_sha = repo.commit_file("more.txt", "two", branch="feature")
         wait_for(
-            lambda: Environment.objects.get(pk=environment.pk).parameters["head_sha"]
-            == second_sha,
+            lambda: Environment.objects.get(pk=environment.pk).parameters["head_sha"] == second_sha,
             timeout=60,
         )
         status = settled(

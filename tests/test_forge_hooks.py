@@ -175,9 +175,7 @@ def test_it_waits_for_the_label_under_the_label_policy(client, owner, team, samp
     assert github(client, unlabelled).json()["status"] == "deleted"
 
 
-def test_it_checks_the_author_association_under_that_policy(
-    client, owner, team, sample_blueprints
-):
+def test_it_checks_the_author_association_under_that_policy(client, owner, team, sample_blueprints):
     make_hook(owner, team, sample_blueprints, policy=RepositoryHook.Policy.ASSOCIATION)
     fork = recorded("github/pull_request.fork-opened.json")
     refused = github(client, fork).json()["status"]
@@ -361,9 +359,7 @@ def test_it_tears_down_a_closed_merge_request_and_ignores_a_replay(
     assert Environment.objects.get().state == State.TEARING_DOWN
 
 
-def test_it_refuses_a_gitlab_fork_under_the_default_policy(
-    client, owner, team, sample_blueprints
-):
+def test_it_refuses_a_gitlab_fork_under_the_default_policy(client, owner, team, sample_blueprints):
     hook = make_hook(owner, team, sample_blueprints, forge="gitlab", repository="acme/web/shop")
     fork = recorded("gitlab/merge_request.open.json")
     fork["object_attributes"]["source_project_id"] = 99

@@ -164,7 +164,9 @@ class Forge:
         try:
             return json.loads(raw) if raw else None
         except ValueError:
-            raise ForgeCallFailed(f"{self.title} answered {method} {_path(url)} with no JSON")
+            raise ForgeCallFailed(
+                f"{self.title} answered {method} {_path(url)} with no JSON"
+            ) from None
 
 
 def _path(url: str) -> str:

@@ -49,7 +49,11 @@ def desired_status(pull_request: PullRequest) -> tuple[str, str, str] | None:
     if state == State.FAILED:
         return base.FAILURE, f"Failed: {environment.last_error or 'see the environment page'}", page
     if state == State.REJECTED:
-        return base.FAILURE, f"Rejected: {environment.last_error or 'see the environment page'}", page
+        return (
+            base.FAILURE,
+            f"Rejected: {environment.last_error or 'see the environment page'}",
+            page,
+        )
     # tearing_down, deleted
     if pull_request.state == PullRequest.State.CLOSED:
         return base.SUCCESS, "Torn down: the pull request was closed", page

@@ -90,7 +90,9 @@ class GitHub(base.Forge):
     def _repo(self, api_url: str, repository: str) -> str:
         return f"{self.api_base(api_url)}/repos/{quote(repository, safe='/')}"
 
-    def set_status(self, *, api_url, token, repository, sha, state, target_url, description, context):
+    def set_status(
+        self, *, api_url, token, repository, sha, state, target_url, description, context
+    ):
         body = {"state": STATES[state], "description": description[:140], "context": context}
         if target_url:
             body["target_url"] = target_url

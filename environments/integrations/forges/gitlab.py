@@ -89,7 +89,9 @@ class GitLab(base.Forge):
     def _project(self, api_url: str, repository: str) -> str:
         return f"{self.api_base(api_url)}/projects/{quote(repository, safe='')}"
 
-    def set_status(self, *, api_url, token, repository, sha, state, target_url, description, context):
+    def set_status(
+        self, *, api_url, token, repository, sha, state, target_url, description, context
+    ):
         body = {"state": STATES[state], "description": description[:140], "name": context}
         if target_url:
             body["target_url"] = target_url

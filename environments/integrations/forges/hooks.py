@@ -55,18 +55,26 @@ def problems(
                     f"Blueprint {blueprint.name} has no parameter {sha_parameter!r} "
                     f"(it has: {', '.join(names) or 'none'})."
                 )
-    if team_id is not None and owner_id is not None:
-        if not Membership.objects.filter(team_id=team_id, user_id=owner_id).exists():
-            found["owner"] = "The owner is not a member of the team: environments are billed to it."
+    if (
+        team_id is not None
+        and owner_id is not None
+        and not Membership.objects.filter(team_id=team_id, user_id=owner_id).exists()
+    ):
+        found["owner"] = "The owner is not a member of the team: environments are billed to it."
     if forge == RepositoryHook.Forge.GITEA and token and not api_url:
-        found["api_url"] = "Gitea and Forgejo need their address to post back (https://git.example.com)."
+        found["api_url"] = (
+            "Gitea and Forgejo need their address to post back (https://git.example.com)."
+        )
     if api_url:
         refused = egress.refused_url(api_url)
         if refused:
             found["api_url"] = f"Ephemera may not call this address: {refused}."
     if policy == RepositoryHook.Policy.LABEL and not (label or "").strip():
         found["label"] = "The label policy needs a label (for example preview)."
-    if policy == RepositoryHook.Policy.ASSOCIATION and not forge_for(forge).knows_author_association:
+    if (
+        policy == RepositoryHook.Policy.ASSOCIATION
+        and not forge_for(forge).knows_author_association
+    ):
         found["policy"] = (
             f"{forge_for(forge).title} does not say how an author relates to the repository: "
             "use the label policy instead."
