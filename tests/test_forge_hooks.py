@@ -503,3 +503,30 @@ def test_an_outsider_cannot_open_the_hook_page(client, owner, team, sample_bluep
     client.force_login(make_user("nobody@example.com"))
     response = client.get(f"/admin/environments/repositoryhook/{hook.pk}/change/")
     assert response.status_code == 302  # to the admin's sign-in
+
+
+def test_a_transition_queues_the_feedback_job_with_retries(
+    client, owner, team, sample_blueprints, env, django_capture_on_commit_callbacks
+):
+    import django_rq
+
+    from environments.lifecycle.forge_feedback import RETRY_INTERVALS, TASK
+
+    queue = django_rq.get_queue("default")
+    queue.empty()
+    hook = make_hook(owner, team, sample_blueprints)
+    github(client, recorded("github/pull_request.opened.json"))
+    pull_request = PullRequest.objects.get(hook=hook)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            transitions.transition(
+                pull_request.environment_id, from_states=State.APPROVED, to_state=State.PROVISIONING
+            )
+            # An environment that serves no pull request queues nothing for the forge.
+            transitions.transition(env.pk, from_states=State.READY, to_state=State.TEARING_DOWN)
+        jobs = [job for job in queue.jobs if job.func_name == TASK]
+        assert [job.args for job in jobs] == [(str(pull_request.pk),)]
+        assert jobs[0].retries_left == len(RETRY_INTERVALS)
+        assert jobs[0].retry_intervals == RETRY_INTERVALS
+    finally:
+        queue.empty()
