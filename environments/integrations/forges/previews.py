@@ -135,8 +135,9 @@ def _handle(*, forge: Forge, hook: RepositoryHook, payload: dict, delivery_id: s
     except IntegrityError:
         return {"status": "duplicate"}
     event = forge.pull_request_event(payload)
-    # One delivery at a time per repository: the limit is counted, then used.
-    RepositoryHook.objects.select_for_update().filter(pk=hook.pk).first()
+    # One delivery at a time per repository: the limit is counted, then used. NO KEY:
+    # rows that refer to the hook (its events, written by the feedback job) stay free.
+    RepositoryHook.objects.select_for_update(no_key=True).filter(pk=hook.pk).first()
     pull_request, _ = PullRequest.objects.select_for_update().get_or_create(
         hook=hook, number=event.number
     )
