@@ -25,6 +25,7 @@ from environments.lib.signing import sign
 from environments.lifecycle import transitions
 from environments.lifecycle.states import State
 from environments.models import (
+    AuditEvent,
     Environment,
     HookDelivery,
     HookEvent,
@@ -479,6 +480,18 @@ def test_the_admin_never_shows_the_secret_or_the_token(
     html = page.content.decode()
     assert SECRET not in html and TOKEN not in html
     assert "stored (not shown)" in html
+    # Encrypted at rest, and kept out of the audit log.
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT secret, token FROM environments_repositoryhook WHERE id = %s", [hook.pk]
+        )
+        stored = cursor.fetchone()
+    assert all(v.startswith("fernet:") for v in stored)
+    assert SECRET not in "".join(stored) and TOKEN not in "".join(stored)
+    entry = AuditEvent.objects.get(action="repositoryhook.add")
+    assert entry.after["secret"] == entry.after["token"] == "(secret)"
 
     # Saving without typing them again keeps both.
     data.update(secret="", token="", max_environments=2)
