@@ -25,6 +25,21 @@ SECRET = "gitea-webhook-secret-for-tests"
 PASSWORD = "gitea-pw-for-tests-1"
 
 
+@pytest.fixture(autouse=True)
+def _live_server_closes_its_connections():
+    """Gitea keeps its HTTP connections to the live server open (keep-alive), so a request
+    thread, and with CONN_MAX_AGE its database connection, outlives the test: the test
+    database could then not be dropped at the end of the session. Each database
+    connection opened meanwhile closes at the end of its request instead."""
+    from django.db import connections
+
+    database = connections.settings["default"]  # the dict every new connection reads
+    before = database["CONN_MAX_AGE"]
+    database["CONN_MAX_AGE"] = 0
+    yield
+    database["CONN_MAX_AGE"] = before
+
+
 class Repo:
     """A Gitea repository made for one test, and the calls a test makes on it."""
 
