@@ -21,12 +21,15 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.forms.models import model_to_dict
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 
 from environments.access.accounts import AdminLoginForm
 from environments.catalog.publishing import publish_blueprint, set_blueprint_version_deprecated
 from environments.catalog.spec import BlueprintInvalid, load_blueprint
 from environments.governance import audit, quotas
+from environments.integrations.forges import hooks as forge_hooks
 from environments.lib.egress import masked_url
 from environments.models import (
     ApiToken,
@@ -42,9 +45,11 @@ from environments.models import (
     EnvironmentEvent,
     ExtensionRequest,
     HookDelivery,
+    HookEvent,
     Invitation,
     Membership,
     Profile,
+    PullRequest,
     Quota,
     RecoveryRecord,
     RepositoryHook,
@@ -61,7 +66,7 @@ from environments.models import (
 admin.site.login_form = AdminLoginForm
 
 # Never copied into the append-only audit log: it would keep them forever.
-SECRET_FIELDS = {"secret", "token_hash", "password"}
+SECRET_FIELDS = {"secret", "token", "token_hash", "password"}
 
 
 def _snapshot(obj) -> dict | None:
@@ -376,10 +381,129 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_select_related = ["webhook__team"]
 
 
+class RepositoryHookForm(forms.ModelForm):
+    """Secrets are typed, never shown back: blank on a change keeps the stored one.
+    Settings that can never work are refused, one line each (forges.hooks)."""
+
+    secret = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="The webhook's shared secret, at least 16 characters. Never shown again; "
+        "leave blank to keep the current one.",
+    )
+    token = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="An access token that may set commit statuses and comment on pull "
+        "requests. Never shown again; leave blank to keep the current one.",
+    )
+    clear_token = forms.BooleanField(
+        required=False, help_text="Forget the stored token (nothing is posted back)."
+    )
+
+    class Meta:
+        model = RepositoryHook
+        fields = [
+            "forge",
+            "repository",
+            "secret",
+            "blueprint",
+            "sha_parameter",
+            "team",
+            "owner",
+            "policy",
+            "label",
+            "max_environments",
+            "api_url",
+            "token",
+        ]
+
+    def clean(self):
+        data = super().clean()
+        stored = self.instance if self.instance.pk else None
+        secret = data.get("secret") or ""
+        if not secret:
+            if stored is None:
+                self.add_error("secret", "A new hook needs a secret.")
+                return data
+            data["secret"] = stored.secret
+            secret = None  # unchanged: not checked again
+        token = data.get("token") or ""
+        if data.get("clear_token"):
+            data["token"] = ""
+        elif not token and stored is not None:
+            data["token"] = stored.token
+        found = forge_hooks.problems(
+            forge=data.get("forge") or "",
+            repository=data.get("repository") or "",
+            secret=secret,
+            blueprint=data.get("blueprint"),
+            sha_parameter=data.get("sha_parameter") or "",
+            team_id=getattr(data.get("team"), "pk", None),
+            owner_id=getattr(data.get("owner"), "pk", None),
+            api_url=data.get("api_url") or "",
+            token=data.get("token") or "",
+            policy=data.get("policy") or "",
+            label=data.get("label") or "",
+        )
+        for name, reason in found.items():
+            self.add_error(name if name in self.fields else None, reason)
+        return data
+
+    def _post_clean(self):
+        # The model form copies cleaned data to the instance here: secrets included.
+        super()._post_clean()
+        self.instance.secret = self.cleaned_data.get("secret") or self.instance.secret
+        self.instance.token = self.cleaned_data.get("token", self.instance.token) or ""
+
+
 @admin.register(RepositoryHook)
 class RepositoryHookAdmin(AuditedAdmin):
-    list_display = ["repository", "blueprint", "team", "owner", "sha_parameter"]
+    form = RepositoryHookForm
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    list_display = ["repository", "forge", "blueprint", "team", "owner", "policy"]
+    list_filter = ["forge", "policy"]
     autocomplete_fields = ["team", "owner"]
+    readonly_fields = ["token_stored", "recent_activity"]
+    fieldsets = [
+        (None, {"fields": ["forge", "repository", "secret", "blueprint", "sha_parameter"]}),
+        ("Billing", {"fields": ["team", "owner"]}),
+        (
+            "Who may get an environment",
+            {"fields": ["policy", "label", "max_environments"]},
+        ),
+        (
+            "Feedback on the pull request",
+            {"fields": ["api_url", "token", "token_stored", "clear_token"]},
+        ),
+        ("Recent activity", {"fields": ["recent_activity"]}),
+    ]
+
+    @admin.display(description="Token")
+    def token_stored(self, obj):
+        return "stored (not shown)" if obj and obj.token else "none: nothing is posted back"
+
+    @admin.display(description="Refusals and posting failures (latest first)")
+    def recent_activity(self, obj):
+        if obj is None or obj.pk is None:
+            return "-"
+        events = list(obj.events.all()[:25])
+        if not events:
+            return "Nothing yet."
+        return format_html_join(
+            mark_safe("<br>"),
+            "{} · {} · {}",
+            (
+                (
+                    timezone.localtime(event.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+                    event.get_kind_display(),
+                    event.message,
+                )
+                for event in events
+            ),
+        )
 
 
 @admin.register(ApiToken)
@@ -432,6 +556,23 @@ class ExtensionRequestAdmin(ReadOnlyAdmin):
 @admin.register(HookDelivery)
 class HookDeliveryAdmin(ReadOnlyAdmin):
     list_display = ["delivery_id", "received_at", "outcome"]
+
+
+@admin.register(PullRequest)
+class PullRequestAdmin(ReadOnlyAdmin):
+    """What Ephemera remembers of each pull request (written by the hooks only)."""
+
+    list_display = ["hook", "number", "state", "head_sha", "environment", "refusal", "updated_at"]
+    list_filter = ["state"]
+    exclude = ["posted"]
+
+
+@admin.register(HookEvent)
+class HookEventAdmin(ReadOnlyAdmin):
+    """Refusals and posting failures; the hook's page shows its latest."""
+
+    list_display = ["created_at", "hook", "kind", "number", "message"]
+    list_filter = ["kind"]
 
 
 @admin.register(CostEntry)

@@ -718,7 +718,19 @@ class ApiToken(models.Model):
 class RepositoryHook(models.Model):
     """Maps a Git repository's pull requests to preview environments."""
 
-    repository = models.CharField(max_length=200, unique=True, help_text="owner/name")
+    class Forge(models.TextChoices):
+        GITHUB = "github", "GitHub"
+        GITLAB = "gitlab", "GitLab"
+        GITEA = "gitea", "Gitea or Forgejo"
+
+    class Policy(models.TextChoices):
+        SAME_REPOSITORY = "same_repository", "Pull requests from this repository only"
+        FORKS = "forks", "Also pull requests from forks"
+        LABEL = "label", "Only pull requests with the label"
+        ASSOCIATION = "association", "Only authors who are owners, members or collaborators"
+
+    forge = models.CharField(max_length=10, choices=Forge.choices, default=Forge.GITHUB)
+    repository = models.CharField(max_length=200, help_text="owner/name (GitLab: group/project)")
     # Needed in clear to verify signatures: encrypted at rest.
     secret = EncryptedSecretField(help_text="The webhook's shared secret.")
     blueprint = models.ForeignKey(Blueprint, on_delete=models.PROTECT, related_name="+")
@@ -726,9 +738,85 @@ class RepositoryHook(models.Model):
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="+")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Feedback on the pull request (commit status and one comment): the forge's API.
+    api_url = models.URLField(
+        blank=True,
+        help_text="The forge's address; blank means github.com or gitlab.com. "
+        "Gitea/Forgejo: https://git.example.com",
+    )
+    token = EncryptedSecretField(
+        blank=True,
+        help_text="An access token that may set commit statuses and comment on pull "
+        "requests. Blank: nothing is posted back.",
+    )
+    policy = models.CharField(max_length=20, choices=Policy.choices, default=Policy.SAME_REPOSITORY)
+    label = models.CharField(
+        max_length=50, default="preview", help_text="The label the label policy looks for."
+    )
+    max_environments = models.PositiveSmallIntegerField(
+        default=5, help_text="At most this many pull-request environments at once."
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["forge", "repository"], name="hook_forge_repository")
+        ]
 
     def __str__(self) -> str:
         return self.repository
+
+
+class PullRequest(models.Model):
+    """What Ephemera remembers of one pull request (merge request) of a hooked repository:
+    whether it is closed (so a late delivery creates nothing), its environment, and the
+    one comment it edits on the forge."""
+
+    class State(models.TextChoices):
+        OPEN = "open", "Open"
+        CLOSED = "closed", "Closed"
+
+    hook = models.ForeignKey(RepositoryHook, on_delete=models.CASCADE, related_name="pull_requests")
+    number = models.PositiveIntegerField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+    head_sha = models.CharField(max_length=64, blank=True)
+    environment = models.ForeignKey(
+        "Environment", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Why no environment was made (the repository's limit), posted to the pull request.
+    refusal = models.CharField(max_length=300, blank=True)
+    comment_id = models.CharField(max_length=40, blank=True)
+    posted = models.JSONField(default=dict, blank=True)  # what the forge shows now
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hook", "number"], name="pull_request_per_hook")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hook.repository}#{self.number}"
+
+
+class HookEvent(models.Model):
+    """What happened on a repository hook, shown on its page: refusals (and why), and
+    feedback that could not be posted."""
+
+    class Kind(models.TextChoices):
+        REFUSED = "refused", "Refused"
+        POSTED = "posted", "Posted"
+        FAILED = "failed", "Posting failed"
+
+    hook = models.ForeignKey(RepositoryHook, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    number = models.PositiveIntegerField(null=True, blank=True)
+    message = models.CharField(max_length=500)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class HookDelivery(models.Model):

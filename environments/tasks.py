@@ -12,6 +12,7 @@ from __future__ import annotations
 from environments.access import credentials
 from environments.governance import billing
 from environments.integrations import notifications
+from environments.integrations.forges import feedback
 from environments.lifecycle import pools, provisioning, upkeep
 from environments.recovery import drills, retention, snapshots
 from environments.scheduling import services as scheduling
@@ -107,3 +108,8 @@ def run_drills() -> list[str]:
 def deliver_drill_notification(drill_id: str, key: str = "") -> str:
     """Tell a failed drill's blueprint owners."""
     return notifications.deliver_drill(drill_id, key)
+
+
+def post_pull_request_feedback(pull_request_id: str) -> str:
+    """Commit status and comment on a pull request (retried with backoff by RQ)."""
+    return feedback.post(pull_request_id)

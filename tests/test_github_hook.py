@@ -36,7 +36,11 @@ def pull_request(action: str, sha: str = SHA_1, number: int = 42) -> dict:
     return {
         "action": action,
         "number": number,
-        "pull_request": {"number": number, "head": {"sha": sha}, "state": "open"},
+        "pull_request": {
+            "number": number,
+            "head": {"sha": sha, "repo": {"full_name": REPO}},
+            "state": "closed" if action == "closed" else "open",
+        },
         "repository": {"full_name": REPO},
     }
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
+from environments.lifecycle import forge_feedback
 from environments.lifecycle.states import State, TransitionError, can_transition
 from environments.models import Environment, EnvironmentEvent, ExtensionRequest
 
@@ -55,6 +56,8 @@ def transition(
                 message=message or f"Now {State(to_state).label.lower()}.",
                 actor=actor,
             )
+            # A pull request's environment: its commit status and comment follow.
+            forge_feedback.after_transition(environment_id)
     return bool(changed)
 
 
