@@ -13,6 +13,7 @@ from environments.access import credentials
 from environments.governance import billing
 from environments.integrations import notifications
 from environments.lifecycle import provisioning, upkeep
+from environments.recovery import drift, teardown_receipt
 
 
 def provision(environment_id: str) -> str:
@@ -69,3 +70,13 @@ def grant_person_access(environment_id: str, user_id: str) -> str:
 def sync_person_access(user_id: str) -> str:
     """After a membership or activity change: revoke (or grant) that person's identities."""
     return credentials.sync_person(int(user_id))
+
+
+def repair_drift(environment_id: str, event_ids: list[int]) -> str:
+    """Re-apply the objects of a ready environment that drifted (the watcher saw it)."""
+    return drift.repair(environment_id, event_ids)
+
+
+def verify_teardown(environment_id: str) -> str:
+    """After a teardown: record a receipt of what was checked and anything left over."""
+    return teardown_receipt.verify(environment_id)

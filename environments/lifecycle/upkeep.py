@@ -20,6 +20,7 @@ from environments.lifecycle.provisioning import job_lost, start_deleting
 from environments.lifecycle.queue import enqueue, requeue_revocations
 from environments.lifecycle.states import DELETABLE_STATES, FINAL_STATES, State
 from environments.lifecycle.transitions import transition
+from environments.recovery import teardown_receipt
 from environments.models import Environment, EnvironmentEvent
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,10 @@ def reconcile() -> dict[str, int]:
                 },
             )
             counts["cleaned"] += 1
+    try:  # verified teardown: anything of a deleted environment still on the cluster
+        counts["leftovers"] = teardown_receipt.report_leftovers()
+    except cluster.ClusterError as exc:
+        log.warning("could not look for leftovers: %s", exc)
     try:  # kubeconfig revocations whose job was lost to a Redis outage
         counts["revocations"] = requeue_revocations()
     except Exception:

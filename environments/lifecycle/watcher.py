@@ -53,6 +53,7 @@ from environments.lifecycle.provisioning import (
 from environments.lifecycle.queue import enqueue
 from environments.lifecycle.states import State
 from environments.models import Environment
+from environments.recovery.drift import DriftCheck
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class Watcher:
         self.view = view
         self.name = name
         self.recorded: set[tuple[str, str]] = set()  # problems already recorded
+        self.drift = DriftCheck(view)  # self-healing (recovery.drift)
 
     def _acted(self, done: bool) -> bool:
         if done:
@@ -203,6 +205,10 @@ class Watcher:
         ).values_list("pk", flat=True):
             if self._acted(services.retry_after_outage(environment_id)):
                 counts["retried"] += 1
+        try:
+            counts.update(self.drift.run())
+        except Exception:
+            log.exception("drift check failed; trying again next pass")
         if len(self.recorded) > 100_000:
             self.recorded.clear()  # bounded: forgetting only means one more get_or_create
         return counts
