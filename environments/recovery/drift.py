@@ -10,7 +10,8 @@ compared (``kube.drift``), so Kubernetes' defaults and status updates are never 
   every ``DRIFT_SWEEP_SECONDS``. Only ``ready`` environments that have been ready a
   moment (``DRIFT_GRACE_SECONDS``: the stores catch up with the last apply) are
   checked; an environment being updated, torn down or restored is not. Each drift is
-  recorded once as an event (its ``source_key`` names the object and the live version)
+  recorded once as an event (its ``source_key`` names the object, its uid and the hash
+  of its spec)
   and a ``repair_drift`` job is queued (ids only; one per environment at a time).
 - ``repair`` (the job) re-reads the environment, applies the drifted objects' recorded
   manifests with server-side apply (field manager ``ephemera``: the fields it owns come
@@ -55,7 +56,7 @@ def _drift_key(kind: str, name: str, marker: str) -> str:
 
 
 def _parse_drift_key(key: str) -> tuple[str, str]:
-    kind_name = key[len(DRIFT_PREFIX) :].rsplit(":", 1)[0]
+    kind_name = key[len(DRIFT_PREFIX) :].partition(":")[0]  # names have no colons
     kind, _, name = kind_name.partition("/")
     return kind, name
 
@@ -66,7 +67,7 @@ class DriftCheck:
     def __init__(self, view: reflector.ClusterView):
         self.view = view
         self.last_sweep = 0.0
-        # (namespace, Kind, name) -> the last resourceVersion seen: names a deletion.
+        # (namespace, Kind, name) -> the uid last seen: names a deletion.
         self.seen: dict[tuple[str, str, str], str] = {}
 
     def run(self) -> dict[str, int]:
@@ -88,6 +89,10 @@ class DriftCheck:
         ):
             namespace = namespace_for(name)
             live = self.view.objects(namespace)
+            for (kind, object_name), kept in live.items():
+                self.seen[(namespace, kind, object_name)] = kept["object"]["metadata"].get(
+                    "uid", ""
+                )
             try:
                 inventory.publish(environment_id, inventory.items_for(namespace, live, manifests))
             except Exception as exc:  # a cache for the pages, never a reason to stop
@@ -114,17 +119,17 @@ class DriftCheck:
             if kind not in watched:
                 continue
             kept = live.get((kind, name))
-            seen_key = (namespace, kind, name)
-            if kept is not None:
-                version = kept["object"]["metadata"].get("resourceVersion", "")
-                self.seen[seen_key] = version
             changed = drift(manifest, kept["object"] if kept else None)
             if changed is None:
                 continue
+            # The same drift keeps the same key while its status changes (a Deployment
+            # scaled by hand goes on updating its status): the object's uid and the hash
+            # of its spec. A deletion: the uid of the object that went.
             if kept is None:
-                marker = f"deleted@{self.seen.get(seen_key, 'unseen')}"
+                marker = f"deleted:{self.seen.get((namespace, kind, name), 'unseen')}"
             else:
-                marker = f"rv{version}"
+                uid = kept["object"]["metadata"].get("uid", "")
+                marker = f"{uid}:{kept.get('digest', '')}"
             event, created = EnvironmentEvent.objects.get_or_create(
                 environment_id=environment_id,
                 source_key=_drift_key(kind, name, marker),
@@ -136,9 +141,12 @@ class DriftCheck:
             )
             if created:
                 log.info("environment %s: %s", environment_id, event.message)
-            if created or not EnvironmentEvent.objects.filter(
-                environment_id=environment_id, source_key=f"{REPAIR_PREFIX}{event.pk}"
-            ).exists():
+            if (
+                created
+                or not EnvironmentEvent.objects.filter(
+                    environment_id=environment_id, source_key=f"{REPAIR_PREFIX}{event.pk}"
+                ).exists()
+            ):
                 pending.append(event.pk)
         if len(self.seen) > 200_000:
             self.seen.clear()  # bounded: forgetting only makes a deletion's key "unseen"

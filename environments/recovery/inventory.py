@@ -164,7 +164,5 @@ def as_csv(objects: list[dict[str, Any]]) -> str:
     for row in objects:
         # A leading = + - @ would be a formula in a spreadsheet: names never start so,
         # but the file must be safe whatever is on the cluster.
-        writer.writerow(
-            {k: ("'" + str(v) if str(v)[:1] in "=+-@" else v) for k, v in row.items()}
-        )
+        writer.writerow({k: ("'" + str(v) if str(v)[:1] in "=+-@" else v) for k, v in row.items()})
     return out.getvalue()

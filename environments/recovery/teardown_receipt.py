@@ -62,9 +62,7 @@ def check(selector: str) -> tuple[list[str], list[str], list[str], list[tuple[st
 
 def verify(environment_id: str) -> str:
     """The receipt of one deleted environment (the verify_teardown job; idempotent)."""
-    state = (
-        Environment.objects.filter(pk=environment_id).values_list("state", flat=True).first()
-    )
+    state = Environment.objects.filter(pk=environment_id).values_list("state", flat=True).first()
     if state != State.DELETED:
         return f"nothing to do: {state}"
     if EnvironmentEvent.objects.filter(
@@ -121,9 +119,7 @@ def report_leftovers() -> int:
     """The reconciler's sweep: objects labelled as Ephemera's that belong to a deleted
     environment, or to none while carrying this instance's label. Returns how many."""
     _, _, _, found = check(f"{MANAGED_BY}={MANAGER}")
-    ids = {
-        (obj["metadata"].get("labels") or {}).get(ENV_LABEL, "") for _, obj in found
-    } - {""}
+    ids = {(obj["metadata"].get("labels") or {}).get(ENV_LABEL, "") for _, obj in found} - {""}
     states = dict(
         Environment.objects.filter(pk__in=[i for i in ids if _is_uuid(i)]).values_list(
             "pk", "state"
