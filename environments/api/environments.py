@@ -24,6 +24,7 @@ from environments.api.schemas import (
     EnvironmentOut,
     EventOut,
     ExtendIn,
+    InventoryOut,
     ExtensionRequestOut,
     KubeconfigOut,
     RenameIn,
@@ -35,6 +36,7 @@ from environments.catalog.selectors import requestable_version
 from environments.governance import audit
 from environments.lifecycle import queue, selectors, services
 from environments.models import ApiToken, Environment, Team
+from environments.recovery import inventory
 
 router = Router(auth=bearer, tags=["environments"])
 
@@ -169,6 +171,24 @@ def list_events(
 ) -> list[dict[str, Any]]:
     environment = _environment(_token(request), ref)
     return [event_out(e) for e in environment.events.all()]
+
+
+@router.get(
+    "/{ref}/inventory",
+    response={200: InventoryOut, **READ_ERRORS},
+    summary="What an environment owns on the cluster (kind, name, uid, created, spec hash)",
+)
+def environment_inventory(
+    request: HttpRequest, ref: str = Path(..., pattern=ENVIRONMENT_REF)
+) -> dict[str, Any]:
+    environment = _environment(_token(request), ref)
+    observed_at, objects = inventory.read(environment.pk)
+    return {
+        "environment": str(environment.pk),
+        "name": environment.name,
+        "observed_at": observed_at,
+        "objects": objects,
+    }
 
 
 @router.patch(
