@@ -84,9 +84,11 @@ class DriftCheck:
         if not sweep:
             rows = rows.filter(name__in=names)
         grace = timezone.now() - timedelta(seconds=DRIFT_GRACE_SECONDS)
+        owned = set()
         for environment_id, name, state, changed_at, manifests in rows.values_list(
             "pk", "name", "state", "state_changed_at", "manifests"
         ):
+            owned.add(name)
             namespace = namespace_for(name)
             live = self.view.objects(namespace)
             for (kind, object_name), kept in live.items():
@@ -106,8 +108,9 @@ class DriftCheck:
             counts["drifted"] += len(found)
             if found and queue.enqueue_recovery("repair", environment_id, found):
                 counts["repairs"] += 1
-        if sweep:
-            self._unknown()
+        unowned = [n for n in set(names) - owned if self.view.namespace(namespace_for(n))]
+        if sweep or unowned:
+            self._unknown()  # or: a namespace of ours that no live environment owns changed
         return counts
 
     def _check(self, environment_id, namespace: str, live: dict, manifests: list[dict]) -> list:

@@ -45,7 +45,11 @@ def environment_inventory(request, pk):
             f"{environment.name}-inventory",
             objects,
             fmt,
-            {"environment": str(environment.pk), "name": environment.name, "observed_at": observed_at},
+            {
+                "environment": str(environment.pk),
+                "name": environment.name,
+                "observed_at": observed_at,
+            },
         )
     return render(
         request,
@@ -81,9 +85,9 @@ def admin_inventory(request):
     leftovers_at, leftovers = inventory.leftovers()
     fmt = request.GET.get("format", "")
     if fmt in {"json", "csv"}:
-        flat = [
-            {**o, "environment": r["env"].name} for r in rows for o in r["objects"]
-        ] + [{**o, "status": f"unknown: {o['why']}"} for o in unknown + leftovers]
+        flat = [{**o, "environment": r["env"].name} for r in rows for o in r["objects"]] + [
+            {**o, "status": f"unknown: {o['why']}"} for o in unknown + leftovers
+        ]
         return _download("inventory", flat, fmt, {})
     return render(
         request,
