@@ -20,8 +20,8 @@ from environments.lifecycle.provisioning import job_lost, start_deleting
 from environments.lifecycle.queue import enqueue, requeue_revocations
 from environments.lifecycle.states import DELETABLE_STATES, FINAL_STATES, State
 from environments.lifecycle.transitions import transition
-from environments.recovery import teardown_receipt
 from environments.models import Environment, EnvironmentEvent
+from environments.recovery import teardown_receipt
 
 log = logging.getLogger(__name__)
 

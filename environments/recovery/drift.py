@@ -27,7 +27,6 @@ import logging
 import time
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 

@@ -19,6 +19,7 @@ a leftover PersistentVolume may hold the only copy of someone's data.
 from __future__ import annotations
 
 import logging
+import uuid
 
 from django.conf import settings
 
@@ -120,12 +121,12 @@ def report_leftovers() -> int:
     environment, or to none while carrying this instance's label. Returns how many."""
     _, _, _, found = check(f"{MANAGED_BY}={MANAGER}")
     ids = {(obj["metadata"].get("labels") or {}).get(ENV_LABEL, "") for _, obj in found} - {""}
-    states = dict(
-        Environment.objects.filter(pk__in=[i for i in ids if _is_uuid(i)]).values_list(
-            "pk", "state"
-        )
-    )
-    states = {str(k): v for k, v in states.items()}
+    states = {
+        str(pk): state
+        for pk, state in Environment.objects.filter(
+            pk__in=[i for i in ids if _is_uuid(i)]
+        ).values_list("pk", "state")
+    }
     entries = []
     for kind, obj in found:
         labels = obj["metadata"].get("labels") or {}
@@ -159,8 +160,6 @@ def report_leftovers() -> int:
 
 
 def _is_uuid(value: str) -> bool:
-    import uuid
-
     try:
         uuid.UUID(value)
         return True
