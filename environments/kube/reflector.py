@@ -129,6 +129,9 @@ class Reflector:
         self.compact = COMPACT[kind]
         self.on_change = on_change
         self.store: dict[str, dict] = {}
+        # namespace -> keys of its objects in the store: a namespace's objects without a
+        # scan of every object on the cluster (a pass asks for many namespaces).
+        self.index: dict[str, dict[str, None]] = {}  # (a dict: insertion order, as listed)
         self.lock = threading.Lock()
         self.synced = threading.Event()
         self.lists = 0  # how many times it listed (start, 410, outage)
@@ -143,8 +146,12 @@ class Reflector:
             compact = self.compact(item)
             if compact is not None:
                 store[_key(item)] = compact
+        index: dict[str, dict[str, None]] = {}
+        for key in store:
+            index.setdefault(key.partition("/")[0], {})[key] = None
         with self.lock:
             self.store = store
+            self.index = index
             self.relisted = True
         self.lists += 1
 
@@ -153,11 +160,18 @@ class Reflector:
         key = _key(obj)
         compact = None if event["type"] == "DELETED" else self.compact(obj)
         meta = obj["metadata"]
+        namespace = key.partition("/")[0]
         with self.lock:
             if compact is None:
                 self.store.pop(key, None)
+                keys = self.index.get(namespace)
+                if keys is not None:
+                    keys.pop(key, None)
+                    if not keys:
+                        del self.index[namespace]
             else:
                 self.store[key] = compact
+                self.index.setdefault(namespace, {})[key] = None
             self.dirty.add(meta.get("namespace") or meta["name"])
 
     def values(self) -> list[dict]:
@@ -246,10 +260,9 @@ class ClusterView:
         return NamespaceState(name, ns["terminating"], ns["created_at"])
 
     def _in(self, kind: str, namespace: str) -> list[dict]:
-        prefix = f"{namespace}/"
         reflector = self.reflectors[kind]
         with reflector.lock:
-            return [v for k, v in reflector.store.items() if k.startswith(prefix)]
+            return [reflector.store[k] for k in reflector.index.get(namespace, ())]
 
     def readiness(self, namespace: str) -> dict[str, dict]:
         return {

@@ -68,6 +68,9 @@ class DriftCheck:
         self.last_sweep = 0.0
         # (namespace, Kind, name) -> the uid last seen: names a deletion.
         self.seen: dict[tuple[str, str, str], str] = {}
+        # environment id -> the inventory last published (Redis only when it changes).
+        self.published: dict[str, list] = {}
+        self.last_unknown = 0.0
 
     def run(self) -> dict[str, int]:
         counts = {"drifted": 0, "repairs": 0}
@@ -94,10 +97,13 @@ class DriftCheck:
                 self.seen[(namespace, kind, object_name)] = kept["object"]["metadata"].get(
                     "uid", ""
                 )
-            try:
-                inventory.publish(environment_id, inventory.items_for(namespace, live, manifests))
-            except Exception as exc:  # a cache for the pages, never a reason to stop
-                log.warning("could not record the inventory of %s: %s", environment_id, exc)
+            items = inventory.items_for(namespace, live, manifests)
+            if self.published.get(str(environment_id)) != items:
+                try:
+                    inventory.publish(environment_id, items)
+                    self.published[str(environment_id)] = items
+                except Exception as exc:  # a cache for the pages, never a reason to stop
+                    log.warning("could not record the inventory of %s: %s", environment_id, exc)
             if state != State.READY or changed_at > grace or not manifests:
                 continue
             standing = self.view.namespace(namespace)
@@ -107,9 +113,12 @@ class DriftCheck:
             counts["drifted"] += len(found)
             if found and queue.enqueue_recovery("repair", environment_id, found):
                 counts["repairs"] += 1
+        # Also when a namespace of ours that no live environment owns changed (at most
+        # once a second: a batch of teardowns changes many at once).
         unowned = [n for n in set(names) - owned if self.view.namespace(namespace_for(n))]
-        if sweep or unowned:
-            self._unknown()  # or: a namespace of ours that no live environment owns changed
+        if sweep or (unowned and now - self.last_unknown >= 1.0):
+            self.last_unknown = now
+            self._unknown()
         return counts
 
     def _check(self, environment_id, namespace: str, live: dict, manifests: list[dict]) -> list:
@@ -152,6 +161,8 @@ class DriftCheck:
                 pending.append(event.pk)
         if len(self.seen) > 200_000:
             self.seen.clear()  # bounded: forgetting only makes a deletion's key "unseen"
+        if len(self.published) > 50_000:
+            self.published.clear()  # bounded: forgetting only means one more write
         return pending
 
     def _unknown(self) -> None:
