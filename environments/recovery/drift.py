@@ -28,6 +28,7 @@ import time
 from datetime import datetime, timedelta
 
 from django.db.models import Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from environments.kube import cluster, reflector
@@ -71,6 +72,8 @@ class DriftCheck:
         # environment id -> the inventory last published (Redis only when it changes).
         self.published: dict[str, list] = {}
         self.last_unknown = 0.0
+        # environment id -> (md5 of its recorded manifests, the manifests)
+        self.manifests: dict[str, tuple[str, list[dict]]] = {}
 
     def run(self) -> dict[str, int]:
         counts = {"drifted": 0, "repairs": 0}
@@ -87,10 +90,14 @@ class DriftCheck:
             rows = rows.filter(name__in=names)
         grace = timezone.now() - timedelta(seconds=DRIFT_GRACE_SECONDS)
         owned = set()
-        for environment_id, name, state, changed_at, manifests in rows.values_list(
-            "pk", "name", "state", "state_changed_at", "manifests"
-        ):
+        # The manifests are read again only when their hash (computed by PostgreSQL)
+        # changed: a pass during a burst of teardowns would otherwise parse them all.
+        listed = rows.annotate(
+            manifests_md5=RawSQL("md5(manifests::text)", [])  # noqa: S611 (constant)
+        ).values_list("pk", "name", "state", "state_changed_at", "manifests_md5")
+        for environment_id, name, state, changed_at, md5 in listed:
             owned.add(name)
+            manifests = self._manifests(environment_id, md5)
             namespace = namespace_for(name)
             live = self.view.objects(namespace)
             for (kind, object_name), kept in live.items():
@@ -120,6 +127,20 @@ class DriftCheck:
             self.last_unknown = now
             self._unknown()
         return counts
+
+    def _manifests(self, environment_id, md5: str) -> list[dict]:
+        cached = self.manifests.get(str(environment_id))
+        if cached is None or cached[0] != md5:
+            manifests = (
+                Environment.objects.filter(pk=environment_id)
+                .values_list("manifests", flat=True)
+                .first()
+            ) or []
+            if len(self.manifests) > 50_000:
+                self.manifests.clear()
+            self.manifests[str(environment_id)] = (md5, manifests)
+            return manifests
+        return cached[1]
 
     def _check(self, environment_id, namespace: str, live: dict, manifests: list[dict]) -> list:
         """Record each drift of one environment once; the ids of those not repaired."""
