@@ -162,6 +162,19 @@ class Reflector:
         meta = obj["metadata"]
         namespace = key.partition("/")[0]
         with self.lock:
+            before = self.store.get(key)
+            if (
+                compact is not None
+                and before is not None
+                and "digest" in compact
+                and before.get("digest") == compact["digest"]
+                and before["object"]["metadata"].get("uid")
+                == compact["object"]["metadata"].get("uid")
+            ):
+                # Only its status changed (a rollout, a scaled pod): not a reason for a
+                # drift check, which compares specs.
+                self.store[key] = compact
+                return
             if compact is None:
                 self.store.pop(key, None)
                 keys = self.index.get(namespace)

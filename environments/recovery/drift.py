@@ -72,6 +72,10 @@ class DriftCheck:
         # environment id -> the inventory last published (Redis only when it changes).
         self.published: dict[str, list] = {}
         self.last_unknown = 0.0
+        # environment name -> when its grace after becoming ready ends (checked then)
+        self.after_grace: dict[str, float] = {}
+        # environment id -> what was last looked at (see ``run``)
+        self.signatures: dict[str, tuple] = {}
         # environment id -> (md5 of its recorded manifests, the manifests)
         self.manifests: dict[str, tuple[str, list[dict]]] = {}
 
@@ -83,6 +87,10 @@ class DriftCheck:
         if sweep:
             self.last_sweep = now
         names = [ns[len(NAMESPACE_PREFIX) :] for ns in dirty if ns.startswith(NAMESPACE_PREFIX)]
+        for name, due in list(self.after_grace.items()):
+            if due <= now:
+                names.append(name)
+                del self.after_grace[name]
         if not sweep and not names:
             return counts
         rows = Environment.objects.exclude(state__in=FINAL_STATES)
@@ -100,6 +108,28 @@ class DriftCheck:
             manifests = self._manifests(environment_id, md5)
             namespace = namespace_for(name)
             live = self.view.objects(namespace)
+            checking = state == State.READY and changed_at <= grace and bool(manifests)
+            # Nothing that matters changed since this environment was last looked at
+            # (its objects' uids and spec hashes, its manifests, whether it is checked):
+            # nothing to do. Status updates alone never get this far.
+            signature = (
+                md5,
+                checking,
+                tuple(
+                    sorted(
+                        (
+                            kind,
+                            object_name,
+                            kept["object"]["metadata"].get("uid", ""),
+                            kept.get("digest", ""),
+                        )
+                        for (kind, object_name), kept in live.items()
+                    )
+                ),
+            )
+            if not sweep and self.signatures.get(str(environment_id)) == signature:
+                continue
+            self.signatures[str(environment_id)] = signature
             for (kind, object_name), kept in live.items():
                 self.seen[(namespace, kind, object_name)] = kept["object"]["metadata"].get(
                     "uid", ""
@@ -111,15 +141,20 @@ class DriftCheck:
                     self.published[str(environment_id)] = items
                 except Exception as exc:  # a cache for the pages, never a reason to stop
                     log.warning("could not record the inventory of %s: %s", environment_id, exc)
-            if state != State.READY or changed_at > grace or not manifests:
+            if not checking:
+                if state == State.READY and manifests:  # ready a moment ago: after the grace
+                    self.after_grace[name] = now + DRIFT_GRACE_SECONDS
                 continue
             standing = self.view.namespace(namespace)
             if standing is None or standing.terminating:
                 continue  # vanished or going: not drift of an object
             found = self._check(environment_id, namespace, live, manifests)
             counts["drifted"] += len(found)
-            if found and queue.enqueue_recovery("repair", environment_id, found):
-                counts["repairs"] += 1
+            if found:
+                if queue.enqueue_recovery("repair", environment_id, found):
+                    counts["repairs"] += 1
+                else:  # a repair is still running: ask again next pass
+                    self.signatures.pop(str(environment_id), None)
         # Also when a namespace of ours that no live environment owns changed (at most
         # once a second: a batch of teardowns changes many at once).
         unowned = [n for n in set(names) - owned if self.view.namespace(namespace_for(n))]
@@ -184,6 +219,7 @@ class DriftCheck:
             self.seen.clear()  # bounded: forgetting only makes a deletion's key "unseen"
         if len(self.published) > 50_000:
             self.published.clear()  # bounded: forgetting only means one more write
+            self.signatures.clear()
         return pending
 
     def _unknown(self) -> None:
