@@ -36,13 +36,7 @@ def comparable(obj: dict) -> dict:
     """The parts of a live object drift and the inventory look at."""
     meta = obj.get("metadata") or {}
     kept: dict[str, Any] = {k: meta[k] for k in KEPT_METADATA if k in meta}
-    annotations = {
-        k: v
-        for k, v in (meta.get("annotations") or {}).items()
-        # kubectl's own bookkeeping, never ours
-        if k != "kubectl.kubernetes.io/last-applied-configuration"
-        and not k.startswith("deployment.kubernetes.io/")
-    }
+    annotations = _annotations(meta)
     if annotations:
         kept["annotations"] = annotations
     if meta.get("deletionTimestamp"):
@@ -51,12 +45,23 @@ def comparable(obj: dict) -> dict:
     return {"kind": obj.get("kind", ""), "metadata": kept, **body}
 
 
+def _annotations(meta: dict) -> dict:
+    return {
+        k: v
+        for k, v in (meta.get("annotations") or {}).items()
+        # kubectl's and the Deployment controller's own bookkeeping, never ours
+        if k != "kubectl.kubernetes.io/last-applied-configuration"
+        and not k.startswith("deployment.kubernetes.io/")
+    }
+
+
 def spec_digest(obj: dict) -> str:
     """A short hash of what an object is (everything but status and bookkeeping): equal
     objects have equal digests across clusters and restores."""
     body = {k: v for k, v in obj.items() if k not in SKIPPED}
     meta = obj.get("metadata") or {}
     body["labels"] = meta.get("labels") or {}
+    body["annotations"] = _annotations(meta)
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 

@@ -119,6 +119,9 @@ COMPACT: dict[str, Callable[[dict], dict | None]] = {
 
 # Kinds whose changes mark their namespace for a drift check (not pods or events).
 DRIFT_KINDS = frozenset(cluster.WATCHED_KINDS)
+# Kinds kept for drift and the inventory alone: a change of their status only (a
+# ResourceQuota's usage, an Ingress's load balancer) does not wake the watcher.
+SPEC_ONLY_KINDS = DRIFT_KINDS - {"namespaces", "deployments"}
 
 
 class Reflector:
@@ -155,7 +158,9 @@ class Reflector:
             self.relisted = True
         self.lists += 1
 
-    def apply(self, event: dict) -> None:
+    def apply(self, event: dict) -> bool:
+        """Keep one watch event; False if the watcher need not look (only the status of
+        an object it keeps for drift alone changed: a ResourceQuota's usage)."""
         obj = event["object"]
         key = _key(obj)
         compact = None if event["type"] == "DELETED" else self.compact(obj)
@@ -174,7 +179,7 @@ class Reflector:
                 # Only its status changed (a rollout, a scaled pod): not a reason for a
                 # drift check, which compares specs.
                 self.store[key] = compact
-                return
+                return self.kind not in SPEC_ONLY_KINDS
             if compact is None:
                 self.store.pop(key, None)
                 keys = self.index.get(namespace)
@@ -186,6 +191,7 @@ class Reflector:
                 self.store[key] = compact
                 self.index.setdefault(namespace, {})[key] = None
             self.dirty.add(meta.get("namespace") or meta["name"])
+        return True
 
     def values(self) -> list[dict]:
         with self.lock:
@@ -207,8 +213,8 @@ class Reflector:
                         version = event["object"]["metadata"].get("resourceVersion", version)
                         if event["type"] == "BOOKMARK":
                             continue
-                        self.apply(event)
-                        self.on_change(self.kind)
+                        if self.apply(event):
+                            self.on_change(self.kind)
                         if stop.is_set():
                             break
             except cluster.WatchExpired:
