@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import subprocess
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 from kubernetes import client
 
 from environments.kube.drift import describe_drift, differences, drift
@@ -16,7 +18,7 @@ from environments.lifecycle import services
 from environments.lifecycle.states import State
 from environments.models import Environment
 from environments.recovery.drift import DRIFT_PREFIX, REPAIR_PREFIX
-from tests.conftest import start_watcher, start_worker, wait_for
+from tests.conftest import start_watcher, start_worker, stop_worker, wait_for
 
 KUBECTL = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "kubectl")
 
@@ -200,6 +202,70 @@ def both_exist(core, namespace: str) -> bool:
     try:
         core.read_namespaced_resource_quota("ephemera-quota", namespace)
         core.read_namespaced_service("app", namespace)
+        return True
+    except client.ApiException as exc:
+        assert exc.status == 404
+        return False
+
+
+@pytest.mark.cluster
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("on_cluster")
+def test_an_environment_being_torn_down_or_just_ready_is_not_repaired(
+    owner, sample_blueprints, kube_config, kube_client, tmp_path, processes
+):
+    """One synchronous pass at a time (``reconcile_once``), no worker: what the watcher
+    decides, not what a job does."""
+    import django_rq
+
+    from environments.kube import cluster
+    from environments.lifecycle.watcher import reconcile_once
+
+    worker = start_worker(kube_config, tmp_path / "worker.log")
+    processes.append(worker)
+    processes.append(start_watcher(kube_config, tmp_path / "watcher.log"))
+    environment = services.request_environment(user=owner, version=sample_blueprints["pr-preview"])
+    wait_for(
+        lambda: Environment.objects.get(pk=environment.pk).state in {State.READY, State.FAILED},
+        timeout=180,
+    )
+    for process in processes:
+        stop_worker(process)
+    environment.refresh_from_db()
+    assert environment.state == State.READY, environment.last_error
+    namespace = environment.namespace
+    try:
+        client.AppsV1Api(kube_client).delete_namespaced_deployment("app", namespace)
+        wait_for(lambda: not app_deployed(kube_client, namespace), timeout=30)
+        repairs = django_rq.get_queue("default")
+
+        # Tearing down (the state only: the namespace stays for this test): not drift.
+        Environment.objects.filter(pk=environment.pk).update(state=State.TEARING_DOWN)
+        reconcile_once()
+        assert messages(environment, DRIFT_PREFIX) == []
+        # Ready again, but only just: the view may still be catching up; not yet.
+        Environment.objects.filter(pk=environment.pk).update(
+            state=State.READY, state_changed_at=timezone.now()
+        )
+        reconcile_once()
+        assert messages(environment, DRIFT_PREFIX) == []
+        # Ready for a while: the deletion is drift, recorded once, and a repair is queued.
+        Environment.objects.filter(pk=environment.pk).update(
+            state_changed_at=timezone.now() - timedelta(minutes=1)
+        )
+        reconcile_once()
+        reconcile_once()
+        assert messages(environment, DRIFT_PREFIX) == [
+            "Drift: Deployment app was deleted by hand; repairing it from the recorded manifests."
+        ]
+        assert f"repair-{environment.pk}" in repairs.job_ids
+    finally:
+        cluster.delete(cluster.namespace_manifest(namespace))
+
+
+def app_deployed(kube_client, namespace: str) -> bool:
+    try:
+        client.AppsV1Api(kube_client).read_namespaced_deployment("app", namespace)
         return True
     except client.ApiException as exc:
         assert exc.status == 404
