@@ -270,3 +270,41 @@ def app_deployed(kube_client, namespace: str) -> bool:
     except client.ApiException as exc:
         assert exc.status == 404
         return False
+
+
+@pytest.mark.django_db(transaction=True)  # django-rq enqueues when the transaction commits
+def test_a_receipt_lost_with_its_job_is_queued_again_by_the_reconciler(owner, team, shop):
+    import django_rq
+
+    from environments.models import EnvironmentEvent
+    from environments.recovery.teardown_receipt import RECEIPT_KEY, requeue_missing_receipts
+    from tests.factories import make_environment
+
+    queue = django_rq.get_queue("default")
+    queue.empty()
+    now = timezone.now()
+    lost = make_environment(
+        owner=owner,
+        team=team,
+        version=shop,
+        state=State.DELETED,
+        deleted_at=now - timedelta(minutes=5),
+    )
+    verified = make_environment(
+        owner=owner,
+        team=team,
+        version=shop,
+        state=State.DELETED,
+        deleted_at=now - timedelta(minutes=5),
+    )
+    EnvironmentEvent.objects.create(
+        environment=verified, kind=EnvironmentEvent.Kind.INFO, message="r", source_key=RECEIPT_KEY
+    )
+    make_environment(owner=owner, team=team, version=shop, state=State.DELETED, deleted_at=now)
+    assert requeue_missing_receipts() == 1
+    from rq.job import Job
+
+    job = Job.fetch(f"verify_teardown-{lost.pk}", connection=queue.connection)
+    assert job.get_status() == "queued", (job.get_status(), job.origin, queue.name, queue.job_ids)
+    assert requeue_missing_receipts() == 0  # already waiting
+    queue.empty()

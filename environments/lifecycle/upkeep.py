@@ -194,6 +194,7 @@ def reconcile() -> dict[str, int]:
             counts["cleaned"] += 1
     try:  # verified teardown: anything of a deleted environment still on the cluster
         counts["leftovers"] = teardown_receipt.report_leftovers()
+        counts["receipts"] = teardown_receipt.requeue_missing_receipts()
     except cluster.ClusterError as exc:
         log.warning("could not look for leftovers: %s", exc)
     try:  # kubeconfig revocations whose job was lost to a Redis outage

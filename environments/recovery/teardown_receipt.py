@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
+from django.utils import timezone
 
 from environments.kube import cluster
 from environments.kube.objects import ENV_LABEL, INSTANCE_LABEL, MANAGED_BY, MANAGER
-from environments.lifecycle import telemetry
+from environments.lifecycle import queue, telemetry
 from environments.lifecycle.states import State
 from environments.models import Environment, EnvironmentEvent
 from environments.recovery import inventory
@@ -171,3 +173,20 @@ def receipt(environment_id) -> EnvironmentEvent | None:
     return EnvironmentEvent.objects.filter(
         environment_id=environment_id, source_key=RECEIPT_KEY
     ).first()
+
+
+def requeue_missing_receipts() -> int:
+    """The reconciler's backstop: environments deleted in the last day (more than a
+    minute ago) without a receipt (its job was lost to a Redis outage) get the job
+    again. Returns how many were queued."""
+    now = timezone.now()
+    missing = (
+        Environment.objects.filter(
+            state=State.DELETED,
+            deleted_at__gte=now - timedelta(days=1),
+            deleted_at__lt=now - timedelta(minutes=1),
+        )
+        .exclude(events__source_key=RECEIPT_KEY)
+        .values_list("pk", flat=True)
+    )
+    return sum(1 for pk in missing if queue.enqueue_recovery("verify_teardown", pk))
