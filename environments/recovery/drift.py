@@ -72,6 +72,7 @@ class DriftCheck:
         # environment id -> the inventory last published (Redis only when it changes).
         self.published: dict[str, list] = {}
         self.last_unknown = 0.0
+        self.unknown_due = False
         # environment name -> when its grace after becoming ready ends (checked then)
         self.after_grace: dict[str, float] = {}
         # environment id -> what was last looked at (see ``run``)
@@ -91,7 +92,7 @@ class DriftCheck:
             if due <= now:
                 names.append(name)
                 del self.after_grace[name]
-        if not sweep and not names:
+        if not sweep and not names and not self.unknown_due:
             return counts
         rows = Environment.objects.exclude(state__in=FINAL_STATES)
         if not sweep:
@@ -157,9 +158,11 @@ class DriftCheck:
                     self.signatures.pop(str(environment_id), None)
         # Also when a namespace of ours that no live environment owns changed (at most
         # once a second: a batch of teardowns changes many at once).
-        unowned = [n for n in set(names) - owned if self.view.namespace(namespace_for(n))]
-        if sweep or (unowned and now - self.last_unknown >= 1.0):
+        if any(self.view.namespace(namespace_for(n)) for n in set(names) - owned):
+            self.unknown_due = True  # looked at by this pass or, within a second, a later one
+        if sweep or (self.unknown_due and now - self.last_unknown >= 1.0):
             self.last_unknown = now
+            self.unknown_due = False
             self._unknown()
         return counts
 
