@@ -14,7 +14,7 @@ from environments.governance import billing
 from environments.integrations import notifications
 from environments.integrations.forges import feedback
 from environments.lifecycle import pools, provisioning, upkeep
-from environments.recovery import drills, retention, snapshots
+from environments.recovery import drift, drills, retention, snapshots, teardown_receipt
 from environments.scheduling import services as scheduling
 
 
@@ -113,3 +113,13 @@ def deliver_drill_notification(drill_id: str, key: str = "") -> str:
 def post_pull_request_feedback(pull_request_id: str) -> str:
     """Commit status and comment on a pull request (retried with backoff by RQ)."""
     return feedback.post(pull_request_id)
+
+
+def repair_drift(environment_id: str, event_ids: list[int]) -> str:
+    """Re-apply the objects of a ready environment that drifted (the watcher saw it)."""
+    return drift.repair(environment_id, event_ids)
+
+
+def verify_teardown(environment_id: str) -> str:
+    """After a teardown: record a receipt of what was checked and anything left over."""
+    return teardown_receipt.verify(environment_id)

@@ -347,6 +347,20 @@ def test_what_each_identity_may_and_may_not_do(chart_release, kube_client):
         ("create", "volumesnapshots", env_ns, "snapshot.storage.k8s.io", ""),
         ("get", "volumesnapshots", env_ns, "snapshot.storage.k8s.io", ""),
         ("delete", "volumesnapshots", env_ns, "snapshot.storage.k8s.io", ""),
+        # Drift repair: the watcher watches every kind it applies.
+        ("watch", "services", "", "", ""),
+        ("watch", "serviceaccounts", "", "", ""),
+        ("watch", "resourcequotas", "", "", ""),
+        ("watch", "limitranges", "", "", ""),
+        ("watch", "networkpolicies", "", "networking.k8s.io", ""),
+        ("watch", "ingresses", "", "networking.k8s.io", ""),
+        ("watch", "rolebindings", "", rbac, ""),
+        # Verified teardown: what may outlive a namespace is listed, never read or changed.
+        ("list", "persistentvolumes", "", "", ""),
+        ("list", "persistentvolumeclaims", "", "", ""),
+        ("list", "clusterroles", "", rbac, ""),
+        ("list", "clusterrolebindings", "", rbac, ""),
+        ("list", "volumesnapshotcontents", "", "snapshot.storage.k8s.io", ""),
     ]:
         assert can(
             kube_client, controller, verb, resource, namespace=namespace, group=group, name=name
@@ -391,6 +405,13 @@ def test_what_each_identity_may_and_may_not_do(chart_release, kube_client):
         ("create", "volumesnapshotcontents", "", "snapshot.storage.k8s.io", ""),
         ("delete", "volumesnapshotcontents", "", "snapshot.storage.k8s.io", ""),
         ("create", "volumesnapshotclasses", "", "snapshot.storage.k8s.io", ""),
+        ("get", "persistentvolumes", "", "", ""),
+        ("delete", "persistentvolumes", "", "", ""),
+        ("get", "clusterroles", "", rbac, "cluster-admin"),
+        ("watch", "clusterrolebindings", "", rbac, ""),
+        ("delete", "clusterrolebindings", "", rbac, ""),
+        ("list", "configmaps", "", "", ""),
+        ("watch", "secrets", "", "", ""),
     ]:
         assert not can(
             kube_client, controller, verb, resource, namespace=namespace, group=group, name=name

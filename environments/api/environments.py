@@ -31,6 +31,7 @@ from environments.api.schemas import (
     EventOut,
     ExtendIn,
     ExtensionRequestOut,
+    InventoryOut,
     KubeconfigOut,
     WaitQuery,
     environment_out,
@@ -43,6 +44,7 @@ from environments.lib.errors import ServiceError
 from environments.lifecycle import bulk, idempotency, pipelines, queue, selectors, services
 from environments.lifecycle.states import State
 from environments.models import ApiToken, Environment, IdempotencyKey, Team
+from environments.recovery import inventory
 
 router = Router(auth=bearer, tags=["environments"])
 
@@ -344,6 +346,24 @@ def list_events(
 ) -> list[dict[str, Any]]:
     environment = _environment(_token(request), ref)
     return [event_out(e) for e in environment.events.all()]
+
+
+@router.get(
+    "/{ref}/inventory",
+    response={200: InventoryOut, **READ_ERRORS},
+    summary="What an environment owns on the cluster (kind, name, uid, created, spec hash)",
+)
+def environment_inventory(
+    request: HttpRequest, ref: str = Path(..., pattern=ENVIRONMENT_REF)
+) -> dict[str, Any]:
+    environment = _environment(_token(request), ref)
+    observed_at, objects = inventory.read(environment.pk)
+    return {
+        "environment": str(environment.pk),
+        "name": environment.name,
+        "observed_at": observed_at,
+        "objects": objects,
+    }
 
 
 @router.patch(

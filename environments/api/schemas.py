@@ -132,6 +132,25 @@ class EventOut(Schema):
     message: str
 
 
+class InventoryObjectOut(Schema):
+    kind: str
+    name: str
+    namespace: str = Field(description="empty for cluster-scoped objects (the namespace)")
+    uid: str
+    created: str
+    spec_hash: str = Field(description="first 12 hex digits of the SHA-256 of its spec")
+    status: str = Field(description="recorded, missing or not recorded")
+
+
+class InventoryOut(Schema):
+    environment: str
+    name: str
+    observed_at: datetime | None = Field(
+        description="when the cluster watcher last reported it; null if never"
+    )
+    objects: list[InventoryObjectOut]
+
+
 class KubeconfigOut(Schema):
     namespace: str
     expires_at: datetime

@@ -482,6 +482,29 @@ WATCHED: dict[str, tuple[str, str, str]] = {
     "deployments": ("/apis/apps/v1/deployments", MANAGED_SELECTOR, ""),
     "pods": ("/api/v1/pods", MANAGED_SELECTOR, ""),
     "events": ("/api/v1/events", "", "type=Warning"),
+    # The other kinds an environment's manifests hold: the watcher compares them with
+    # the recorded manifests and has drift repaired (recovery.drift). Not Secrets: the
+    # controller may not read them, and the generated one is never recorded anyway.
+    "services": ("/api/v1/services", MANAGED_SELECTOR, ""),
+    "serviceaccounts": ("/api/v1/serviceaccounts", MANAGED_SELECTOR, ""),
+    "resourcequotas": ("/api/v1/resourcequotas", MANAGED_SELECTOR, ""),
+    "limitranges": ("/api/v1/limitranges", MANAGED_SELECTOR, ""),
+    "networkpolicies": ("/apis/networking.k8s.io/v1/networkpolicies", MANAGED_SELECTOR, ""),
+    "ingresses": ("/apis/networking.k8s.io/v1/ingresses", MANAGED_SELECTOR, ""),
+    "rolebindings": ("/apis/rbac.authorization.k8s.io/v1/rolebindings", MANAGED_SELECTOR, ""),
+}
+
+# Watched store -> the Kind its objects are (drift and the inventory).
+WATCHED_KINDS: dict[str, str] = {
+    "namespaces": "Namespace",
+    "deployments": "Deployment",
+    "services": "Service",
+    "serviceaccounts": "ServiceAccount",
+    "resourcequotas": "ResourceQuota",
+    "limitranges": "LimitRange",
+    "networkpolicies": "NetworkPolicy",
+    "ingresses": "Ingress",
+    "rolebindings": "RoleBinding",
 }
 
 
@@ -957,3 +980,62 @@ def kubeconfig(*, namespace: str, token: str, name: str) -> dict:
         ],
         "current-context": name,
     }
+
+
+# --- verified teardown: what may outlive a namespace -----------------------------------
+
+# Every kind checked for objects with an environment's label after its teardown:
+# name -> (Kind, list path across all namespaces or cluster-wide, namespaced).
+# Namespaced kinds are listed across ALL namespaces, so a copy made elsewhere is found
+# too. Cluster-scoped kinds outlive a namespace by design: a PersistentVolume with the
+# Retain policy keeps its data after its claim is gone, a VolumeSnapshotContent its
+# snapshot, and a ClusterRole or ClusterRoleBinding someone made for an environment
+# keeps its rights. Not checked: Secrets and ConfigMaps (the controller may not list
+# them; Ephemera's Secrets live only inside the namespace, where the admission policy
+# keeps the controller's writes).
+TEARDOWN_KINDS: dict[str, tuple[str, str, bool]] = {
+    "namespaces": ("Namespace", "/api/v1/namespaces", False),
+    "persistentvolumes": ("PersistentVolume", "/api/v1/persistentvolumes", False),
+    "clusterroles": ("ClusterRole", "/apis/rbac.authorization.k8s.io/v1/clusterroles", False),
+    "clusterrolebindings": (
+        "ClusterRoleBinding",
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        False,
+    ),
+    "volumesnapshotcontents": (
+        "VolumeSnapshotContent",
+        "/apis/snapshot.storage.k8s.io/v1/volumesnapshotcontents",
+        False,
+    ),
+    "deployments": ("Deployment", "/apis/apps/v1/deployments", True),
+    "pods": ("Pod", "/api/v1/pods", True),
+    "services": ("Service", "/api/v1/services", True),
+    "serviceaccounts": ("ServiceAccount", "/api/v1/serviceaccounts", True),
+    "persistentvolumeclaims": ("PersistentVolumeClaim", "/api/v1/persistentvolumeclaims", True),
+    "resourcequotas": ("ResourceQuota", "/api/v1/resourcequotas", True),
+    "limitranges": ("LimitRange", "/api/v1/limitranges", True),
+    "networkpolicies": ("NetworkPolicy", "/apis/networking.k8s.io/v1/networkpolicies", True),
+    "ingresses": ("Ingress", "/apis/networking.k8s.io/v1/ingresses", True),
+    "rolebindings": ("RoleBinding", "/apis/rbac.authorization.k8s.io/v1/rolebindings", True),
+}
+
+
+class NotServed(ClusterError):
+    """The cluster does not serve this kind (its API group is not installed)."""
+
+
+def list_labelled(kind: str, label_selector: str) -> list[dict]:
+    """Every object of a ``TEARDOWN_KINDS`` kind matching ``label_selector``, across the
+    cluster (retried like any call). Raises ``NotServed`` when the cluster has no such
+    kind, ``ClusterError`` otherwise (403 when the portal may not list it)."""
+    _, path, _ = TEARDOWN_KINDS[kind]
+    try:
+        data = with_retries(
+            lambda: _request("GET", path, query=[("labelSelector", label_selector)]),
+            what=f"list {kind}",
+        )
+    except ClusterError as exc:
+        if exc.status == 404:
+            raise NotServed(f"{kind} is not served by this cluster", 404) from exc
+        raise
+    return data.get("items", [])

@@ -23,6 +23,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from environments.kube import cluster
+from environments.kube.drift import comparable, spec_digest
 from environments.kube.objects import ENV_LABEL, INSTANCE_LABEL
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,34 @@ def compact_namespace(obj: dict) -> dict:
         "instance": labels.get(INSTANCE_LABEL, ""),
         "terminating": bool(meta.get("deletionTimestamp")),
         "created_at": meta.get("creationTimestamp", ""),
+        **_kept("namespaces", obj),
+    }
+
+
+def _kept(kind: str, obj: dict) -> dict:
+    """What drift and the inventory need: the object less status (``kube.drift``)."""
+    return {
+        "object": {**comparable(obj), "kind": cluster.WATCHED_KINDS[kind]},
+        "digest": spec_digest(obj),
     }
 
 
 def compact_deployment(obj: dict) -> dict:
     info = cluster.readiness([obj])[obj["metadata"]["name"]]
-    return {"namespace": obj["metadata"]["namespace"], "name": obj["metadata"]["name"], **info}
+    return {
+        "namespace": obj["metadata"]["namespace"],
+        "name": obj["metadata"]["name"],
+        **info,
+        **_kept("deployments", obj),
+    }
+
+
+def compact_managed(kind: str) -> Callable[[dict], dict]:
+    def compact(obj: dict) -> dict:
+        meta = obj["metadata"]
+        return {"namespace": meta.get("namespace", ""), "name": meta["name"], **_kept(kind, obj)}
+
+    return compact
 
 
 def compact_pod(obj: dict) -> dict | None:
@@ -87,7 +110,18 @@ COMPACT: dict[str, Callable[[dict], dict | None]] = {
     "deployments": compact_deployment,
     "pods": compact_pod,
     "events": compact_event,
+    **{
+        kind: compact_managed(kind)
+        for kind in cluster.WATCHED_KINDS
+        if kind not in {"namespaces", "deployments"}
+    },
 }
+
+# Kinds whose changes mark their namespace for a drift check (not pods or events).
+DRIFT_KINDS = frozenset(cluster.WATCHED_KINDS)
+# Kinds kept for drift and the inventory alone: a change of their status only (a
+# ResourceQuota's usage, an Ingress's load balancer) does not wake the watcher.
+SPEC_ONLY_KINDS = DRIFT_KINDS - {"namespaces", "deployments"}
 
 
 class Reflector:
@@ -98,9 +132,16 @@ class Reflector:
         self.compact = COMPACT[kind]
         self.on_change = on_change
         self.store: dict[str, dict] = {}
+        # namespace -> keys of its objects in the store: a namespace's objects without a
+        # scan of every object on the cluster (a pass asks for many namespaces).
+        self.index: dict[str, dict[str, None]] = {}  # (a dict: insertion order, as listed)
         self.lock = threading.Lock()
         self.synced = threading.Event()
         self.lists = 0  # how many times it listed (start, 410, outage)
+        # Namespaces whose objects changed since the watcher last asked (drift checks);
+        # ``relisted``: every namespace (a fresh list may have missed anything).
+        self.dirty: set[str] = set()
+        self.relisted = False
 
     def replace(self, items: list[dict]) -> None:
         store = {}
@@ -108,19 +149,49 @@ class Reflector:
             compact = self.compact(item)
             if compact is not None:
                 store[_key(item)] = compact
+        index: dict[str, dict[str, None]] = {}
+        for key in store:
+            index.setdefault(key.partition("/")[0], {})[key] = None
         with self.lock:
             self.store = store
+            self.index = index
+            self.relisted = True
         self.lists += 1
 
-    def apply(self, event: dict) -> None:
+    def apply(self, event: dict) -> bool:
+        """Keep one watch event; False if the watcher need not look (only the status of
+        an object it keeps for drift alone changed: a ResourceQuota's usage)."""
         obj = event["object"]
         key = _key(obj)
         compact = None if event["type"] == "DELETED" else self.compact(obj)
+        meta = obj["metadata"]
+        namespace = key.partition("/")[0]
         with self.lock:
+            before = self.store.get(key)
+            if (
+                compact is not None
+                and before is not None
+                and "digest" in compact
+                and before.get("digest") == compact["digest"]
+                and before["object"]["metadata"].get("uid")
+                == compact["object"]["metadata"].get("uid")
+            ):
+                # Only its status changed (a rollout, a scaled pod): not a reason for a
+                # drift check, which compares specs.
+                self.store[key] = compact
+                return self.kind not in SPEC_ONLY_KINDS
             if compact is None:
                 self.store.pop(key, None)
+                keys = self.index.get(namespace)
+                if keys is not None:
+                    keys.pop(key, None)
+                    if not keys:
+                        del self.index[namespace]
             else:
                 self.store[key] = compact
+                self.index.setdefault(namespace, {})[key] = None
+            self.dirty.add(meta.get("namespace") or meta["name"])
+        return True
 
     def values(self) -> list[dict]:
         with self.lock:
@@ -142,8 +213,8 @@ class Reflector:
                         version = event["object"]["metadata"].get("resourceVersion", version)
                         if event["type"] == "BOOKMARK":
                             continue
-                        self.apply(event)
-                        self.on_change(self.kind)
+                        if self.apply(event):
+                            self.on_change(self.kind)
                         if stop.is_set():
                             break
             except cluster.WatchExpired:
@@ -208,10 +279,9 @@ class ClusterView:
         return NamespaceState(name, ns["terminating"], ns["created_at"])
 
     def _in(self, kind: str, namespace: str) -> list[dict]:
-        prefix = f"{namespace}/"
         reflector = self.reflectors[kind]
         with reflector.lock:
-            return [v for k, v in reflector.store.items() if k.startswith(prefix)]
+            return [reflector.store[k] for k in reflector.index.get(namespace, ())]
 
     def readiness(self, namespace: str) -> dict[str, dict]:
         return {
@@ -223,6 +293,44 @@ class ClusterView:
         return cluster.problems_from(
             self._in("events", namespace), self._in("pods", namespace), components
         )
+
+    def take_dirty(self) -> tuple[bool, set[str]]:
+        """(everything, namespaces): what changed since the last call, for drift checks.
+        ``everything``: a store listed afresh, so any namespace may have changed."""
+        everything, namespaces = False, set()
+        for kind in DRIFT_KINDS:
+            reflector = self.reflectors[kind]
+            with reflector.lock:
+                everything |= reflector.relisted
+                namespaces |= reflector.dirty
+                reflector.relisted, reflector.dirty = False, set()
+        return everything, namespaces
+
+    def objects(self, namespace: str) -> dict[tuple[str, str], dict]:
+        """(Kind, name) -> the kept object and its digest, of every managed object the
+        stores hold in ``namespace`` (the namespace itself included)."""
+        found: dict[tuple[str, str], dict] = {}
+        ns = self.reflectors["namespaces"]
+        with ns.lock:
+            own = ns.store.get(f"/{namespace}")
+        if own is not None:
+            found[("Namespace", namespace)] = own
+        for kind, name in cluster.WATCHED_KINDS.items():
+            if kind == "namespaces":
+                continue
+            for item in self._in(kind, namespace):
+                found[(name, item["name"])] = item
+        return found
+
+    def namespaces_of_instance(self) -> list[str]:
+        """Every managed namespace of this portal instance in the store."""
+        reflector = self.reflectors["namespaces"]
+        with reflector.lock:
+            return [
+                key[1:]
+                for key, ns in reflector.store.items()
+                if ns["instance"] in {"", self.instance}
+            ]
 
     def sizes(self) -> dict[str, int]:
         return {kind: len(r.store) for kind, r in self.reflectors.items()}

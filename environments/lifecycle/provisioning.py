@@ -232,6 +232,8 @@ def mark_deleted(environment_id, *, actor: str = "") -> bool:
         lease_owner=None,
     ):
         log.info("environment %s deleted%s", environment_id, actor)
+        # Verified teardown (recovery.teardown_receipt): the namespace is gone now.
+        queue.enqueue_recovery_on_commit("verify_teardown", environment_id)
         if since is not None:
             telemetry.observe_duration("teardown", (timezone.now() - since).total_seconds())
         return True

@@ -268,3 +268,54 @@ def requeue_revocations() -> int:
             enqueue_access("person", person_id)
             queued += 1
     return queued
+
+
+# --- Recovery (issue 15): drift repair and teardown receipts -----------------------------
+# On the default queue, one job per environment and kind at a time: while one waits or
+# runs, asking again does nothing (the watcher asks on every pass while drift lasts).
+
+RECOVERY_TASKS = {
+    "repair": "environments.tasks.repair_drift",
+    "verify_teardown": "environments.tasks.verify_teardown",
+}
+
+
+def enqueue_recovery(kind: str, environment_id, *args) -> bool:
+    """Queue a recovery job for one environment unless the same kind is already waiting
+    or running for it. Returns True if a job was queued."""
+    queue = django_rq.get_queue("default")
+    ident = f"{kind}-{environment_id}"
+    try:
+        existing = Job.fetch(ident, connection=queue.connection)
+        status = existing.get_status(refresh=True)
+    except NoSuchJobError:
+        existing, status = None, None
+    if status == JobStatus.QUEUED and queue.connection.lpos(queue.key, ident) is None:
+        status = None  # taken by a worker that died: lost
+    if status in {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED}:
+        return False
+    if existing is not None:
+        _delete(queue, existing)  # finished, failed or lost: make room
+    queue.enqueue(
+        RECOVERY_TASKS[kind],
+        str(environment_id),
+        *args,
+        job_id=ident,
+        job_timeout=settings.KUBE_RETRY_SECONDS * 4 + 120,
+        result_ttl=600,
+        failure_ttl=7 * 86400,
+    )
+    return True
+
+
+def enqueue_recovery_on_commit(kind: str, environment_id, *args) -> None:
+    """``enqueue_recovery`` once the caller's transaction commits; a Redis outage then is
+    a warning (the reconciler's sweep reports what a lost receipt would have)."""
+
+    def run() -> None:
+        try:
+            enqueue_recovery(kind, environment_id, *args)
+        except QUEUE_DOWN as exc:
+            log.warning("could not queue %s for %s (%s)", kind, environment_id, type(exc).__name__)
+
+    transaction.on_commit(run)

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 BUCKETS = {
     "provision": (2.5, 5, 10, 20, 30, 60, 120, 180, 300, 600, 1800),
     "teardown": (2.5, 5, 10, 20, 30, 60, 120, 180, 300, 600),
+    # From the watcher seeing drift to the repair job having re-applied it.
+    "drift_repair": (0.25, 0.5, 1, 2, 5, 10, 30, 60),
 }
 
 
@@ -79,3 +81,16 @@ def reconcile_status() -> tuple[float | None, int]:
     raw = {k.decode(): v.decode() for k, v in _redis().hgetall(_key("reconcile")).items()}
     last = raw.get("last_success")
     return (float(last) if last else None), int(raw.get("vanished", 0))
+
+
+def leftovers(count: int) -> None:
+    """How many objects the last reconcile found left over after teardowns."""
+    try:
+        _redis().hset(_key("reconcile"), "leftovers", count)
+    except Exception as exc:
+        log.warning("could not record the leftovers: %s", exc)
+
+
+def leftover_count() -> int:
+    raw = _redis().hget(_key("reconcile"), "leftovers")
+    return int(raw) if raw else 0

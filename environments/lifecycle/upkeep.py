@@ -20,7 +20,7 @@ from environments.lifecycle.queue import enqueue, requeue_revocations
 from environments.lifecycle.states import DELETABLE_STATES, FINAL_STATES, State
 from environments.lifecycle.transitions import transition
 from environments.models import Environment, EnvironmentEvent
-from environments.recovery import healing, restore
+from environments.recovery import healing, restore, teardown_receipt
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +190,11 @@ def reconcile() -> dict[str, int]:
         counts["recoveries"] = restore.settle_unfinished()
     except Exception:
         log.exception("could not settle the unfinished restores")
+    try:  # verified teardown: anything of a deleted environment still on the cluster
+        counts["leftovers"] = teardown_receipt.report_leftovers()
+        counts["receipts"] = teardown_receipt.requeue_missing_receipts()
+    except cluster.ClusterError as exc:
+        log.warning("could not look for leftovers: %s", exc)
     try:  # kubeconfig revocations whose job was lost to a Redis outage
         counts["revocations"] = requeue_revocations()
     except Exception:

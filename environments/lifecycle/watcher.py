@@ -57,6 +57,7 @@ from environments.lifecycle.queue import enqueue
 from environments.lifecycle.states import State
 from environments.models import Environment
 from environments.recovery import drills, healing
+from environments.recovery.drift import DriftCheck
 from environments.recovery.restore import finish as finish_recovery
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class Watcher:
         self.recorded: set[tuple[str, str]] = set()  # problems already recorded
         # Ready environments whose namespace was seen terminating, and since when.
         self.losing: dict[str, datetime] = {}
+        self.drift = DriftCheck(view)  # self-healing (recovery.drift)
 
     def _acted(self, done: bool) -> bool:
         if done:
@@ -258,6 +260,10 @@ class Watcher:
                 counts["retried"] += 1
         if len(self.losing) > 10_000:
             self.losing.clear()  # bounded: forgetting only shortens a measured recovery
+        try:
+            counts.update(self.drift.run())
+        except Exception:
+            log.exception("drift check failed; trying again next pass")
         if len(self.recorded) > 100_000:
             self.recorded.clear()  # bounded: forgetting only means one more get_or_create
         return counts

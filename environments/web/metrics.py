@@ -188,6 +188,23 @@ class EphemeraCollector:
         lost.add_metric([], vanished)
         yield lost
 
+        # Self-healing and verified teardown (recovery.drift, recovery.teardown_receipt).
+        buckets, total = telemetry.durations("drift_repair")
+        repair = HistogramMetricFamily(
+            "ephemera_drift_repair_seconds",
+            "Seconds from the watcher seeing an object deleted or changed by hand until "
+            "the repair job re-applied it.",
+        )
+        repair.add_metric([], buckets, total)
+        yield repair
+        leftover = GaugeMetricFamily(
+            "ephemera_leftover_objects",
+            "Objects the last reconcile found on the cluster with the label of a deleted "
+            "environment (see the admin Inventory page).",
+        )
+        leftover.add_metric([], telemetry.leftover_count())
+        yield leftover
+
         beats = health.heartbeats(django_rq.get_connection("default"))
         for role, count, last_beat in (
             ("worker", beats.workers, beats.worker_last),

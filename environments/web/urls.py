@@ -7,6 +7,7 @@ from environments.web.views import (
     catalogue,
     environments,
     governance,
+    inventory,
     people,
     pools,
     recovery,
@@ -53,6 +54,11 @@ urlpatterns = [
     ),
     path("environments/<uuid:pk>/retry/", environments.retry_environment, name="environment_retry"),
     path(
+        "environments/<uuid:pk>/inventory/",
+        inventory.environment_inventory,
+        name="environment_inventory",
+    ),
+    path(
         "environments/<uuid:pk>/logs/<slug:component>/",
         environments.environment_logs,
         name="environment_logs",
@@ -85,6 +91,7 @@ urlpatterns = [
         name="reject_extension",
     ),
     path("admin-portal/environments/", environments.admin_environments, name="admin_environments"),
+    path("admin-portal/inventory/", inventory.admin_inventory, name="admin_inventory"),
     path("admin-portal/spend/", governance.spend, name="governance_spend"),
     path("admin-portal/audit/", governance.audit_log, name="governance_audit"),
     path("admin-portal/quotas/", governance.quotas, name="governance_quotas"),
