@@ -29,45 +29,39 @@ RESPONSES: dict[int, Any] = {
 }
 
 
+def _hook(forge_name: str, *, summary: str, operation_id: str) -> None:
+    """Mount one forge's webhook endpoint at /<forge_name>/ (URL name <forge_name>_hook)."""
+
+    def hook(request: HttpRequest) -> Status[dict[str, Any]]:
+        status, body = previews.handle_delivery(
+            forge_name=forge_name, headers=request.headers, body=request.body
+        )
+        return Status(status, body)
+
+    hook.__name__ = hook.__qualname__ = f"{forge_name}_hook"
+    router.post(
+        f"/{forge_name}/",
+        auth=None,
+        response=RESPONSES,
+        summary=summary,
+        operation_id=operation_id,
+    )(hook)
+
+
 # Operation ids name the module the endpoints were first published from
 # (environments/api/routes.py); clients generated from the OpenAPI document use them.
-@router.post(
-    "/github/",
-    auth=None,
-    response=RESPONSES,
+_hook(
+    "github",
     summary="GitHub pull_request webhook (signed with the repository hook's secret)",
     operation_id="environments_api_routes_github_hook",
 )
-def github_hook(request: HttpRequest) -> Status[dict[str, Any]]:
-    status, body = previews.handle_delivery(
-        forge_name="github", headers=request.headers, body=request.body
-    )
-    return Status(status, body)
-
-
-@router.post(
-    "/gitlab/",
-    auth=None,
-    response=RESPONSES,
+_hook(
+    "gitlab",
     summary="GitLab merge request hook (X-Gitlab-Token: the repository hook's secret)",
     operation_id="environments_api_hooks_gitlab_hook",
 )
-def gitlab_hook(request: HttpRequest) -> Status[dict[str, Any]]:
-    status, body = previews.handle_delivery(
-        forge_name="gitlab", headers=request.headers, body=request.body
-    )
-    return Status(status, body)
-
-
-@router.post(
-    "/gitea/",
-    auth=None,
-    response=RESPONSES,
+_hook(
+    "gitea",
     summary="Gitea or Forgejo pull_request webhook (signed with the repository hook's secret)",
     operation_id="environments_api_hooks_gitea_hook",
 )
-def gitea_hook(request: HttpRequest) -> Status[dict[str, Any]]:
-    status, body = previews.handle_delivery(
-        forge_name="gitea", headers=request.headers, body=request.body
-    )
-    return Status(status, body)

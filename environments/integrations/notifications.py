@@ -192,6 +192,33 @@ def deliver(event: str, environment_id: str, key: str = "") -> str:
     if Drill.objects.filter(environment_id=environment.pk).exists():
         return "a restore drill's scratch environment: nobody is told"
     subject, body, recipients = message_for(event, environment)
+    return _send_once(
+        key,
+        subject=subject,
+        body=body,
+        recipients=recipients,
+        event=event,
+        environment=environment,
+    )
+
+
+def _send_once(
+    key: str,
+    *,
+    subject: str,
+    body: str,
+    recipients: list[str],
+    event: str,
+    environment: Environment | None,
+    extra: dict | None = None,
+) -> str:
+    """Email ``recipients`` and queue one delivery per subscribed webhook of the
+    environment's team (none without an environment), its payload ``webhook_payload``'s
+    with ``extra`` added.
+
+    With a ``key`` each step is marked done in Redis once made (for a week), so a retry
+    after a partial failure sends nothing twice.
+    """
     done_for = 7 * 86400
     emailed = 0
     if recipients and not (key and cache.get(_done_key(key, "email"))):
@@ -200,6 +227,8 @@ def deliver(event: str, environment_id: str, key: str = "") -> str:
         if key:
             cache.set(_done_key(key, "email"), 1, done_for)
     hooks = 0
+    if environment is None:
+        return f"emailed {emailed}, {hooks} webhook(s)"
     for webhook in Webhook.objects.filter(team_id=environment.team_id, active=True):
         if webhook.events and event not in webhook.events:
             continue
@@ -207,9 +236,8 @@ def deliver(event: str, environment_id: str, key: str = "") -> str:
             continue
         # Committed before its job is queued (the job must find it); taken back if the
         # job cannot be queued, so a retry does not leave an orphan delivery behind.
-        delivery = WebhookDelivery.objects.create(
-            webhook=webhook, event=event, payload=webhook_payload(event, environment, subject)
-        )
+        payload = {**webhook_payload(event, environment, subject), **(extra or {})}
+        delivery = WebhookDelivery.objects.create(webhook=webhook, event=event, payload=payload)
         try:
             django_rq.get_queue("default").enqueue(
                 "environments.tasks.send_webhook",
@@ -341,37 +369,12 @@ def deliver_drill(drill_id: str, key: str = "") -> str:
         f"{drill.get_trigger_display().lower()}) failed: {drill.reason}\n\n"
         f"{settings.SITE_URL}/recovery/"
     )
-    done_for = 7 * 86400
-    recipients = drill_recipients(drill.blueprint)
-    emailed = 0
-    if recipients and not (key and cache.get(_done_key(key, "email"))):
-        send_mail(subject, body, None, recipients)
-        emailed = len(recipients)
-        if key:
-            cache.set(_done_key(key, "email"), 1, done_for)
-    hooks = 0
-    source = drill.source_environment
-    if source is not None:
-        for webhook in Webhook.objects.filter(team_id=source.team_id, active=True):
-            if webhook.events and DRILL_FAILED not in webhook.events:
-                continue
-            if key and cache.get(_done_key(key, f"webhook:{webhook.pk}")):
-                continue
-            payload = webhook_payload(DRILL_FAILED, source, subject)
-            payload["drill"] = {"id": str(drill.pk), "reason": drill.reason}
-            delivery = WebhookDelivery.objects.create(
-                webhook=webhook, event=DRILL_FAILED, payload=payload
-            )
-            try:
-                django_rq.get_queue("default").enqueue(
-                    "environments.tasks.send_webhook",
-                    delivery.pk,
-                    retry=Retry(max=4, interval=[10, 60, 300, 900]),
-                )
-            except Exception:
-                WebhookDelivery.objects.filter(pk=delivery.pk).delete()
-                raise
-            if key:
-                cache.set(_done_key(key, f"webhook:{webhook.pk}"), 1, done_for)
-            hooks += 1
-    return f"emailed {emailed}, {hooks} webhook(s)"
+    return _send_once(
+        key,
+        subject=subject,
+        body=body,
+        recipients=drill_recipients(drill.blueprint),
+        event=DRILL_FAILED,
+        environment=drill.source_environment,
+        extra={"drill": {"id": str(drill.pk), "reason": drill.reason}},
+    )

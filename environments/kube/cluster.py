@@ -290,7 +290,7 @@ def apply(manifest: dict) -> dict:
     ``CREATE_ONLY_KINDS`` are created if missing and otherwise left as they are (returns
     the manifest then, not the live object)."""
     if manifest["kind"] in CREATE_ONLY_KINDS:
-        _create_if_missing(manifest)
+        _post(manifest)  # 409 (it exists) is not a failure
         return manifest
     try:
         return _apply(manifest)
@@ -342,47 +342,33 @@ def delete(manifest: dict) -> bool:
         raise
 
 
-def _create_if_missing(manifest: dict) -> bool:
-    """POST with our field manager; 409 (it exists) is not a failure."""
+def _post(manifest: dict, *, field_manager: bool = True) -> tuple[bool, Any]:
+    """POST ``manifest`` (with our field manager unless told not to), with retries.
+    Returns (True, the object made), or (False, None) when one of that name exists (409)."""
     key = (manifest["apiVersion"], manifest["kind"])
     prefix, plural, _ = RESOURCES[key]
     namespace = manifest["metadata"]["namespace"]
+    query = [("fieldManager", FIELD_MANAGER)] if field_manager else None
     try:
-        with_retries(
+        made = with_retries(
             lambda: _request(
-                "POST",
-                f"{prefix}/namespaces/{namespace}/{plural}",
-                query=[("fieldManager", FIELD_MANAGER)],
-                body=manifest,
+                "POST", f"{prefix}/namespaces/{namespace}/{plural}", query=query, body=manifest
             ),
             what=f"create {describe(manifest)}",
         )
-        return True
     except ClusterError as exc:
         if exc.status == 409:
-            return False
+            return False, None
         raise
+    return True, made
 
 
 def create_or_get(manifest: dict) -> dict:
     """Create ``manifest`` and return the object made, or the one of that name already
     there (a retried job): its uid is what the caller records."""
-    key = (manifest["apiVersion"], manifest["kind"])
-    prefix, plural, _ = RESOURCES[key]
-    namespace = manifest["metadata"]["namespace"]
-    try:
-        return with_retries(
-            lambda: _request(
-                "POST",
-                f"{prefix}/namespaces/{namespace}/{plural}",
-                query=[("fieldManager", FIELD_MANAGER)],
-                body=manifest,
-            ),
-            what=f"create {describe(manifest)}",
-        )
-    except ClusterError as exc:
-        if exc.status != 409:
-            raise
+    created, made = _post(manifest)
+    if created:
+        return made
     live = get(manifest)
     if live is None:
         raise ClusterError(f"create {describe(manifest)}: it exists and is gone again", 409)
@@ -393,19 +379,8 @@ def create_once(manifest: dict) -> bool:
     """Create ``manifest`` unless an object of that name exists (never reads, never
     changes an existing one: the controller holds no read verb on Secrets). Returns
     whether it was created now."""
-    key = (manifest["apiVersion"], manifest["kind"])
-    prefix, plural, _ = RESOURCES[key]
-    namespace = manifest["metadata"]["namespace"]
-    try:
-        with_retries(
-            lambda: _request("POST", f"{prefix}/namespaces/{namespace}/{plural}", body=manifest),
-            what=f"create {describe(manifest)}",
-        )
-        return True
-    except ClusterError as exc:
-        if exc.status == 409:
-            return False
-        raise
+    created, _ = _post(manifest, field_manager=False)
+    return created
 
 
 def namespace_manifest(name: str) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.core.exceptions import PermissionDenied
@@ -96,47 +97,47 @@ def targets(actor, ids, *, team_id=None) -> list[tuple[str, Environment | None]]
     return [(ref, _find(actor, ref, team_id)) for ref in _refs(ids)]
 
 
+def _each(action: str, actor, ids, team_id, do: Callable[[Environment], str]) -> BulkResult:
+    """Run ``do`` on each environment named in ``ids``, one by one: its message when done;
+    one not found, or refused by the service (PermissionDenied, ServiceError), is named
+    with the reason and the others go ahead."""
+    result = BulkResult(action)
+    for ref, environment in targets(actor, ids, team_id=team_id):
+        if environment is None:
+            result.outcomes.append(Outcome(ref, ref, False, NOT_FOUND))
+            continue
+        label = _label(environment)
+        try:
+            message = do(environment)
+        except (PermissionDenied, ServiceError) as exc:
+            result.outcomes.append(Outcome(ref, label, False, str(exc), str(environment.pk)))
+            continue
+        result.outcomes.append(Outcome(ref, label, True, message, str(environment.pk)))
+    return result
+
+
 def extend_many(
     actor, ids, seconds: int, *, reason: str = "", ip: str | None = None, team_id=None
 ) -> BulkResult:
     """Extend each environment by ``seconds``: the single extension's rules, one by one
     (an extension needing approval is queued for an approver, as for one)."""
-    result = BulkResult("extend")
-    for ref, environment in targets(actor, ids, team_id=team_id):
-        if environment is None:
-            result.outcomes.append(Outcome(ref, ref, False, NOT_FOUND))
-            continue
-        label = _label(environment)
-        try:
-            extended = services.extend_environment(
-                environment=environment, user=actor, seconds=seconds, reason=reason, ip=ip
-            )
-        except (PermissionDenied, ServiceError) as exc:
-            result.outcomes.append(Outcome(ref, label, False, str(exc), str(environment.pk)))
-            continue
-        queued = getattr(extended, "queued_extension", None) is not None
-        message = (
-            "the extension waits for an approver"
-            if queued
-            else f"extended by {format_duration(seconds)}"
+
+    def extend(environment: Environment) -> str:
+        extended = services.extend_environment(
+            environment=environment, user=actor, seconds=seconds, reason=reason, ip=ip
         )
-        result.outcomes.append(Outcome(ref, label, True, message, str(environment.pk)))
-    return result
+        if getattr(extended, "queued_extension", None) is not None:
+            return "the extension waits for an approver"
+        return f"extended by {format_duration(seconds)}"
+
+    return _each("extend", actor, ids, team_id, extend)
 
 
 def delete_many(actor, ids, *, ip: str | None = None, team_id=None) -> BulkResult:
     """Start the teardown of each environment the actor may delete."""
-    result = BulkResult("delete")
-    for ref, environment in targets(actor, ids, team_id=team_id):
-        if environment is None:
-            result.outcomes.append(Outcome(ref, ref, False, NOT_FOUND))
-            continue
-        label = _label(environment)
-        try:
-            started = services.delete_environment(environment=environment, user=actor, ip=ip)
-        except (PermissionDenied, ServiceError) as exc:
-            result.outcomes.append(Outcome(ref, label, False, str(exc), str(environment.pk)))
-            continue
-        message = "deleting" if started else "already being deleted"
-        result.outcomes.append(Outcome(ref, label, True, message, str(environment.pk)))
-    return result
+
+    def delete(environment: Environment) -> str:
+        started = services.delete_environment(environment=environment, user=actor, ip=ip)
+        return "deleting" if started else "already being deleted"
+
+    return _each("delete", actor, ids, team_id, delete)

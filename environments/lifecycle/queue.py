@@ -115,14 +115,26 @@ def enqueue_snapshot_on_commit(environment_id, revision: str) -> None:
     (recovery). Its id names the revision, so each revision is snapshotted once however
     often this is called; the job is idempotent too (one snapshot per ``revision``)."""
 
+    ident = f"snapshot-{environment_id}-{hashlib.sha256(revision.encode()).hexdigest()[:16]}"
+    _enqueue_unique_on_commit(
+        SNAPSHOT_TASK,
+        str(environment_id),
+        revision,
+        job_id=ident,
+        failed=f"could not queue the snapshot of {environment_id}",
+    )
+
+
+def _enqueue_unique_on_commit(task: str, *args: str, job_id: str, failed: str) -> None:
+    """After the caller commits: enqueue ``task`` once under ``job_id`` (a job of that id
+    already queued is enough); if Redis is down, log ``failed`` with the reason."""
+
     def send() -> None:
-        ident = f"snapshot-{environment_id}-{hashlib.sha256(revision.encode()).hexdigest()[:16]}"
         try:
             django_rq.get_queue("default").enqueue(
-                SNAPSHOT_TASK,
-                str(environment_id),
-                revision,
-                job_id=ident,
+                task,
+                *args,
+                job_id=job_id,
                 unique=True,
                 result_ttl=3600,
                 failure_ttl=7 * 86400,
@@ -130,7 +142,7 @@ def enqueue_snapshot_on_commit(environment_id, revision: str) -> None:
         except DuplicateJobError:
             pass
         except QUEUE_DOWN as exc:
-            log.warning("could not queue the snapshot of %s: %s", environment_id, exc)
+            log.warning("%s: %s", failed, exc)
 
     transaction.on_commit(send)
 
@@ -142,23 +154,12 @@ def enqueue_drill_check_on_commit(drill_id) -> None:
     """After the caller commits: the job that checks a restore drill whose scratch
     environment became ready (recovery.drills). One job per drill (its id names it);
     the job is idempotent too (it acts only on a running drill)."""
-
-    def send() -> None:
-        try:
-            django_rq.get_queue("default").enqueue(
-                DRILL_CHECK_TASK,
-                str(drill_id),
-                job_id=f"drill-check-{drill_id}",
-                unique=True,
-                result_ttl=3600,
-                failure_ttl=7 * 86400,
-            )
-        except DuplicateJobError:
-            pass
-        except QUEUE_DOWN as exc:
-            log.warning("could not queue the check of drill %s: %s", drill_id, exc)
-
-    transaction.on_commit(send)
+    _enqueue_unique_on_commit(
+        DRILL_CHECK_TASK,
+        str(drill_id),
+        job_id=f"drill-check-{drill_id}",
+        failed=f"could not queue the check of drill {drill_id}",
+    )
 
 
 def enqueue_on_commit(action: str, environment_id) -> None:
