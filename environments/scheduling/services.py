@@ -142,6 +142,11 @@ def aware(value: datetime, zone_name: str) -> datetime:
     return value.replace(tzinfo=zoneinfo.ZoneInfo(zone_name))
 
 
+def _window_start(starts_at: datetime) -> datetime:
+    """When a slot's environments are requested: a lead time before the start, or now."""
+    return max(timezone.now(), starts_at - warmup_lead())
+
+
 def _check_slot(
     *, starts_at: datetime, ends_at: datetime, grace: timedelta, version: BlueprintVersion
 ) -> int:
@@ -154,7 +159,7 @@ def _check_slot(
         raise ServiceError("The start must be in the future.")
     if grace < timedelta(0):
         raise ServiceError("The grace period cannot be negative.")
-    window_start = max(now, starts_at - warmup_lead())
+    window_start = _window_start(starts_at)
     seconds = int((ends_at + grace - window_start).total_seconds())
     blueprint_max = version.blueprint_spec.ttl.max
     if seconds > blueprint_max:
@@ -181,29 +186,51 @@ class Estimate:
         return self.demand.cost
 
 
-def _demand(
+def _seats_demand(
+    version: BlueprintVersion, *, seats: int, seconds: int, starts_at: datetime, label: str
+) -> quotas.Demand:
+    """What ``seats`` environments of ``version`` living ``seconds`` from ``starts_at``
+    need of the quotas and cost (a whole class, a booking, or one more seat)."""
+    return quotas.Demand(
+        environments=seats,
+        cpu_millicores=seats * version.cpu_millicores,
+        memory_bytes=seats * version.memory_bytes,
+        ttl_seconds=seconds,
+        cost=seats * price_for(version.blueprint_spec, seconds),
+        label=label,
+        starts_at=starts_at,
+    )
+
+
+def _estimate(
     *,
+    user,
+    team: Team,
     version: BlueprintVersion,
     seats: int,
     starts_at: datetime,
     ends_at: datetime,
-    grace: timedelta,
+    grace_seconds: int,
     what: str,
-) -> tuple[quotas.Demand, Decimal]:
-    seconds = _check_slot(starts_at=starts_at, ends_at=ends_at, grace=grace, version=version)
-    window_start = max(timezone.now(), starts_at - warmup_lead())
-    seat_price = price_for(version.blueprint_spec, seconds)
-    return (
-        quotas.Demand(
-            environments=seats,
-            cpu_millicores=seats * version.cpu_millicores,
-            memory_bytes=seats * version.memory_bytes,
-            ttl_seconds=seconds,
-            cost=seat_price * seats,
-            label=what.format(title=version.title, duration=format_duration(seconds)),
-            starts_at=window_start,
-        ),
-        seat_price,
+) -> Estimate:
+    """The slot checked, priced and decided (``governance.quotas.decide``): what
+    ``estimate_class`` and ``estimate_booking`` show and their creation re-checks."""
+    seconds = _check_slot(
+        starts_at=starts_at,
+        ends_at=ends_at,
+        grace=timedelta(seconds=grace_seconds),
+        version=version,
+    )
+    demand = _seats_demand(
+        version,
+        seats=seats,
+        seconds=seconds,
+        starts_at=_window_start(starts_at),
+        label=what.format(title=version.title, duration=format_duration(seconds)),
+    )
+    outcome = quotas.decide(team=team, user=user, version=version, demand=demand)
+    return Estimate(
+        demand, outcome, seats, price_for(version.blueprint_spec, seconds), warmup_lead()
     )
 
 
@@ -238,16 +265,16 @@ def estimate_class(
         raise ServiceError(
             f"A class has at most {settings.CLASS_MAX_SEATS} seats; you asked for {seats}."
         )
-    demand, seat_price = _demand(
+    return _estimate(
+        user=user,
+        team=team,
         version=version,
         seats=seats,
         starts_at=starts_at,
         ends_at=ends_at,
-        grace=timedelta(seconds=grace_seconds),
+        grace_seconds=grace_seconds,
         what=f"this class of {seats} seat{'s' if seats != 1 else ''} of {{title}} for {{duration}}",
     )
-    outcome = quotas.decide(team=team, user=user, version=version, demand=demand)
-    return Estimate(demand, outcome, seats, seat_price, warmup_lead())
 
 
 def _reserve(
@@ -532,18 +559,16 @@ def end_class(*, training_class: TrainingClass, user=None, ip: str | None = None
     return ended
 
 
-def _seat_demand(training_class: TrainingClass, seats: int = 1) -> quotas.Demand:
+def _seat_demand(training_class: TrainingClass) -> quotas.Demand:
     version = training_class.blueprint_version
-    start = max(timezone.now(), training_class.starts_at - warmup_lead())
+    start = _window_start(training_class.starts_at)
     seconds = max(int((training_class.teardown_at - start).total_seconds()), 0)
-    return quotas.Demand(
-        environments=seats,
-        cpu_millicores=seats * version.cpu_millicores,
-        memory_bytes=seats * version.memory_bytes,
-        ttl_seconds=seconds,
-        cost=seats * price_for(version.blueprint_spec, seconds),
-        label=f"one more seat of {version.title} for {format_duration(seconds)}",
+    return _seats_demand(
+        version,
+        seats=1,
+        seconds=seconds,
         starts_at=start,
+        label=f"one more seat of {version.title} for {format_duration(seconds)}",
     )
 
 
@@ -687,9 +712,7 @@ def extend_class(
         raise ServiceError("The new end must be after the current end.")
     version = training_class.blueprint_version
     added = ends_at - training_class.ends_at
-    start = training_class.warmed_at or max(
-        timezone.now(), training_class.starts_at - warmup_lead()
-    )
+    start = training_class.warmed_at or _window_start(training_class.starts_at)
     seconds = int((ends_at + training_class.grace - start).total_seconds())
     if seconds > version.blueprint_spec.ttl.max:
         raise ServiceError(
@@ -823,16 +846,16 @@ def estimate_booking(
 ) -> Estimate:
     _check_blueprint(version, Purpose.DEMO, "booked demos")
     team = team_for(user, team)
-    demand, price = _demand(
+    return _estimate(
+        user=user,
+        team=team,
         version=version,
         seats=1,
         starts_at=starts_at,
         ends_at=ends_at,
-        grace=timedelta(seconds=grace_seconds),
+        grace_seconds=grace_seconds,
         what="this booked {title} for {duration}",
     )
-    outcome = quotas.decide(team=team, user=user, version=version, demand=demand)
-    return Estimate(demand, outcome, 1, price, warmup_lead())
 
 
 @transaction.atomic
