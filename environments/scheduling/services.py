@@ -22,6 +22,7 @@ import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -299,6 +300,55 @@ def _release(**target) -> None:
     )
 
 
+def _create_decided(
+    model,
+    *,
+    user,
+    version: BlueprintVersion,
+    starts_at: datetime,
+    ends_at: datetime,
+    time_zone: str,
+    parameters: dict | None,
+    grace_seconds: int,
+    team: Team | None,
+    estimate,
+    reserve_as: str,
+    **fields,
+):
+    """Save a class or a booking decided as a whole: its parameters rendered, the
+    quotas locked and ``estimate(starts_at=, ends_at=, team=)`` refused (with its
+    numbers) or allowed, the record saved scheduled or waiting for approval and its
+    capacity reserved for its window. Returns the record and the estimate."""
+    starts_at, ends_at = aware(starts_at, time_zone), aware(ends_at, time_zone)
+    resolved = resolve_parameters(version.blueprint_spec, parameters or {})
+    render_components(version.blueprint_spec, resolved)
+    team = team_for(user, team)
+    quotas.lock(team=team, user=user)
+    decided: Estimate = estimate(starts_at=starts_at, ends_at=ends_at, team=team)
+    if decided.outcome.refused:
+        raise ServiceError(decided.outcome.message)
+    pending = decided.outcome.needs_approval
+    record = model.objects.create(
+        team=team,
+        blueprint_version=version,
+        parameters=resolved,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        time_zone=time_zone,
+        grace=timedelta(seconds=grace_seconds),
+        status=model.Status.PENDING_APPROVAL if pending else model.Status.SCHEDULED,
+        **fields,
+    )
+    _reserve(
+        team=team,
+        owner=user,
+        demand=decided.demand,
+        ends_at=record.teardown_at,
+        **{reserve_as: record},
+    )
+    return record, decided
+
+
 def _class_snapshot(training_class: TrainingClass) -> dict:
     return {
         "title": training_class.title,
@@ -346,45 +396,26 @@ def create_class(
             f"The roster has {len(roster)} attendees but you asked for {seats} seats; "
             "leave the seat count empty to use the roster."
         )
-    starts_at, ends_at = aware(starts_at, time_zone), aware(ends_at, time_zone)
-    resolved = resolve_parameters(version.blueprint_spec, parameters or {})
-    render_components(version.blueprint_spec, resolved)
-    team = team_for(trainer, team)
-    quotas.lock(team=team, user=trainer)
-    estimate = estimate_class(
+    training_class, estimate = _create_decided(
+        TrainingClass,
         user=trainer,
         version=version,
-        seats=count,
-        starts_at=starts_at,
-        ends_at=ends_at,
-        grace_seconds=grace_seconds,
-        team=team,
-    )
-    if estimate.outcome.refused:
-        raise ServiceError(estimate.outcome.message)
-    pending = estimate.outcome.needs_approval
-    training_class = TrainingClass.objects.create(
-        title=title,
-        trainer=trainer,
-        team=team,
-        blueprint_version=version,
-        parameters=resolved,
         starts_at=starts_at,
         ends_at=ends_at,
         time_zone=time_zone,
-        grace=timedelta(seconds=grace_seconds),
-        status=TrainingClass.Status.PENDING_APPROVAL if pending else TrainingClass.Status.SCHEDULED,
+        parameters=parameters,
+        grace_seconds=grace_seconds,
+        team=team,
+        estimate=partial(
+            estimate_class, user=trainer, version=version, seats=count, grace_seconds=grace_seconds
+        ),
+        reserve_as="training_class",
+        title=title,
+        trainer=trainer,
     )
     Seat.objects.bulk_create(
         Seat(training_class=training_class, number=number, attendee_email=email)
         for number, email in enumerate(roster or [""] * count, start=1)
-    )
-    _reserve(
-        team=team,
-        owner=trainer,
-        demand=estimate.demand,
-        ends_at=training_class.teardown_at,
-        training_class=training_class,
     )
     audit.record(
         actor=trainer,
@@ -393,7 +424,7 @@ def create_class(
         after={**_class_snapshot(training_class), "price": str(estimate.total)},
         ip=ip,
     )
-    if not pending:
+    if training_class.status == TrainingClass.Status.SCHEDULED:
         _invite_attendees(training_class, actor=trainer)
     return training_class
 
@@ -877,36 +908,20 @@ def book_demo(
     customer = " ".join((customer or "").split())[:100]
     if not customer:
         raise ServiceError("Name the customer; the team calendar shows it.")
-    starts_at, ends_at = aware(starts_at, time_zone), aware(ends_at, time_zone)
-    resolved = resolve_parameters(version.blueprint_spec, parameters or {})
-    render_components(version.blueprint_spec, resolved)
-    team = team_for(user, team)
-    quotas.lock(team=team, user=user)
-    estimate = estimate_booking(
+    booking, estimate = _create_decided(
+        Booking,
         user=user,
         version=version,
         starts_at=starts_at,
         ends_at=ends_at,
+        time_zone=time_zone,
+        parameters=parameters,
         grace_seconds=grace_seconds,
         team=team,
-    )
-    if estimate.outcome.refused:
-        raise ServiceError(estimate.outcome.message)
-    pending = estimate.outcome.needs_approval
-    booking = Booking.objects.create(
+        estimate=partial(estimate_booking, user=user, version=version, grace_seconds=grace_seconds),
+        reserve_as="booking",
         owner=user,
-        team=team,
-        blueprint_version=version,
-        parameters=resolved,
         customer=customer,
-        starts_at=starts_at,
-        ends_at=ends_at,
-        time_zone=time_zone,
-        grace=timedelta(seconds=grace_seconds),
-        status=Booking.Status.PENDING_APPROVAL if pending else Booking.Status.SCHEDULED,
-    )
-    _reserve(
-        team=team, owner=user, demand=estimate.demand, ends_at=booking.teardown_at, booking=booking
     )
     audit.record(
         actor=user,
@@ -915,8 +930,8 @@ def book_demo(
         after={
             "customer": customer,
             "blueprint": str(version),
-            "starts_at": starts_at.isoformat(),
-            "ends_at": ends_at.isoformat(),
+            "starts_at": booking.starts_at.isoformat(),
+            "ends_at": booking.ends_at.isoformat(),
             "price": str(estimate.total),
             "status": booking.status,
         },
