@@ -294,6 +294,9 @@ def _reserve(
     )
 
 
+_RESERVED_AS = {TrainingClass: "training_class", Booking: "booking"}
+
+
 def _release(**target) -> None:
     CapacityReservation.objects.filter(released_at__isnull=True, **target).update(
         released_at=timezone.now()
@@ -312,7 +315,6 @@ def _create_decided(
     grace_seconds: int,
     team: Team | None,
     estimate,
-    reserve_as: str,
     **fields,
 ):
     """Save a class or a booking decided as a whole: its parameters rendered, the
@@ -344,7 +346,7 @@ def _create_decided(
         owner=user,
         demand=decided.demand,
         ends_at=record.teardown_at,
-        **{reserve_as: record},
+        **{_RESERVED_AS[model]: record},
     )
     return record, decided
 
@@ -409,7 +411,6 @@ def create_class(
         estimate=partial(
             estimate_class, user=trainer, version=version, seats=count, grace_seconds=grace_seconds
         ),
-        reserve_as="training_class",
         title=title,
         trainer=trainer,
     )
@@ -459,38 +460,58 @@ def _check_decider(user, *, team: Team, requester) -> None:
         raise PermissionDenied(lifecycle.SELF_APPROVAL)
 
 
+def _decide(
+    record, *, requester, approver, approve: bool, reason: str, ip, noun: str, reader: str
+) -> str:
+    """One approver's decision on a class or a booking waiting for approval (``noun``
+    names it in messages and audit actions): rejecting needs a reason for the
+    ``reader`` and frees the reserved capacity. Returns the stripped reason."""
+    model = type(record)
+    _check_decider(approver, team=record.team, requester=requester)
+    reason = (reason or "").strip()
+    if not approve and not reason:
+        raise ServiceError(f"Say why the {noun} is rejected; the {reader} will read it.")
+    to_state = model.Status.SCHEDULED if approve else model.Status.REJECTED
+    if not _set_status(
+        model,
+        record.pk,
+        from_states=[model.Status.PENDING_APPROVAL],
+        to_state=to_state,
+        decided_by=approver,
+        decided_at=timezone.now(),
+        decision_reason=reason,
+    ):
+        raise ServiceError(f"This {noun} was already decided by someone else.")
+    if not approve:
+        _release(**{_RESERVED_AS[model]: record})
+    audit.record(
+        actor=approver,
+        action=f"{noun}.approve" if approve else f"{noun}.reject",
+        target=record,
+        before={"status": model.Status.PENDING_APPROVAL},
+        after={"status": to_state, **({"reason": reason} if reason else {})},
+        ip=ip,
+    )
+    return reason
+
+
 @transaction.atomic
 def decide_class(
     *, training_class: TrainingClass, approver, approve: bool, reason: str = "", ip=None
 ) -> None:
     """One decision for every seat. Its capacity was reserved when it was requested, so
     approving needs no new check; rejecting frees it."""
-    _check_decider(approver, team=training_class.team, requester=training_class.trainer)
-    reason = (reason or "").strip()
-    if not approve and not reason:
-        raise ServiceError("Say why the class is rejected; the trainer will read it.")
-    to_state = TrainingClass.Status.SCHEDULED if approve else TrainingClass.Status.REJECTED
-    if not _set_status(
-        TrainingClass,
-        training_class.pk,
-        from_states=[TrainingClass.Status.PENDING_APPROVAL],
-        to_state=to_state,
-        decided_by=approver,
-        decided_at=timezone.now(),
-        decision_reason=reason,
-    ):
-        raise ServiceError("This class was already decided by someone else.")
-    training_class.refresh_from_db()
-    if not approve:
-        _release(training_class=training_class)
-    audit.record(
-        actor=approver,
-        action="class.approve" if approve else "class.reject",
-        target=training_class,
-        before={"status": TrainingClass.Status.PENDING_APPROVAL},
-        after={"status": to_state, **({"reason": reason} if reason else {})},
+    reason = _decide(
+        training_class,
+        requester=training_class.trainer,
+        approver=approver,
+        approve=approve,
+        reason=reason,
         ip=ip,
+        noun="class",
+        reader="trainer",
     )
+    training_class.refresh_from_db()
     if approve:
         _invite_attendees(training_class, actor=approver)
     _mail_later(
@@ -919,7 +940,6 @@ def book_demo(
         grace_seconds=grace_seconds,
         team=team,
         estimate=partial(estimate_booking, user=user, version=version, grace_seconds=grace_seconds),
-        reserve_as="booking",
         owner=user,
         customer=customer,
     )
@@ -942,30 +962,15 @@ def book_demo(
 
 @transaction.atomic
 def decide_booking(*, booking: Booking, approver, approve: bool, reason: str = "", ip=None) -> None:
-    _check_decider(approver, team=booking.team, requester=booking.owner)
-    reason = (reason or "").strip()
-    if not approve and not reason:
-        raise ServiceError("Say why the booking is rejected; the requester will read it.")
-    to_state = Booking.Status.SCHEDULED if approve else Booking.Status.REJECTED
-    if not _set_status(
-        Booking,
-        booking.pk,
-        from_states=[Booking.Status.PENDING_APPROVAL],
-        to_state=to_state,
-        decided_by=approver,
-        decided_at=timezone.now(),
-        decision_reason=reason,
-    ):
-        raise ServiceError("This booking was already decided by someone else.")
-    if not approve:
-        _release(booking=booking)
-    audit.record(
-        actor=approver,
-        action="booking.approve" if approve else "booking.reject",
-        target=booking,
-        before={"status": Booking.Status.PENDING_APPROVAL},
-        after={"status": to_state, **({"reason": reason} if reason else {})},
+    _decide(
+        booking,
+        requester=booking.owner,
+        approver=approver,
+        approve=approve,
+        reason=reason,
         ip=ip,
+        noun="booking",
+        reader="requester",
     )
 
 
