@@ -62,6 +62,15 @@ MAX_ROSTER_CHARACTERS = 200_000
 DELETABLE = lifecycle.DELETABLE
 
 
+def _open(model) -> tuple[str, ...]:
+    """The statuses of a class or booking that can still change, end or be cancelled."""
+    return (model.Status.PENDING_APPROVAL, model.Status.SCHEDULED, model.Status.WARMING)
+
+
+OPEN_CLASS = _open(TrainingClass)
+OPEN_BOOKING = _open(Booking)
+
+
 # --- Lead time ------------------------------------------------------------------------
 
 
@@ -451,6 +460,25 @@ def _set_status(model, pk, *, from_states, to_state: str, **fields) -> bool:
     )
 
 
+def _start_warming(model, pk) -> bool:
+    """Scheduled -> warming, once: the caller then releases the reservation and
+    requests what replaces it, in the same transaction."""
+    return _set_status(
+        model,
+        pk,
+        from_states=[model.Status.SCHEDULED],
+        to_state=model.Status.WARMING,
+        warmed_at=timezone.now(),
+    )
+
+
+def _close(model, pk, to_state: str) -> bool:
+    """An open class or booking ends (or is cancelled), once."""
+    return _set_status(
+        model, pk, from_states=_open(model), to_state=to_state, ended_at=timezone.now()
+    )
+
+
 def _check_decider(user, *, team: Team, requester) -> None:
     if not is_any_approver(user):
         raise PermissionDenied("Only approvers can approve or reject requests.")
@@ -523,25 +551,39 @@ def decide_class(
     )
 
 
-def _start_seat(training_class: TrainingClass, seat: Seat) -> Environment | None:
-    """Request the seat's environment (decided as part of the class); None once the
-    class is over."""
-    seconds = int((training_class.teardown_at - timezone.now()).total_seconds())
+def _request_until(record, *, owner, teardown_at: datetime, reason: str, action: str):
+    """Request ``record``'s environment (decided with the class or booking) to live
+    until ``teardown_at``; None once that has passed."""
+    seconds = int((teardown_at - timezone.now()).total_seconds())
     if seconds <= 0:
         return None
     # A short slot still gets the shortest lifetime; the schedule ends it on time anyway.
     seconds = max(seconds, lifecycle.MIN_TTL_SECONDS)
-    environment = lifecycle.request_environment(
-        user=training_class.trainer,
-        version=training_class.blueprint_version,
-        parameters=training_class.parameters,
+    return lifecycle.request_environment(
+        user=owner,
+        version=record.blueprint_version,
+        parameters=record.parameters,
         ttl_seconds=seconds,
-        team=training_class.team,
+        team=record.team,
+        reason=reason,
+        action=action,
+        decided=True,
+    )
+
+
+def _start_seat(training_class: TrainingClass, seat: Seat) -> Environment | None:
+    """Request the seat's environment (decided as part of the class); None once the
+    class is over."""
+    environment = _request_until(
+        training_class,
+        owner=training_class.trainer,
+        teardown_at=training_class.teardown_at,
         reason=f"Seat {seat.number} of the class {training_class.title}"
         + (f" ({seat.attendee_email})" if seat.attendee_email else ""),
         action="class.seat",
-        decided=True,
     )
+    if environment is None:
+        return None
     seat.environment = environment
     seat.save(update_fields=["environment"])
     seat.environments.add(environment)
@@ -553,13 +595,7 @@ def warm_up_class(class_id) -> int:
     """Request every seat's environment (the schedule calls this a lead time before the
     start). Exactly once: the status moves with a guarded UPDATE first, and the
     reservation is released in the same transaction as the seats that replace it."""
-    if not _set_status(
-        TrainingClass,
-        class_id,
-        from_states=[TrainingClass.Status.SCHEDULED],
-        to_state=TrainingClass.Status.WARMING,
-        warmed_at=timezone.now(),
-    ):
+    if not _start_warming(TrainingClass, class_id):
         return 0
     training_class = _locked_class(TrainingClass(pk=class_id))
     _release(training_class=training_class)
@@ -578,25 +614,12 @@ def end_class(*, training_class: TrainingClass, user=None, ip: str | None = None
     if user is not None:
         _check_trainer(user, training_class)
     before = training_class.status
-    if not _set_status(
-        TrainingClass,
-        training_class.pk,
-        from_states=[
-            TrainingClass.Status.PENDING_APPROVAL,
-            TrainingClass.Status.SCHEDULED,
-            TrainingClass.Status.WARMING,
-        ],
-        to_state=TrainingClass.Status.ENDED,
-        ended_at=timezone.now(),
-    ):
+    if not _close(TrainingClass, training_class.pk, TrainingClass.Status.ENDED):
         return 0
     _release(training_class=training_class)
     message = f"The class ended: ended by {audit.who(user)}." if user else "The class ended."
     ended = 0
-    for environment in Environment.objects.filter(
-        pk__in=training_class.seats.exclude(environment=None).values("environment"),
-        state__in=DELETABLE,
-    ):
+    for environment in _seat_environments(training_class, DELETABLE):
         if lifecycle.delete_environment(environment=environment, message=message):
             ended += 1
     if user is not None:
@@ -611,6 +634,13 @@ def end_class(*, training_class: TrainingClass, user=None, ip: str | None = None
     return ended
 
 
+def _seat_environments(training_class: TrainingClass, states):
+    return Environment.objects.filter(
+        pk__in=training_class.seats.exclude(environment=None).values("environment"),
+        state__in=states,
+    )
+
+
 def _seat_demand(training_class: TrainingClass) -> quotas.Demand:
     version = training_class.blueprint_version
     start = _window_start(training_class.starts_at)
@@ -622,13 +652,6 @@ def _seat_demand(training_class: TrainingClass) -> quotas.Demand:
         starts_at=start,
         label=f"one more seat of {version.title} for {format_duration(seconds)}",
     )
-
-
-OPEN_CLASS = (
-    TrainingClass.Status.PENDING_APPROVAL,
-    TrainingClass.Status.SCHEDULED,
-    TrainingClass.Status.WARMING,
-)
 
 
 def _check_open(training_class: TrainingClass) -> None:
@@ -687,11 +710,9 @@ def remove_seat(*, seat: Seat, user, ip: str | None = None) -> None:
     if not Seat.objects.filter(pk=seat.pk, removed_at=None).update(removed_at=timezone.now()):
         return
     if seat.environment_id:
-        environment = Environment.objects.get(pk=seat.environment_id)
-        if environment.state in DELETABLE:
-            lifecycle.delete_environment(
-                environment=environment, message=f"Seat {seat.number} removed by {audit.who(user)}."
-            )
+        _delete_environment(
+            seat.environment_id, message=f"Seat {seat.number} removed by {audit.who(user)}."
+        )
     elif training_class.status != TrainingClass.Status.WARMING:
         # One seat less held: shrink the class's reservations by one seat's worth.
         one = _seat_demand(training_class)
@@ -794,11 +815,7 @@ def extend_class(
         reservation.cost += cost
         reservation.save(update_fields=["ends_at", "cost"])
     # The seats' expiry follows the class (a time, not a state: no transition).
-    seat_envs = Environment.objects.filter(
-        pk__in=training_class.seats.exclude(environment=None).values("environment"),
-        state__in=LIVE_STATES,
-    )
-    for environment in seat_envs:
+    for environment in _seat_environments(training_class, LIVE_STATES):
         Environment.objects.filter(pk=environment.pk).update(
             expires_at=training_class.teardown_at,
             ttl=environment.ttl + added,
@@ -980,17 +997,7 @@ def cancel_booking(*, booking: Booking, user, ip: str | None = None) -> None:
     if not (booking.owner_id == user.pk or roles.is_admin(user)):
         raise PermissionDenied("Only the person who booked this demo cancels it.")
     before = booking.status
-    if not _set_status(
-        Booking,
-        booking.pk,
-        from_states=[
-            Booking.Status.PENDING_APPROVAL,
-            Booking.Status.SCHEDULED,
-            Booking.Status.WARMING,
-        ],
-        to_state=Booking.Status.CANCELLED,
-        ended_at=timezone.now(),
-    ):
+    if not _close(Booking, booking.pk, Booking.Status.CANCELLED):
         raise ServiceError(f"This booking is {booking.get_status_display().lower()} already.")
     _end_booking_environment(booking, message=f"Booking cancelled by {audit.who(user)}.")
     audit.record(
@@ -1006,56 +1013,41 @@ def cancel_booking(*, booking: Booking, user, ip: str | None = None) -> None:
 def _end_booking_environment(booking: Booking, *, message: str) -> None:
     _release(booking=booking)
     if booking.environment_id:
-        environment = Environment.objects.get(pk=booking.environment_id)
-        if environment.state in DELETABLE:
-            lifecycle.delete_environment(environment=environment, message=message)
+        _delete_environment(booking.environment_id, message=message)
+
+
+def _delete_environment(environment_id, *, message: str) -> None:
+    """Tear a seat's or a booking's environment down, unless it is gone or going."""
+    environment = Environment.objects.get(pk=environment_id)
+    if environment.state in DELETABLE:
+        lifecycle.delete_environment(environment=environment, message=message)
 
 
 @transaction.atomic
 def warm_up_booking(booking_id) -> bool:
-    if not _set_status(
-        Booking,
-        booking_id,
-        from_states=[Booking.Status.SCHEDULED],
-        to_state=Booking.Status.WARMING,
-        warmed_at=timezone.now(),
-    ):
+    if not _start_warming(Booking, booking_id):
         return False
     booking = Booking.objects.select_related("blueprint_version", "team", "owner").get(
         pk=booking_id
     )
     _release(booking=booking)
-    seconds = int((booking.teardown_at - timezone.now()).total_seconds())
-    if seconds <= 0:
-        return False
-    seconds = max(seconds, lifecycle.MIN_TTL_SECONDS)  # the schedule ends it on time
-    booking.environment = lifecycle.request_environment(
-        user=booking.owner,
-        version=booking.blueprint_version,
-        parameters=booking.parameters,
-        ttl_seconds=seconds,
-        team=booking.team,
+    environment = _request_until(
+        booking,
+        owner=booking.owner,
+        teardown_at=booking.teardown_at,
         reason=f"Booked demo for {booking.customer}",
         action="booking.environment",
-        decided=True,
     )
+    if environment is None:
+        return False
+    booking.environment = environment
     booking.save(update_fields=["environment"])
     return True
 
 
 @transaction.atomic
 def end_booking(booking_id) -> bool:
-    if not _set_status(
-        Booking,
-        booking_id,
-        from_states=[
-            Booking.Status.PENDING_APPROVAL,
-            Booking.Status.SCHEDULED,
-            Booking.Status.WARMING,
-        ],
-        to_state=Booking.Status.ENDED,
-        ended_at=timezone.now(),
-    ):
+    if not _close(Booking, booking_id, Booking.Status.ENDED):
         return False
     _end_booking_environment(Booking.objects.get(pk=booking_id), message="The booked slot ended.")
     return True
@@ -1123,13 +1115,7 @@ def tick(now: datetime | None = None) -> dict[str, int]:
     for training_class in TrainingClass.objects.filter(status__in=OPEN_CLASS):
         if training_class.teardown_at <= now:
             done["ended"] += end_class(training_class=training_class)
-    for booking in Booking.objects.filter(
-        status__in=[
-            Booking.Status.PENDING_APPROVAL,
-            Booking.Status.SCHEDULED,
-            Booking.Status.WARMING,
-        ]
-    ):
+    for booking in Booking.objects.filter(status__in=OPEN_BOOKING):
         if booking.teardown_at <= now:
             done["ended"] += end_booking(booking.pk)
     return done
