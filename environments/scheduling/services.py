@@ -143,6 +143,14 @@ def parse_roster(text: str) -> list[str]:
     return emails
 
 
+def _one_line(value: str, missing: str) -> str:
+    """A title or name as one line of at most 100 characters; ``missing`` if empty."""
+    value = " ".join((value or "").split())[:100]
+    if not value:
+        raise ServiceError(missing)
+    return value
+
+
 def aware(value: datetime, zone_name: str) -> datetime:
     """A form's or API's naive local time in ``zone_name``, as an aware datetime."""
     if not people.valid_time_zone(zone_name):
@@ -327,15 +335,22 @@ def _create_decided(
     **fields,
 ):
     """Save a class or a booking decided as a whole: its parameters rendered, the
-    quotas locked and ``estimate(starts_at=, ends_at=, team=)`` refused (with its
-    numbers) or allowed, the record saved scheduled or waiting for approval and its
+    quotas locked and ``estimate`` (``estimate_class`` or ``estimate_booking``) refused
+    (with its numbers) or allowed, the record saved scheduled or waiting for approval and its
     capacity reserved for its window. Returns the record and the estimate."""
     starts_at, ends_at = aware(starts_at, time_zone), aware(ends_at, time_zone)
     resolved = resolve_parameters(version.blueprint_spec, parameters or {})
     render_components(version.blueprint_spec, resolved)
     team = team_for(user, team)
     quotas.lock(team=team, user=user)
-    decided: Estimate = estimate(starts_at=starts_at, ends_at=ends_at, team=team)
+    decided: Estimate = estimate(
+        user=user,
+        version=version,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        grace_seconds=grace_seconds,
+        team=team,
+    )
     if decided.outcome.refused:
         raise ServiceError(decided.outcome.message)
     pending = decided.outcome.needs_approval
@@ -397,9 +412,7 @@ def create_class(
     waiting for one approval), its capacity reserved for its window."""
     if not roles.is_trainer(trainer):
         raise PermissionDenied("Only trainers create classes; ask a portal admin for the role.")
-    title = " ".join((title or "").split())[:100]
-    if not title:
-        raise ServiceError("Give the class a title; attendees see it in their invitation.")
+    title = _one_line(title, "Give the class a title; attendees see it in their invitation.")
     roster = list(roster or [])
     count = len(roster) if roster else (seats or 0)
     if roster and seats and seats != len(roster):
@@ -417,9 +430,7 @@ def create_class(
         parameters=parameters,
         grace_seconds=grace_seconds,
         team=team,
-        estimate=partial(
-            estimate_class, user=trainer, version=version, seats=count, grace_seconds=grace_seconds
-        ),
+        estimate=partial(estimate_class, seats=count),
         title=title,
         trainer=trainer,
     )
@@ -943,9 +954,7 @@ def book_demo(
 ) -> Booking:
     """Book a demo for a customer's slot: quota and budget checked and capacity reserved
     now; the environment is requested a lead time before the start."""
-    customer = " ".join((customer or "").split())[:100]
-    if not customer:
-        raise ServiceError("Name the customer; the team calendar shows it.")
+    customer = _one_line(customer, "Name the customer; the team calendar shows it.")
     booking, estimate = _create_decided(
         Booking,
         user=user,
@@ -956,7 +965,7 @@ def book_demo(
         parameters=parameters,
         grace_seconds=grace_seconds,
         team=team,
-        estimate=partial(estimate_booking, user=user, version=version, grace_seconds=grace_seconds),
+        estimate=estimate_booking,
         owner=user,
         customer=customer,
     )
