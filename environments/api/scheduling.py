@@ -157,6 +157,23 @@ def _times(payload: SlotIn) -> tuple[datetime, datetime]:
     )
 
 
+def _slot(
+    request: HttpRequest, token: ApiToken, payload: SlotIn, times: tuple[datetime, datetime]
+) -> dict[str, Any]:
+    """What creating a class and booking a demo take alike from a ``SlotIn``: the
+    blueprint (404 if unknown), the times, the team (checked against the token)."""
+    return {
+        "version": requestable_version(payload.blueprint),
+        "starts_at": times[0],
+        "ends_at": times[1],
+        "time_zone": payload.time_zone,
+        "parameters": payload.parameters,
+        "grace_seconds": payload.grace_seconds,
+        "team": _team(token, payload.team),
+        "ip": audit.client_ip(request),
+    }
+
+
 @classes_router.get(
     "", response={200: list[ClassOut], **READ_ERRORS}, summary="The classes you teach"
 )
@@ -177,21 +194,14 @@ def list_classes(request: HttpRequest) -> list[dict[str, Any]]:
 )
 def create_class(request: HttpRequest, payload: ClassIn) -> Status[dict[str, Any]]:
     token = _require_write(request)
-    starts_at, ends_at = _times(payload)
+    times = _times(payload)
     roster = scheduling.parse_roster("\n".join(payload.roster)) if payload.roster else []
     training_class = scheduling.create_class(
         trainer=token.user,
-        version=requestable_version(payload.blueprint),
         title=payload.title,
-        starts_at=starts_at,
-        ends_at=ends_at,
-        time_zone=payload.time_zone,
         seats=payload.seats,
         roster=roster,
-        parameters=payload.parameters,
-        grace_seconds=payload.grace_seconds,
-        team=_team(token, payload.team),
-        ip=audit.client_ip(request),
+        **_slot(request, token, payload, times),
     )
     return Status(201, _class_out(training_class))
 
@@ -249,18 +259,9 @@ def list_bookings(request: HttpRequest) -> list[dict[str, Any]]:
 )
 def create_booking(request: HttpRequest, payload: BookingIn) -> Status[dict[str, Any]]:
     token = _require_write(request)
-    starts_at, ends_at = _times(payload)
+    times = _times(payload)
     booking = scheduling.book_demo(
-        user=token.user,
-        version=requestable_version(payload.blueprint),
-        customer=payload.customer,
-        starts_at=starts_at,
-        ends_at=ends_at,
-        time_zone=payload.time_zone,
-        parameters=payload.parameters,
-        grace_seconds=payload.grace_seconds,
-        team=_team(token, payload.team),
-        ip=audit.client_ip(request),
+        user=token.user, customer=payload.customer, **_slot(request, token, payload, times)
     )
     return Status(201, _booking_out(booking))
 

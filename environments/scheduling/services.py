@@ -22,6 +22,7 @@ import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -59,6 +60,15 @@ log = logging.getLogger(__name__)
 MIN_LEAD_SECONDS = 300
 MAX_ROSTER_CHARACTERS = 200_000
 DELETABLE = lifecycle.DELETABLE
+
+
+def _open(model) -> tuple[str, ...]:
+    """The statuses of a class or booking that can still change, end or be cancelled."""
+    return (model.Status.PENDING_APPROVAL, model.Status.SCHEDULED, model.Status.WARMING)
+
+
+OPEN_CLASS = _open(TrainingClass)
+OPEN_BOOKING = _open(Booking)
 
 
 # --- Lead time ------------------------------------------------------------------------
@@ -133,6 +143,14 @@ def parse_roster(text: str) -> list[str]:
     return emails
 
 
+def _one_line(value: str, missing: str) -> str:
+    """A title or name as one line of at most 100 characters; ``missing`` if empty."""
+    value = " ".join((value or "").split())[:100]
+    if not value:
+        raise ServiceError(missing)
+    return value
+
+
 def aware(value: datetime, zone_name: str) -> datetime:
     """A form's or API's naive local time in ``zone_name``, as an aware datetime."""
     if not people.valid_time_zone(zone_name):
@@ -140,6 +158,11 @@ def aware(value: datetime, zone_name: str) -> datetime:
     if timezone.is_aware(value):
         return value
     return value.replace(tzinfo=zoneinfo.ZoneInfo(zone_name))
+
+
+def _window_start(starts_at: datetime) -> datetime:
+    """When a slot's environments are requested: a lead time before the start, or now."""
+    return max(timezone.now(), starts_at - warmup_lead())
 
 
 def _check_slot(
@@ -154,7 +177,7 @@ def _check_slot(
         raise ServiceError("The start must be in the future.")
     if grace < timedelta(0):
         raise ServiceError("The grace period cannot be negative.")
-    window_start = max(now, starts_at - warmup_lead())
+    window_start = _window_start(starts_at)
     seconds = int((ends_at + grace - window_start).total_seconds())
     blueprint_max = version.blueprint_spec.ttl.max
     if seconds > blueprint_max:
@@ -181,29 +204,51 @@ class Estimate:
         return self.demand.cost
 
 
-def _demand(
+def _seats_demand(
+    version: BlueprintVersion, *, seats: int, seconds: int, starts_at: datetime, label: str
+) -> quotas.Demand:
+    """What ``seats`` environments of ``version`` living ``seconds`` from ``starts_at``
+    need of the quotas and cost (a whole class, a booking, or one more seat)."""
+    return quotas.Demand(
+        environments=seats,
+        cpu_millicores=seats * version.cpu_millicores,
+        memory_bytes=seats * version.memory_bytes,
+        ttl_seconds=seconds,
+        cost=seats * price_for(version.blueprint_spec, seconds),
+        label=label,
+        starts_at=starts_at,
+    )
+
+
+def _estimate(
     *,
+    user,
+    team: Team,
     version: BlueprintVersion,
     seats: int,
     starts_at: datetime,
     ends_at: datetime,
-    grace: timedelta,
+    grace_seconds: int,
     what: str,
-) -> tuple[quotas.Demand, Decimal]:
-    seconds = _check_slot(starts_at=starts_at, ends_at=ends_at, grace=grace, version=version)
-    window_start = max(timezone.now(), starts_at - warmup_lead())
-    seat_price = price_for(version.blueprint_spec, seconds)
-    return (
-        quotas.Demand(
-            environments=seats,
-            cpu_millicores=seats * version.cpu_millicores,
-            memory_bytes=seats * version.memory_bytes,
-            ttl_seconds=seconds,
-            cost=seat_price * seats,
-            label=what.format(title=version.title, duration=format_duration(seconds)),
-            starts_at=window_start,
-        ),
-        seat_price,
+) -> Estimate:
+    """The slot checked, priced and decided (``governance.quotas.decide``): what
+    ``estimate_class`` and ``estimate_booking`` show and their creation re-checks."""
+    seconds = _check_slot(
+        starts_at=starts_at,
+        ends_at=ends_at,
+        grace=timedelta(seconds=grace_seconds),
+        version=version,
+    )
+    demand = _seats_demand(
+        version,
+        seats=seats,
+        seconds=seconds,
+        starts_at=_window_start(starts_at),
+        label=what.format(title=version.title, duration=format_duration(seconds)),
+    )
+    outcome = quotas.decide(team=team, user=user, version=version, demand=demand)
+    return Estimate(
+        demand, outcome, seats, price_for(version.blueprint_spec, seconds), warmup_lead()
     )
 
 
@@ -238,16 +283,16 @@ def estimate_class(
         raise ServiceError(
             f"A class has at most {settings.CLASS_MAX_SEATS} seats; you asked for {seats}."
         )
-    demand, seat_price = _demand(
+    return _estimate(
+        user=user,
+        team=team,
         version=version,
         seats=seats,
         starts_at=starts_at,
         ends_at=ends_at,
-        grace=timedelta(seconds=grace_seconds),
+        grace_seconds=grace_seconds,
         what=f"this class of {seats} seat{'s' if seats != 1 else ''} of {{title}} for {{duration}}",
     )
-    outcome = quotas.decide(team=team, user=user, version=version, demand=demand)
-    return Estimate(demand, outcome, seats, seat_price, warmup_lead())
 
 
 def _reserve(
@@ -266,10 +311,68 @@ def _reserve(
     )
 
 
+_RESERVED_AS = {TrainingClass: "training_class", Booking: "booking"}
+
+
 def _release(**target) -> None:
     CapacityReservation.objects.filter(released_at__isnull=True, **target).update(
         released_at=timezone.now()
     )
+
+
+def _create_decided(
+    model,
+    *,
+    user,
+    version: BlueprintVersion,
+    starts_at: datetime,
+    ends_at: datetime,
+    time_zone: str,
+    parameters: dict | None,
+    grace_seconds: int,
+    team: Team | None,
+    estimate,
+    **fields,
+):
+    """Save a class or a booking decided as a whole: its parameters rendered, the
+    quotas locked and ``estimate`` (``estimate_class`` or ``estimate_booking``) refused
+    (with its numbers) or allowed, the record saved scheduled or waiting for approval and its
+    capacity reserved for its window. Returns the record and the estimate."""
+    starts_at, ends_at = aware(starts_at, time_zone), aware(ends_at, time_zone)
+    resolved = resolve_parameters(version.blueprint_spec, parameters or {})
+    render_components(version.blueprint_spec, resolved)
+    team = team_for(user, team)
+    quotas.lock(team=team, user=user)
+    decided: Estimate = estimate(
+        user=user,
+        version=version,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        grace_seconds=grace_seconds,
+        team=team,
+    )
+    if decided.outcome.refused:
+        raise ServiceError(decided.outcome.message)
+    pending = decided.outcome.needs_approval
+    record = model.objects.create(
+        team=team,
+        blueprint_version=version,
+        parameters=resolved,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        time_zone=time_zone,
+        grace=timedelta(seconds=grace_seconds),
+        status=model.Status.PENDING_APPROVAL if pending else model.Status.SCHEDULED,
+        **fields,
+    )
+    _reserve(
+        team=team,
+        owner=user,
+        demand=decided.demand,
+        ends_at=record.teardown_at,
+        **{_RESERVED_AS[model]: record},
+    )
+    return record, decided
 
 
 def _class_snapshot(training_class: TrainingClass) -> dict:
@@ -309,9 +412,7 @@ def create_class(
     waiting for one approval), its capacity reserved for its window."""
     if not roles.is_trainer(trainer):
         raise PermissionDenied("Only trainers create classes; ask a portal admin for the role.")
-    title = " ".join((title or "").split())[:100]
-    if not title:
-        raise ServiceError("Give the class a title; attendees see it in their invitation.")
+    title = _one_line(title, "Give the class a title; attendees see it in their invitation.")
     roster = list(roster or [])
     count = len(roster) if roster else (seats or 0)
     if roster and seats and seats != len(roster):
@@ -319,45 +420,23 @@ def create_class(
             f"The roster has {len(roster)} attendees but you asked for {seats} seats; "
             "leave the seat count empty to use the roster."
         )
-    starts_at, ends_at = aware(starts_at, time_zone), aware(ends_at, time_zone)
-    resolved = resolve_parameters(version.blueprint_spec, parameters or {})
-    render_components(version.blueprint_spec, resolved)
-    team = team_for(trainer, team)
-    quotas.lock(team=team, user=trainer)
-    estimate = estimate_class(
+    training_class, estimate = _create_decided(
+        TrainingClass,
         user=trainer,
         version=version,
-        seats=count,
-        starts_at=starts_at,
-        ends_at=ends_at,
-        grace_seconds=grace_seconds,
-        team=team,
-    )
-    if estimate.outcome.refused:
-        raise ServiceError(estimate.outcome.message)
-    pending = estimate.outcome.needs_approval
-    training_class = TrainingClass.objects.create(
-        title=title,
-        trainer=trainer,
-        team=team,
-        blueprint_version=version,
-        parameters=resolved,
         starts_at=starts_at,
         ends_at=ends_at,
         time_zone=time_zone,
-        grace=timedelta(seconds=grace_seconds),
-        status=TrainingClass.Status.PENDING_APPROVAL if pending else TrainingClass.Status.SCHEDULED,
+        parameters=parameters,
+        grace_seconds=grace_seconds,
+        team=team,
+        estimate=partial(estimate_class, seats=count),
+        title=title,
+        trainer=trainer,
     )
     Seat.objects.bulk_create(
         Seat(training_class=training_class, number=number, attendee_email=email)
         for number, email in enumerate(roster or [""] * count, start=1)
-    )
-    _reserve(
-        team=team,
-        owner=trainer,
-        demand=estimate.demand,
-        ends_at=training_class.teardown_at,
-        training_class=training_class,
     )
     audit.record(
         actor=trainer,
@@ -366,7 +445,7 @@ def create_class(
         after={**_class_snapshot(training_class), "price": str(estimate.total)},
         ip=ip,
     )
-    if not pending:
+    if training_class.status == TrainingClass.Status.SCHEDULED:
         _invite_attendees(training_class, actor=trainer)
     return training_class
 
@@ -392,6 +471,25 @@ def _set_status(model, pk, *, from_states, to_state: str, **fields) -> bool:
     )
 
 
+def _start_warming(model, pk) -> bool:
+    """Scheduled -> warming, once: the caller then releases the reservation and
+    requests what replaces it, in the same transaction."""
+    return _set_status(
+        model,
+        pk,
+        from_states=[model.Status.SCHEDULED],
+        to_state=model.Status.WARMING,
+        warmed_at=timezone.now(),
+    )
+
+
+def _close(model, pk, to_state: str) -> bool:
+    """An open class or booking ends (or is cancelled), once."""
+    return _set_status(
+        model, pk, from_states=_open(model), to_state=to_state, ended_at=timezone.now()
+    )
+
+
 def _check_decider(user, *, team: Team, requester) -> None:
     if not is_any_approver(user):
         raise PermissionDenied("Only approvers can approve or reject requests.")
@@ -401,38 +499,58 @@ def _check_decider(user, *, team: Team, requester) -> None:
         raise PermissionDenied(lifecycle.SELF_APPROVAL)
 
 
+def _decide(
+    record, *, requester, approver, approve: bool, reason: str, ip, noun: str, reader: str
+) -> str:
+    """One approver's decision on a class or a booking waiting for approval (``noun``
+    names it in messages and audit actions): rejecting needs a reason for the
+    ``reader`` and frees the reserved capacity. Returns the stripped reason."""
+    model = type(record)
+    _check_decider(approver, team=record.team, requester=requester)
+    reason = (reason or "").strip()
+    if not approve and not reason:
+        raise ServiceError(f"Say why the {noun} is rejected; the {reader} will read it.")
+    to_state = model.Status.SCHEDULED if approve else model.Status.REJECTED
+    if not _set_status(
+        model,
+        record.pk,
+        from_states=[model.Status.PENDING_APPROVAL],
+        to_state=to_state,
+        decided_by=approver,
+        decided_at=timezone.now(),
+        decision_reason=reason,
+    ):
+        raise ServiceError(f"This {noun} was already decided by someone else.")
+    if not approve:
+        _release(**{_RESERVED_AS[model]: record})
+    audit.record(
+        actor=approver,
+        action=f"{noun}.approve" if approve else f"{noun}.reject",
+        target=record,
+        before={"status": model.Status.PENDING_APPROVAL},
+        after={"status": to_state, **({"reason": reason} if reason else {})},
+        ip=ip,
+    )
+    return reason
+
+
 @transaction.atomic
 def decide_class(
     *, training_class: TrainingClass, approver, approve: bool, reason: str = "", ip=None
 ) -> None:
     """One decision for every seat. Its capacity was reserved when it was requested, so
     approving needs no new check; rejecting frees it."""
-    _check_decider(approver, team=training_class.team, requester=training_class.trainer)
-    reason = (reason or "").strip()
-    if not approve and not reason:
-        raise ServiceError("Say why the class is rejected; the trainer will read it.")
-    to_state = TrainingClass.Status.SCHEDULED if approve else TrainingClass.Status.REJECTED
-    if not _set_status(
-        TrainingClass,
-        training_class.pk,
-        from_states=[TrainingClass.Status.PENDING_APPROVAL],
-        to_state=to_state,
-        decided_by=approver,
-        decided_at=timezone.now(),
-        decision_reason=reason,
-    ):
-        raise ServiceError("This class was already decided by someone else.")
-    training_class.refresh_from_db()
-    if not approve:
-        _release(training_class=training_class)
-    audit.record(
-        actor=approver,
-        action="class.approve" if approve else "class.reject",
-        target=training_class,
-        before={"status": TrainingClass.Status.PENDING_APPROVAL},
-        after={"status": to_state, **({"reason": reason} if reason else {})},
+    reason = _decide(
+        training_class,
+        requester=training_class.trainer,
+        approver=approver,
+        approve=approve,
+        reason=reason,
         ip=ip,
+        noun="class",
+        reader="trainer",
     )
+    training_class.refresh_from_db()
     if approve:
         _invite_attendees(training_class, actor=approver)
     _mail_later(
@@ -444,25 +562,39 @@ def decide_class(
     )
 
 
-def _start_seat(training_class: TrainingClass, seat: Seat) -> Environment | None:
-    """Request the seat's environment (decided as part of the class); None once the
-    class is over."""
-    seconds = int((training_class.teardown_at - timezone.now()).total_seconds())
+def _request_until(record, *, owner, teardown_at: datetime, reason: str, action: str):
+    """Request ``record``'s environment (decided with the class or booking) to live
+    until ``teardown_at``; None once that has passed."""
+    seconds = int((teardown_at - timezone.now()).total_seconds())
     if seconds <= 0:
         return None
     # A short slot still gets the shortest lifetime; the schedule ends it on time anyway.
     seconds = max(seconds, lifecycle.MIN_TTL_SECONDS)
-    environment = lifecycle.request_environment(
-        user=training_class.trainer,
-        version=training_class.blueprint_version,
-        parameters=training_class.parameters,
+    return lifecycle.request_environment(
+        user=owner,
+        version=record.blueprint_version,
+        parameters=record.parameters,
         ttl_seconds=seconds,
-        team=training_class.team,
+        team=record.team,
+        reason=reason,
+        action=action,
+        decided=True,
+    )
+
+
+def _start_seat(training_class: TrainingClass, seat: Seat) -> Environment | None:
+    """Request the seat's environment (decided as part of the class); None once the
+    class is over."""
+    environment = _request_until(
+        training_class,
+        owner=training_class.trainer,
+        teardown_at=training_class.teardown_at,
         reason=f"Seat {seat.number} of the class {training_class.title}"
         + (f" ({seat.attendee_email})" if seat.attendee_email else ""),
         action="class.seat",
-        decided=True,
     )
+    if environment is None:
+        return None
     seat.environment = environment
     seat.save(update_fields=["environment"])
     seat.environments.add(environment)
@@ -474,13 +606,7 @@ def warm_up_class(class_id) -> int:
     """Request every seat's environment (the schedule calls this a lead time before the
     start). Exactly once: the status moves with a guarded UPDATE first, and the
     reservation is released in the same transaction as the seats that replace it."""
-    if not _set_status(
-        TrainingClass,
-        class_id,
-        from_states=[TrainingClass.Status.SCHEDULED],
-        to_state=TrainingClass.Status.WARMING,
-        warmed_at=timezone.now(),
-    ):
+    if not _start_warming(TrainingClass, class_id):
         return 0
     training_class = _locked_class(TrainingClass(pk=class_id))
     _release(training_class=training_class)
@@ -499,25 +625,12 @@ def end_class(*, training_class: TrainingClass, user=None, ip: str | None = None
     if user is not None:
         _check_trainer(user, training_class)
     before = training_class.status
-    if not _set_status(
-        TrainingClass,
-        training_class.pk,
-        from_states=[
-            TrainingClass.Status.PENDING_APPROVAL,
-            TrainingClass.Status.SCHEDULED,
-            TrainingClass.Status.WARMING,
-        ],
-        to_state=TrainingClass.Status.ENDED,
-        ended_at=timezone.now(),
-    ):
+    if not _close(TrainingClass, training_class.pk, TrainingClass.Status.ENDED):
         return 0
     _release(training_class=training_class)
     message = f"The class ended: ended by {audit.who(user)}." if user else "The class ended."
     ended = 0
-    for environment in Environment.objects.filter(
-        pk__in=training_class.seats.exclude(environment=None).values("environment"),
-        state__in=DELETABLE,
-    ):
+    for environment in _seat_environments(training_class, DELETABLE):
         if lifecycle.delete_environment(environment=environment, message=message):
             ended += 1
     if user is not None:
@@ -532,26 +645,24 @@ def end_class(*, training_class: TrainingClass, user=None, ip: str | None = None
     return ended
 
 
-def _seat_demand(training_class: TrainingClass, seats: int = 1) -> quotas.Demand:
-    version = training_class.blueprint_version
-    start = max(timezone.now(), training_class.starts_at - warmup_lead())
-    seconds = max(int((training_class.teardown_at - start).total_seconds()), 0)
-    return quotas.Demand(
-        environments=seats,
-        cpu_millicores=seats * version.cpu_millicores,
-        memory_bytes=seats * version.memory_bytes,
-        ttl_seconds=seconds,
-        cost=seats * price_for(version.blueprint_spec, seconds),
-        label=f"one more seat of {version.title} for {format_duration(seconds)}",
-        starts_at=start,
+def _seat_environments(training_class: TrainingClass, states):
+    return Environment.objects.filter(
+        pk__in=training_class.seats.exclude(environment=None).values("environment"),
+        state__in=states,
     )
 
 
-OPEN_CLASS = (
-    TrainingClass.Status.PENDING_APPROVAL,
-    TrainingClass.Status.SCHEDULED,
-    TrainingClass.Status.WARMING,
-)
+def _seat_demand(training_class: TrainingClass) -> quotas.Demand:
+    version = training_class.blueprint_version
+    start = _window_start(training_class.starts_at)
+    seconds = max(int((training_class.teardown_at - start).total_seconds()), 0)
+    return _seats_demand(
+        version,
+        seats=1,
+        seconds=seconds,
+        starts_at=start,
+        label=f"one more seat of {version.title} for {format_duration(seconds)}",
+    )
 
 
 def _check_open(training_class: TrainingClass) -> None:
@@ -610,11 +721,9 @@ def remove_seat(*, seat: Seat, user, ip: str | None = None) -> None:
     if not Seat.objects.filter(pk=seat.pk, removed_at=None).update(removed_at=timezone.now()):
         return
     if seat.environment_id:
-        environment = Environment.objects.get(pk=seat.environment_id)
-        if environment.state in DELETABLE:
-            lifecycle.delete_environment(
-                environment=environment, message=f"Seat {seat.number} removed by {audit.who(user)}."
-            )
+        _delete_environment(
+            seat.environment_id, message=f"Seat {seat.number} removed by {audit.who(user)}."
+        )
     elif training_class.status != TrainingClass.Status.WARMING:
         # One seat less held: shrink the class's reservations by one seat's worth.
         one = _seat_demand(training_class)
@@ -687,9 +796,7 @@ def extend_class(
         raise ServiceError("The new end must be after the current end.")
     version = training_class.blueprint_version
     added = ends_at - training_class.ends_at
-    start = training_class.warmed_at or max(
-        timezone.now(), training_class.starts_at - warmup_lead()
-    )
+    start = training_class.warmed_at or _window_start(training_class.starts_at)
     seconds = int((ends_at + training_class.grace - start).total_seconds())
     if seconds > version.blueprint_spec.ttl.max:
         raise ServiceError(
@@ -719,11 +826,7 @@ def extend_class(
         reservation.cost += cost
         reservation.save(update_fields=["ends_at", "cost"])
     # The seats' expiry follows the class (a time, not a state: no transition).
-    seat_envs = Environment.objects.filter(
-        pk__in=training_class.seats.exclude(environment=None).values("environment"),
-        state__in=LIVE_STATES,
-    )
-    for environment in seat_envs:
+    for environment in _seat_environments(training_class, LIVE_STATES):
         Environment.objects.filter(pk=environment.pk).update(
             expires_at=training_class.teardown_at,
             ttl=environment.ttl + added,
@@ -823,16 +926,16 @@ def estimate_booking(
 ) -> Estimate:
     _check_blueprint(version, Purpose.DEMO, "booked demos")
     team = team_for(user, team)
-    demand, price = _demand(
+    return _estimate(
+        user=user,
+        team=team,
         version=version,
         seats=1,
         starts_at=starts_at,
         ends_at=ends_at,
-        grace=timedelta(seconds=grace_seconds),
+        grace_seconds=grace_seconds,
         what="this booked {title} for {duration}",
     )
-    outcome = quotas.decide(team=team, user=user, version=version, demand=demand)
-    return Estimate(demand, outcome, 1, price, warmup_lead())
 
 
 @transaction.atomic
@@ -851,39 +954,20 @@ def book_demo(
 ) -> Booking:
     """Book a demo for a customer's slot: quota and budget checked and capacity reserved
     now; the environment is requested a lead time before the start."""
-    customer = " ".join((customer or "").split())[:100]
-    if not customer:
-        raise ServiceError("Name the customer; the team calendar shows it.")
-    starts_at, ends_at = aware(starts_at, time_zone), aware(ends_at, time_zone)
-    resolved = resolve_parameters(version.blueprint_spec, parameters or {})
-    render_components(version.blueprint_spec, resolved)
-    team = team_for(user, team)
-    quotas.lock(team=team, user=user)
-    estimate = estimate_booking(
+    customer = _one_line(customer, "Name the customer; the team calendar shows it.")
+    booking, estimate = _create_decided(
+        Booking,
         user=user,
         version=version,
         starts_at=starts_at,
         ends_at=ends_at,
+        time_zone=time_zone,
+        parameters=parameters,
         grace_seconds=grace_seconds,
         team=team,
-    )
-    if estimate.outcome.refused:
-        raise ServiceError(estimate.outcome.message)
-    pending = estimate.outcome.needs_approval
-    booking = Booking.objects.create(
+        estimate=estimate_booking,
         owner=user,
-        team=team,
-        blueprint_version=version,
-        parameters=resolved,
         customer=customer,
-        starts_at=starts_at,
-        ends_at=ends_at,
-        time_zone=time_zone,
-        grace=timedelta(seconds=grace_seconds),
-        status=Booking.Status.PENDING_APPROVAL if pending else Booking.Status.SCHEDULED,
-    )
-    _reserve(
-        team=team, owner=user, demand=estimate.demand, ends_at=booking.teardown_at, booking=booking
     )
     audit.record(
         actor=user,
@@ -892,8 +976,8 @@ def book_demo(
         after={
             "customer": customer,
             "blueprint": str(version),
-            "starts_at": starts_at.isoformat(),
-            "ends_at": ends_at.isoformat(),
+            "starts_at": booking.starts_at.isoformat(),
+            "ends_at": booking.ends_at.isoformat(),
             "price": str(estimate.total),
             "status": booking.status,
         },
@@ -904,30 +988,15 @@ def book_demo(
 
 @transaction.atomic
 def decide_booking(*, booking: Booking, approver, approve: bool, reason: str = "", ip=None) -> None:
-    _check_decider(approver, team=booking.team, requester=booking.owner)
-    reason = (reason or "").strip()
-    if not approve and not reason:
-        raise ServiceError("Say why the booking is rejected; the requester will read it.")
-    to_state = Booking.Status.SCHEDULED if approve else Booking.Status.REJECTED
-    if not _set_status(
-        Booking,
-        booking.pk,
-        from_states=[Booking.Status.PENDING_APPROVAL],
-        to_state=to_state,
-        decided_by=approver,
-        decided_at=timezone.now(),
-        decision_reason=reason,
-    ):
-        raise ServiceError("This booking was already decided by someone else.")
-    if not approve:
-        _release(booking=booking)
-    audit.record(
-        actor=approver,
-        action="booking.approve" if approve else "booking.reject",
-        target=booking,
-        before={"status": Booking.Status.PENDING_APPROVAL},
-        after={"status": to_state, **({"reason": reason} if reason else {})},
+    _decide(
+        booking,
+        requester=booking.owner,
+        approver=approver,
+        approve=approve,
+        reason=reason,
         ip=ip,
+        noun="booking",
+        reader="requester",
     )
 
 
@@ -937,17 +1006,7 @@ def cancel_booking(*, booking: Booking, user, ip: str | None = None) -> None:
     if not (booking.owner_id == user.pk or roles.is_admin(user)):
         raise PermissionDenied("Only the person who booked this demo cancels it.")
     before = booking.status
-    if not _set_status(
-        Booking,
-        booking.pk,
-        from_states=[
-            Booking.Status.PENDING_APPROVAL,
-            Booking.Status.SCHEDULED,
-            Booking.Status.WARMING,
-        ],
-        to_state=Booking.Status.CANCELLED,
-        ended_at=timezone.now(),
-    ):
+    if not _close(Booking, booking.pk, Booking.Status.CANCELLED):
         raise ServiceError(f"This booking is {booking.get_status_display().lower()} already.")
     _end_booking_environment(booking, message=f"Booking cancelled by {audit.who(user)}.")
     audit.record(
@@ -963,56 +1022,41 @@ def cancel_booking(*, booking: Booking, user, ip: str | None = None) -> None:
 def _end_booking_environment(booking: Booking, *, message: str) -> None:
     _release(booking=booking)
     if booking.environment_id:
-        environment = Environment.objects.get(pk=booking.environment_id)
-        if environment.state in DELETABLE:
-            lifecycle.delete_environment(environment=environment, message=message)
+        _delete_environment(booking.environment_id, message=message)
+
+
+def _delete_environment(environment_id, *, message: str) -> None:
+    """Tear a seat's or a booking's environment down, unless it is gone or going."""
+    environment = Environment.objects.get(pk=environment_id)
+    if environment.state in DELETABLE:
+        lifecycle.delete_environment(environment=environment, message=message)
 
 
 @transaction.atomic
 def warm_up_booking(booking_id) -> bool:
-    if not _set_status(
-        Booking,
-        booking_id,
-        from_states=[Booking.Status.SCHEDULED],
-        to_state=Booking.Status.WARMING,
-        warmed_at=timezone.now(),
-    ):
+    if not _start_warming(Booking, booking_id):
         return False
     booking = Booking.objects.select_related("blueprint_version", "team", "owner").get(
         pk=booking_id
     )
     _release(booking=booking)
-    seconds = int((booking.teardown_at - timezone.now()).total_seconds())
-    if seconds <= 0:
-        return False
-    seconds = max(seconds, lifecycle.MIN_TTL_SECONDS)  # the schedule ends it on time
-    booking.environment = lifecycle.request_environment(
-        user=booking.owner,
-        version=booking.blueprint_version,
-        parameters=booking.parameters,
-        ttl_seconds=seconds,
-        team=booking.team,
+    environment = _request_until(
+        booking,
+        owner=booking.owner,
+        teardown_at=booking.teardown_at,
         reason=f"Booked demo for {booking.customer}",
         action="booking.environment",
-        decided=True,
     )
+    if environment is None:
+        return False
+    booking.environment = environment
     booking.save(update_fields=["environment"])
     return True
 
 
 @transaction.atomic
 def end_booking(booking_id) -> bool:
-    if not _set_status(
-        Booking,
-        booking_id,
-        from_states=[
-            Booking.Status.PENDING_APPROVAL,
-            Booking.Status.SCHEDULED,
-            Booking.Status.WARMING,
-        ],
-        to_state=Booking.Status.ENDED,
-        ended_at=timezone.now(),
-    ):
+    if not _close(Booking, booking_id, Booking.Status.ENDED):
         return False
     _end_booking_environment(Booking.objects.get(pk=booking_id), message="The booked slot ended.")
     return True
@@ -1080,13 +1124,7 @@ def tick(now: datetime | None = None) -> dict[str, int]:
     for training_class in TrainingClass.objects.filter(status__in=OPEN_CLASS):
         if training_class.teardown_at <= now:
             done["ended"] += end_class(training_class=training_class)
-    for booking in Booking.objects.filter(
-        status__in=[
-            Booking.Status.PENDING_APPROVAL,
-            Booking.Status.SCHEDULED,
-            Booking.Status.WARMING,
-        ]
-    ):
+    for booking in Booking.objects.filter(status__in=OPEN_BOOKING):
         if booking.teardown_at <= now:
             done["ended"] += end_booking(booking.pk)
     return done

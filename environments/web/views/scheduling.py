@@ -7,12 +7,13 @@ ended and every seat is gone. Attendees reach only their own seat (others: 404).
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -74,14 +75,46 @@ def classes(request):
     )
 
 
-def _estimate_or_error(form, estimate):
-    try:
-        return estimate(), None
-    except ParametersInvalid as exc:
-        form.add_parameter_errors(exc.errors)
-    except (ServiceError, PermissionDenied) as exc:
-        return None, str(exc)
-    return None, None
+def _slot(form, version: BlueprintVersion) -> dict:
+    """What a class's or a booking's form gives its estimate and its creation alike."""
+    data = form.cleaned_data
+    return {
+        "version": version,
+        "starts_at": scheduling.aware(data["starts_at"], data["time_zone"]),
+        "ends_at": scheduling.aware(data["ends_at"], data["time_zone"]),
+        "grace_seconds": form.grace_seconds,
+        "team": data.get("team"),
+    }
+
+
+def _slot_form(request, *, form, version: BlueprintVersion, template: str, act):
+    """The class and booking forms' one flow. On a valid POST ``act(create)`` returns
+    the page to go to once saved ("Create") or the estimate to show ("Check price");
+    a refusal is shown on the form in one line."""
+    estimate = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            outcome = act(request.POST.get("action") == "create")
+        except ParametersInvalid as exc:
+            form.add_parameter_errors(exc.errors)
+        except (ServiceError, PermissionDenied) as exc:
+            form.add_error(None, str(exc))
+        else:
+            if isinstance(outcome, HttpResponseBase):
+                return outcome
+            estimate = outcome
+    return render(
+        request,
+        template,
+        {
+            "form": form,
+            "version": version,
+            "estimate": estimate,
+            "zones": people.time_zone_names(),
+            "budget": _budget(estimate, request.user, form),
+        },
+        status=400 if request.method == "POST" and form.errors else 200,
+    )
 
 
 @login_required
@@ -94,72 +127,47 @@ def new_class(request, name: str):
     version = catalog_selectors.requestable_version(name)
     if version.purpose != Purpose.TRAINING:
         raise Http404("Not a training blueprint.")
-    teams = requestable_teams(request.user)
     form = ClassForm(
         request.POST or None,
         request.FILES or None,
         version=version,
-        teams=teams,
+        teams=requestable_teams(request.user),
         zone=_zone(request),
     )
-    estimate = None
-    if request.method == "POST" and form.is_valid():
+
+    def act(create: bool):
         data = form.cleaned_data
         try:
-            roster = scheduling.parse_roster(form.roster_text())
-            zone = data["time_zone"]
-            starts_at = scheduling.aware(data["starts_at"], zone)
-            ends_at = scheduling.aware(data["ends_at"], zone)
-            seats = len(roster) if roster else (data.get("seats") or 0)
-            if request.POST.get("action") == "create":
-                training_class = scheduling.create_class(
-                    trainer=request.user,
-                    version=version,
-                    title=data["title"],
-                    starts_at=starts_at,
-                    ends_at=ends_at,
-                    time_zone=zone,
-                    seats=data.get("seats"),
-                    roster=roster,
-                    parameters=form.parameters(),
-                    grace_seconds=form.grace_seconds,
-                    team=data.get("team"),
-                    ip=audit.client_ip(request),
-                )
-                messages.success(
-                    request,
-                    "Class created; it waits for an approver."
-                    if training_class.status == TrainingClass.Status.PENDING_APPROVAL
-                    else "Class created. Its seats start "
-                    f"{scheduling.warmup_lead().total_seconds() // 60:.0f} minutes before the start.",
-                )
-                return redirect("class_detail", pk=training_class.pk)
-            estimate = scheduling.estimate_class(
-                user=request.user,
-                version=version,
-                seats=seats,
-                starts_at=starts_at,
-                ends_at=ends_at,
-                grace_seconds=form.grace_seconds,
-                team=data.get("team"),
-            )
-        except ParametersInvalid as exc:
-            form.add_parameter_errors(exc.errors)
-        except (ServiceError, PermissionDenied) as exc:
-            form.add_error(None, str(exc))
+            text = form.roster_text()
         except forms.ValidationError as exc:  # the CSV upload's own checks
             form.add_error("roster_file", exc)
-    return render(
-        request,
-        "scheduling/class_form.html",
-        {
-            "form": form,
-            "version": version,
-            "estimate": estimate,
-            "zones": people.time_zone_names(),
-            "budget": _budget(estimate, request.user, form),
-        },
-        status=400 if request.method == "POST" and form.errors else 200,
+            return None
+        roster = scheduling.parse_roster(text)
+        slot = _slot(form, version)
+        if not create:
+            seats = len(roster) if roster else (data.get("seats") or 0)
+            return scheduling.estimate_class(user=request.user, seats=seats, **slot)
+        training_class = scheduling.create_class(
+            trainer=request.user,
+            title=data["title"],
+            time_zone=data["time_zone"],
+            seats=data.get("seats"),
+            roster=roster,
+            parameters=form.parameters(),
+            ip=audit.client_ip(request),
+            **slot,
+        )
+        messages.success(
+            request,
+            "Class created; it waits for an approver."
+            if training_class.status == TrainingClass.Status.PENDING_APPROVAL
+            else "Class created. Its seats start "
+            f"{scheduling.warmup_lead().total_seconds() // 60:.0f} minutes before the start.",
+        )
+        return redirect("class_detail", pk=training_class.pk)
+
+    return _slot_form(
+        request, form=form, version=version, template="scheduling/class_form.html", act=act
     )
 
 
@@ -217,9 +225,11 @@ def class_seats(request, pk):
 
 
 def _class_action(request, pk, act, done: str):
+    """Run ``act(training_class=, user=, ip=)`` on a class you may see, then back to its
+    page with the outcome in one line."""
     training_class = selectors.class_for(request.user, pk)
     try:
-        act(training_class)
+        act(training_class=training_class, user=request.user, ip=audit.client_ip(request))
     except ParametersInvalid as exc:
         messages.error(request, "; ".join(f"{k}: {v}" for k, v in exc.errors.items()))
     except (ServiceError, PermissionDenied) as exc:
@@ -233,12 +243,7 @@ def _class_action(request, pk, act, done: str):
 @require_POST
 def class_end(request, pk):
     return _class_action(
-        request,
-        pk,
-        lambda c: scheduling.end_class(
-            training_class=c, user=request.user, ip=audit.client_ip(request)
-        ),
-        "Class ended; every seat is being removed.",
+        request, pk, scheduling.end_class, "Class ended; every seat is being removed."
     )
 
 
@@ -250,16 +255,9 @@ def class_extend(request, pk):
         training_class = selectors.class_for(request.user, pk)
         messages.error(request, "Give the new end as a date and a time.")
         return redirect("class_detail", pk=training_class.pk)
+    ends_at = form.cleaned_data["ends_at"].replace(tzinfo=None)
     return _class_action(
-        request,
-        pk,
-        lambda c: scheduling.extend_class(
-            training_class=c,
-            user=request.user,
-            ends_at=form.cleaned_data["ends_at"].replace(tzinfo=None),
-            ip=audit.client_ip(request),
-        ),
-        "Class extended.",
+        request, pk, partial(scheduling.extend_class, ends_at=ends_at), "Class extended."
     )
 
 
@@ -269,43 +267,33 @@ def class_add_seat(request, pk):
     form = AddSeatForm(request.POST)
     email = form.data.get("attendee_email", "") if form.is_valid() else ""
     return _class_action(
-        request,
-        pk,
-        lambda c: scheduling.add_seat(
-            training_class=c, user=request.user, attendee_email=email, ip=audit.client_ip(request)
-        ),
-        "Seat added.",
+        request, pk, partial(scheduling.add_seat, attendee_email=email), "Seat added."
     )
 
 
-def _trainer_seat(request, pk) -> Seat:
+def _seat_action(request, pk, act, done: str):
+    """``act(seat=, user=, ip=)`` on a seat of a class you teach (404 for anyone else);
+    ``done`` may name the seat's {number}."""
     seat = get_object_or_404(Seat.objects.select_related("training_class"), pk=pk)
     selectors.class_for(request.user, seat.training_class_id)  # 404 for anyone else
-    return seat
+    return _class_action(
+        request,
+        seat.training_class_id,
+        lambda training_class, **who: act(seat=seat, **who),
+        done.format(number=seat.number),
+    )
 
 
 @login_required
 @require_POST
 def seat_reset(request, pk):
-    seat = _trainer_seat(request, pk)
-    return _class_action(
-        request,
-        seat.training_class_id,
-        lambda c: scheduling.reset_seat(seat=seat, user=request.user, ip=audit.client_ip(request)),
-        f"Seat {seat.number} is being recreated.",
-    )
+    return _seat_action(request, pk, scheduling.reset_seat, "Seat {number} is being recreated.")
 
 
 @login_required
 @require_POST
 def seat_remove(request, pk):
-    seat = _trainer_seat(request, pk)
-    return _class_action(
-        request,
-        seat.training_class_id,
-        lambda c: scheduling.remove_seat(seat=seat, user=request.user, ip=audit.client_ip(request)),
-        f"Seat {seat.number} removed.",
-    )
+    return _seat_action(request, pk, scheduling.remove_seat, "Seat {number} removed.")
 
 
 @login_required
@@ -376,53 +364,30 @@ def new_booking(request, name: str):
     version = catalog_selectors.requestable_version(name)
     if version.purpose != Purpose.DEMO:
         raise Http404("Not a demo blueprint.")
-    teams = requestable_teams(request.user)
-    form = BookingForm(request.POST or None, version=version, teams=teams, zone=_zone(request))
-    estimate = None
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            zone = data["time_zone"]
-            starts_at = scheduling.aware(data["starts_at"], zone)
-            ends_at = scheduling.aware(data["ends_at"], zone)
-            if request.POST.get("action") == "create":
-                booking = scheduling.book_demo(
-                    user=request.user,
-                    version=version,
-                    customer=data["customer"],
-                    starts_at=starts_at,
-                    ends_at=ends_at,
-                    time_zone=zone,
-                    parameters=form.parameters(),
-                    grace_seconds=form.grace_seconds,
-                    team=data.get("team"),
-                    ip=audit.client_ip(request),
-                )
-                messages.success(request, f"Demo booked for {booking.customer}.")
-                return redirect("booking_detail", pk=booking.pk)
-            estimate = scheduling.estimate_booking(
-                user=request.user,
-                version=version,
-                starts_at=starts_at,
-                ends_at=ends_at,
-                grace_seconds=form.grace_seconds,
-                team=data.get("team"),
-            )
-        except ParametersInvalid as exc:
-            form.add_parameter_errors(exc.errors)
-        except (ServiceError, PermissionDenied) as exc:
-            form.add_error(None, str(exc))
-    return render(
-        request,
-        "scheduling/booking_form.html",
-        {
-            "form": form,
-            "version": version,
-            "estimate": estimate,
-            "zones": people.time_zone_names(),
-            "budget": _budget(estimate, request.user, form),
-        },
-        status=400 if request.method == "POST" and form.errors else 200,
+    form = BookingForm(
+        request.POST or None,
+        version=version,
+        teams=requestable_teams(request.user),
+        zone=_zone(request),
+    )
+
+    def act(create: bool):
+        slot = _slot(form, version)
+        if not create:
+            return scheduling.estimate_booking(user=request.user, **slot)
+        booking = scheduling.book_demo(
+            user=request.user,
+            customer=form.cleaned_data["customer"],
+            time_zone=form.cleaned_data["time_zone"],
+            parameters=form.parameters(),
+            ip=audit.client_ip(request),
+            **slot,
+        )
+        messages.success(request, f"Demo booked for {booking.customer}.")
+        return redirect("booking_detail", pk=booking.pk)
+
+    return _slot_form(
+        request, form=form, version=version, template="scheduling/booking_form.html", act=act
     )
 
 
