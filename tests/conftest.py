@@ -7,7 +7,9 @@ are set) and, where marked, the real local Kubernetes control plane.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group
@@ -91,6 +93,38 @@ def subprocess_environ(**extra: str) -> dict[str, str]:
     environ = {k: v for k, v in os.environ.items() if k != ASYNC_UNSAFE}
     environ.update(extra)
     return environ
+
+
+def cli_runner(url: str, user, home) -> Any:
+    """The ``ephemera`` command as a user runs it: a subprocess with a write token of
+    ``user`` against the portal at ``url``; it must never print a traceback."""
+    import subprocess
+
+    from environments.access import tokens
+
+    _, token = tokens.create_token(user=user, name="cli", scope="write", days=1)
+    environ = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(home),
+        "EPHEMERA_URL": url,
+        "EPHEMERA_TOKEN": token,
+    }
+
+    def run(*args: str, timeout: float = 120, **extra: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", "ephemera_cli.main", *args],
+            cwd=ROOT,
+            env={**environ, **extra},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert "Traceback" not in result.stderr, result.stderr
+        return result
+
+    run.token = token  # type: ignore[attr-defined]
+    run.environ = environ  # type: ignore[attr-defined]
+    return run
 
 
 @pytest.fixture

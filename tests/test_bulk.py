@@ -10,7 +10,7 @@ from environments.lifecycle import bulk
 from environments.lifecycle.states import State
 from environments.models import AuditEvent, Environment
 from ephemera_cli.main import build_parser
-from tests.conftest import client_for
+from tests.conftest import cli_runner, client_for
 from tests.factories import make_environment
 
 pytestmark = pytest.mark.django_db
@@ -177,31 +177,9 @@ def test_the_cli_takes_several_environments():
 
 @pytest.mark.django_db(transaction=True)
 def test_the_cli_extends_and_deletes_several_through_the_api(live_server, owner, mixed, tmp_path):
-    import os
-    import subprocess
-    import sys
-
     import django_rq
 
-    from tests.conftest import ROOT
-
-    token = tokens.create_token(user=owner, name="cli", scope="write", days=1)[1]
-    environ = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp_path),
-        "EPHEMERA_URL": live_server.url,
-        "EPHEMERA_TOKEN": token,
-    }
-
-    def cli(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "ephemera_cli.main", *args],
-            cwd=ROOT,
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    cli = cli_runner(live_server.url, owner, tmp_path)
 
     first, second = (e.name for e in mixed["mine"])
     extended = cli("extend", first, second, mixed["teammate"].name, "30m")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import timedelta
 
 import pytest
@@ -13,7 +10,7 @@ from django.utils import timezone
 from environments.access import tokens
 from environments.models import Booking, Membership, Quota, TrainingClass
 from environments.scheduling import services as scheduling
-from tests.conftest import ROOT, make_user
+from tests.conftest import cli_runner, make_user
 
 API = "/api/v1"
 
@@ -128,23 +125,7 @@ def test_the_cli_books_a_demo_and_lists_a_class_s_seats(
     live_server, owner, trainer, sample_blueprints, tmp_path
 ):
     def cli(user, *args):
-        result = subprocess.run(
-            [sys.executable, "-m", "ephemera_cli.main", *args],
-            cwd=ROOT,
-            env={
-                "PATH": os.environ.get("PATH", ""),
-                "HOME": str(tmp_path),
-                "EPHEMERA_URL": live_server.url,
-                "EPHEMERA_TOKEN": tokens.create_token(user=user, name="cli", scope="write", days=1)[
-                    1
-                ],
-            },
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert "Traceback" not in result.stderr, result.stderr
-        return result
+        return cli_runner(live_server.url, user, tmp_path)(*args, timeout=60)
 
     start, end = _slot()
     result = cli(

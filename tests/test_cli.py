@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys
 
 import pytest
 
-from environments.access import tokens
 from environments.catalog.publishing import publish_blueprint
 from environments.kube import cluster
 from environments.lifecycle import services
 from environments.lifecycle.states import State
 from environments.models import Environment
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, cli_runner, wait_for
 
 pytestmark = [
     pytest.mark.cluster,
@@ -27,29 +25,7 @@ pytestmark = [
 
 @pytest.fixture
 def cli(live_server, owner, tmp_path):
-    _, plaintext = tokens.create_token(user=owner, name="cli", scope="write", days=1)
-    environ = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp_path),
-        "EPHEMERA_URL": live_server.url,
-        "EPHEMERA_TOKEN": plaintext,
-    }
-
-    def run(*args: str, timeout: float = 120, **extra) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            [sys.executable, "-m", "ephemera_cli.main", *args],
-            cwd=ROOT,
-            env={**environ, **extra},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        assert "Traceback" not in result.stderr, result.stderr
-        return result
-
-    run.token = plaintext
-    run.environ = environ
-    return run
+    return cli_runner(live_server.url, owner, tmp_path)
 
 
 def test_it_brings_an_environment_up_lists_extends_and_tears_it_down(

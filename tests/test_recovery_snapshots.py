@@ -29,7 +29,7 @@ from environments.recovery.snapshots import (
     take_snapshot,
     verify,
 )
-from tests.conftest import BLUEPRINTS
+from tests.conftest import BLUEPRINTS, cli_runner
 from tests.factories import make_environment
 
 pytestmark = [
@@ -394,32 +394,8 @@ def test_the_environment_page_takes_lists_and_restores_snapshots(
 
 
 def test_the_cli_snapshots_and_restores_once_per_key(live_server, owner, team, preview):
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
     environment = ready_environment(owner, team, preview)
-    _, plaintext = tokens.create_token(user=owner, name="cli", scope="write", days=1)
-    environ = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": "/nonexistent",
-        "EPHEMERA_URL": live_server.url,
-        "EPHEMERA_TOKEN": plaintext,
-    }
-
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            [sys.executable, "-m", "ephemera_cli.main", *args],
-            cwd=ROOT,
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert "Traceback" not in result.stderr, result.stderr
-        return result
+    cli = cli_runner(live_server.url, owner, "/nonexistent")
 
     taken = cli("snapshot", environment.name)
     assert taken.returncode == 0, taken.stderr

@@ -4,9 +4,6 @@ templates (``{{ urls.x }}``, ``{{ hosts.x }}``, ``{{ env.name }}``): issue 17.""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
@@ -20,7 +17,7 @@ from environments.kube import cluster
 from environments.lifecycle import services
 from environments.lifecycle.states import State
 from environments.models import AuditEvent, Environment
-from tests.conftest import ROOT, client_for
+from tests.conftest import cli_runner, client_for
 
 # A storefront, its API, a database, and an optional search service. The web front
 # reads its API's public URL and the database's Service name from its env.
@@ -430,25 +427,7 @@ def test_a_variant_has_exactly_its_deployments_and_urls_reach_the_components(own
 def test_the_cli_clones_a_variant(live_server, owner):
     version, _ = publish_blueprint(source=FULLSTACK)
     source = services.request_environment(user=owner, version=version)
-    _, plaintext = tokens.create_token(user=owner, name="cli", scope="write", days=1)
-    environ = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": "/nonexistent",
-        "EPHEMERA_URL": live_server.url,
-        "EPHEMERA_TOKEN": plaintext,
-    }
-
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            [sys.executable, "-m", "ephemera_cli.main", *args],
-            cwd=ROOT,
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert "Traceback" not in result.stderr, result.stderr
-        return result
+    cli = cli_runner(live_server.url, owner, "/nonexistent")
 
     made = cli(
         "clone",
