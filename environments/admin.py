@@ -45,6 +45,7 @@ from environments.models import (
     EnvironmentEvent,
     ExtensionRequest,
     HookDelivery,
+    IdempotencyKey,
     HookEvent,
     Invitation,
     Membership,
@@ -701,6 +702,17 @@ class RestoreRequestAdmin(ReadOnlyAdmin):
 
     list_display = ["created_at", "key", "snapshot", "environment", "requested_by"]
     list_select_related = ["snapshot", "environment", "requested_by"]
+
+
+@admin.register(IdempotencyKey)
+class IdempotencyKeyAdmin(ReadOnlyAdmin):
+    """API Idempotency-Keys seen in the last day: a retry with one gets the first answer
+    again (lifecycle.idempotency); the reaper prunes them. The stored answer is not shown."""
+
+    list_display = ["created_at", "user", "key", "status"]
+    list_select_related = ["user"]
+    search_fields = ["key"]
+    exclude = ["body"]
 
 
 @admin.register(Drill)
