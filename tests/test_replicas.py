@@ -118,6 +118,7 @@ def test_schedulers_in_one_tick_enqueue_each_job_once(monkeypatch):
                 ("warn_expiring", 1893499620),
                 ("accrue_cost", 1893499620),
                 ("refill_pools", 1893499620),
+                ("run_schedule", 1893499620),
                 ("remind_approvers", 1893499500),  # 12:05:00
                 ("reconcile", 1893499500),
                 ("prune_snapshots", 1893499500),
