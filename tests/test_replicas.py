@@ -374,6 +374,9 @@ def kill_a_worker_mid_provision(fleet: Replicas, ids: list[str]) -> str:
             return None
         if job.get_status() != JobStatus.STARTED or not job.worker_name:
             return None
+        # Started is set before the job runs; killed once it holds the provisioning lease.
+        if state(ids[0]) != State.PROVISIONING:
+            return None
         return next(n for n, log in workers.items() if f"Worker {job.worker_name}" in log)
 
     name = wait_for(taker, 60, interval=0.05)  # the job applies for about a second
