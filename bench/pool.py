@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,16 +37,14 @@ import django  # noqa: E402
 
 django.setup()
 
-import django_rq  # noqa: E402
+from common import bench_user_and_team, free_port, percentile  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.contrib.auth import get_user_model  # noqa: E402
-from django.core.management import call_command  # noqa: E402
 
 from environments.access import tokens  # noqa: E402
 from environments.catalog.publishing import publish_blueprint  # noqa: E402
 from environments.lifecycle import pools  # noqa: E402
 from environments.lifecycle.states import State  # noqa: E402
-from environments.models import Environment, Membership, Quota, Team  # noqa: E402
+from environments.models import Environment  # noqa: E402
 
 # One component, no port: no Service (the local control plane's service range is small).
 SOURCE = """
@@ -65,32 +62,8 @@ quota: {cpu: 100m, memory: 64Mi, pods: "2"}
 """
 
 
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def setup(size: int):
-    call_command("migrate", verbosity=0)
-    user, _ = get_user_model().objects.get_or_create(
-        username="bench@example.com", defaults={"email": "bench@example.com"}
-    )
-    team, _ = Team.objects.get_or_create(slug="bench", defaults={"name": "Bench"})
-    Membership.objects.get_or_create(team=team, user=user)
-    Quota.objects.filter(team=team).delete()
-    for queue in ("provision", "teardown", "default"):
-        django_rq.get_queue(queue).empty()
-    # Left over by an interrupted run: closed, not provisioned again.
-    Environment.objects.exclude(state__in=[State.DELETED, State.REJECTED]).update(
-        state=State.DELETED, manifests=[]
-    )
+    user, team = bench_user_and_team()
     pooled = publish_blueprint(
         source=SOURCE.replace("NAME", "bench-pool") + f"pool: {{size: {size}}}\n"
     )[0]

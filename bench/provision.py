@@ -37,8 +37,8 @@ import django  # noqa: E402
 django.setup()
 
 import django_rq  # noqa: E402
+from common import bench_user_and_team, percentile  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from environments.catalog.publishing import publish_blueprint  # noqa: E402
@@ -47,7 +47,7 @@ from environments.lifecycle import services  # noqa: E402
 from environments.lifecycle.provisioning import provision, teardown  # noqa: E402
 from environments.lifecycle.states import State  # noqa: E402
 from environments.lifecycle.watcher import reconcile_once  # noqa: E402
-from environments.models import Blueprint, Environment, Membership, Quota, Team  # noqa: E402
+from environments.models import Blueprint, Environment  # noqa: E402
 
 BLUEPRINT = "shop-demo"  # three components
 # One component, no port: no Service, so no service IP. The local control plane's
@@ -68,27 +68,9 @@ quota: {cpu: 100m, memory: 64Mi, pods: "2"}
 """
 
 
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def setup():
-    call_command("migrate", verbosity=0)
+    user, team = bench_user_and_team()
     call_command("load_blueprints", str(ROOT / "deploy" / "blueprints"), verbosity=0)
-    user, _ = get_user_model().objects.get_or_create(
-        username="bench@example.com", defaults={"email": "bench@example.com"}
-    )
-    team, _ = Team.objects.get_or_create(slug="bench", defaults={"name": "Bench"})
-    Membership.objects.get_or_create(team=team, user=user)
-    Quota.objects.filter(team=team).delete()
-    for queue in ("provision", "teardown", "default"):
-        django_rq.get_queue(queue).empty()
-    # Left over by an interrupted run: not provisioned again, its rows closed.
-    Environment.objects.exclude(state__in=[State.DELETED, State.REJECTED]).update(
-        state=State.DELETED, manifests=[]
-    )
     return (
         user,
         Blueprint.objects.get(name=BLUEPRINT).current_version(),

@@ -37,10 +37,8 @@ import django  # noqa: E402
 
 django.setup()
 
-import django_rq  # noqa: E402
+from common import bench_user_and_team, percentile  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.contrib.auth import get_user_model  # noqa: E402
-from django.core.management import call_command  # noqa: E402
 
 from environments.catalog.publishing import publish_blueprint  # noqa: E402
 from environments.kube import cluster  # noqa: E402
@@ -50,10 +48,7 @@ from environments.lifecycle.states import State  # noqa: E402
 from environments.models import (  # noqa: E402
     Drill,
     Environment,
-    Membership,
-    Quota,
     RecoveryRecord,
-    Team,
 )
 from environments.recovery import drills  # noqa: E402
 from environments.recovery.restore import restore  # noqa: E402
@@ -82,26 +77,8 @@ components:
 """
 
 
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def setup():
-    call_command("migrate", verbosity=0)
-    user, _ = get_user_model().objects.get_or_create(
-        username="bench@example.com", defaults={"email": "bench@example.com"}
-    )
-    team, _ = Team.objects.get_or_create(slug="bench", defaults={"name": "Bench"})
-    Membership.objects.get_or_create(team=team, user=user)
-    Quota.objects.filter(team=team).delete()
-    for queue in ("provision", "teardown", "default"):
-        django_rq.get_queue(queue).empty()
-    # Left over by an interrupted run: not provisioned again, its rows closed.
-    Environment.objects.exclude(state__in=[State.DELETED, State.REJECTED]).update(
-        state=State.DELETED, manifests=[]
-    )
+    user, team = bench_user_and_team()
     version, _ = publish_blueprint(source=SOURCE, actor=user)
     return user, team, version
 
