@@ -69,7 +69,7 @@ quota: {cpu: 100m, memory: 64Mi, pods: "2"}
 
 
 def setup():
-    user, team = bench_user_and_team()
+    user, _ = bench_user_and_team()
     call_command("load_blueprints", str(ROOT / "deploy" / "blueprints"), verbosity=0)
     return (
         user,
